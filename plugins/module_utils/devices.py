@@ -1,0 +1,172 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Disk and NIC records: user specs in, runtime records and QEMU backends out.
+
+A runtime record is the user's spec completed with everything needed to
+rebuild the device: a uuid (derived deterministically when not given, so a
+re-run never invents a new identity or MAC) and, once placed, its hvinfo.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import uuid as uuidlib
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+DISK_FORMATS = ("raw", "qcow2")
+DISK_MODES = ("rw", "ro")
+NETWORK_TYPES = ("tap", "user")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# Namespace for uuids derived from names, so the same input gives the same uuid.
+UUID_NS = uuidlib.UUID("6b1f2d4e-3c1a-5e8b-9a47-0c2d8e6f4a10")
+
+
+def derived_uuid(*parts: str) -> str:
+    return str(uuidlib.uuid5(UUID_NS, "/".join(parts)))
+
+
+def mac_from_uuid(dev_uuid: str) -> str:
+    """A stable locally administered MAC in QEMU's 52:54:00 range."""
+    digits = dev_uuid.replace("-", "")[-6:]
+    return "52:54:00:" + ":".join(digits[i:i + 2] for i in range(0, 6, 2))
+
+
+def _only(spec: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+    unknown = sorted(set(spec) - set(keys))
+    if unknown:
+        raise KvmError(f"{what}: unknown key(s) {', '.join(unknown)}; known: {', '.join(keys)}")
+
+
+def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+    """Validate a disk spec ``{path, format, mode, uuid}`` into a runtime record."""
+    if not isinstance(spec, dict):
+        raise KvmError(f"disk {spec!r} must be a mapping with at least 'path'")
+    spec = {k: v for k, v in spec.items() if v is not None}
+    _only(spec, ("path", "format", "mode", "uuid"), "disk")
+    path = spec.get("path")
+    if not isinstance(path, str) or not path:
+        raise KvmError("disk needs a 'path'")
+    if not os.path.isabs(path):
+        raise KvmError(f"disk path {path!r} must be absolute")
+    if "\x00" in path or any(ord(c) < 0x20 for c in path):
+        raise KvmError(f"disk path {path!r} contains a control character")
+    fmt = spec.get("format", "raw")
+    if fmt not in DISK_FORMATS:
+        raise KvmError(f"disk {path}: format {fmt!r} is not one of: {', '.join(DISK_FORMATS)}")
+    mode = spec.get("mode", "rw")
+    if mode not in DISK_MODES:
+        raise KvmError(f"disk {path}: mode {mode!r} is not one of: {', '.join(DISK_MODES)}")
+    dev_uuid = hvi.check_uuid(spec["uuid"], f"disk {path} uuid") if "uuid" in spec else derived_uuid(instance_uuid, "disk", path)
+    return {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
+
+
+def check_disk_path(disk: dict[str, Any], hvparams: dict[str, Any]) -> None:
+    """The disk must exist now; pass-through disk types need a real device node."""
+    path = disk["path"]
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise KvmError(f"disk {path}: {err.strerror}") from None
+    if hvparams["disk_type"] in hvp.PASSTHROUGH_DISK_TYPES:
+        if not (stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
+            raise KvmError(
+                f"disk {path}: disk_type {hvparams['disk_type']} passes a host SCSI device through "
+                "and needs a block or SCSI generic device, not a plain file; use scsi-hd"
+            )
+    elif not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise KvmError(f"disk {path}: not a regular file or block device")
+
+
+def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:
+    """Validate a NIC spec ``{mac, uuid, network}`` into a runtime record.
+
+    Without a uuid the NIC's identity derives from its MAC, or else from its
+    index in the instance's list; without a MAC it derives from the uuid.
+    """
+    if not isinstance(spec, dict):
+        raise KvmError(f"nic {spec!r} must be a mapping")
+    spec = {k: v for k, v in spec.items() if v is not None}
+    _only(spec, ("mac", "uuid", "network"), "nic")
+    mac = spec.get("mac")
+    if mac is not None:
+        if not isinstance(mac, str) or not MAC_RE.match(mac.lower()):
+            raise KvmError(f"nic mac {mac!r} is not a MAC address like 52:54:00:12:34:56")
+        mac = mac.lower()
+        if int(mac[:2], 16) & 1:
+            raise KvmError(f"nic mac {mac} is a multicast address; the first octet must be even")
+    if "uuid" in spec:
+        dev_uuid = hvi.check_uuid(spec["uuid"], "nic uuid")
+    elif mac is not None:
+        dev_uuid = derived_uuid(instance_uuid, "nic", mac)
+    elif index is not None:
+        dev_uuid = derived_uuid(instance_uuid, "nic", str(index))
+    else:
+        raise KvmError("nic needs a 'mac' or a 'uuid' to be identified")
+    return {"uuid": dev_uuid, "mac": mac or mac_from_uuid(dev_uuid), "network": network_record(spec.get("network"))}
+
+
+def network_record(net: Any) -> dict[str, Any] | None:
+    if net is None:
+        return None
+    if not isinstance(net, dict):
+        raise KvmError(f"nic network {net!r} must be a mapping with a 'type'")
+    net = {k: v for k, v in net.items() if v is not None}
+    kind = net.get("type")
+    if kind == "user":
+        _only(net, ("type",), "nic network type user")
+        return {"type": "user"}
+    if kind == "tap":
+        _only(net, ("type", "ifname", "bridge"), "nic network type tap")
+        for key in ("ifname", "bridge"):
+            if key in net and (not isinstance(net[key], str) or not IFNAME_RE.match(net[key])):
+                raise KvmError(f"nic network {key} {net[key]!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)")
+        if "ifname" not in net:
+            raise KvmError("nic network type tap needs an 'ifname'")
+        return net
+    raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
+
+
+def blockdev_args(disk: dict[str, Any]) -> dict[str, Any]:
+    """QMP ``blockdev-add`` arguments: a format node named like the device over a file node."""
+    read_only = disk["mode"] == "ro"
+    file_driver = "host_device" if disk.get("host_device") else "file"
+    return {
+        "driver": disk["format"],
+        "node-name": disk["hvinfo"]["id"],
+        "read-only": read_only,
+        "file": {"driver": file_driver, "filename": disk["path"], "read-only": read_only},
+    }
+
+
+def netdev_args(nic: dict[str, Any], fdname: str | None = None) -> dict[str, Any] | None:
+    """QMP ``netdev_add`` arguments, or None for a NIC without a backend link."""
+    net = nic.get("network")
+    if not net:
+        return None
+    dev_id = nic["hvinfo"]["id"]
+    if net["type"] == "user":
+        return {"type": "user", "id": dev_id}
+    if fdname:
+        return {"type": "tap", "id": dev_id, "fd": fdname}
+    return {"type": "tap", "id": dev_id, "ifname": net["ifname"], "script": "no", "downscript": "no"}
+
+
+def disk_device_extra(disk: dict[str, Any]) -> dict[str, Any]:
+    return {"drive": disk["hvinfo"]["id"]}
+
+
+def nic_device_extra(nic: dict[str, Any]) -> dict[str, Any]:
+    return {"netdev": nic["hvinfo"]["id"] if nic.get("network") else None, "mac": nic["mac"]}
+
+
+def public(dev: dict[str, Any]) -> dict[str, Any]:
+    """What modules return for a device: its identity, id and hvinfo."""
+    return {"uuid": dev["uuid"], "id": dev["hvinfo"]["id"], "hvinfo": dict(dev["hvinfo"])}

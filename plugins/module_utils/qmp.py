@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A small synchronous-looking face over qemu.qmp's async ``QMPClient``.
+
+Modules run one coroutine per call (``run``); inside it a ``Monitor`` sends
+commands and waits for events. Every qemu.qmp error becomes a one-line
+KvmError naming the step and QEMU's own message. Waits are event-driven with
+deadlines: no polling, no sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+try:
+    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+
+    HAS_QMP = True
+    QMP_IMPORT_ERROR: str | None = None
+except ImportError:  # reported by the modules with missing_required_lib
+    HAS_QMP = False
+    QMP_IMPORT_ERROR = traceback.format_exc()
+
+T = TypeVar("T")
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 60.0
+
+
+def run(coro: Awaitable[T]) -> T:
+    """Run one QMP conversation to completion from synchronous module code."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+class Monitor:
+    """One connection to an instance's QMP socket."""
+
+    def __init__(self, client: Any, socket_path: str) -> None:
+        self.client = client
+        self.socket_path = socket_path
+
+    async def cmd(self, command: str, args: dict[str, Any] | None = None, step: str | None = None,
+                  timeout: float = COMMAND_TIMEOUT) -> Any:
+        """Execute ``command``; QEMU's refusal becomes KvmError(step or command)."""
+        try:
+            return await asyncio.wait_for(self.client.execute(command, args), timeout)
+        except ExecuteError as err:
+            raise KvmError(f"QEMU refused {command}: {err}", step or command) from None
+        except asyncio.TimeoutError:
+            raise KvmError(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
+        except QMPError as err:
+            raise KvmError(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
+
+    async def try_cmd(self, command: str, args: dict[str, Any] | None = None) -> Any:
+        """Best effort (rollback, cleanup): errors are swallowed, result or None."""
+        try:
+            return await asyncio.wait_for(self.client.execute(command, args), COMMAND_TIMEOUT)
+        except (QMPError, asyncio.TimeoutError):
+            return None
+
+    def send_fd(self, fd: int) -> None:
+        self.client.send_fd_scm(fd)
+
+    @contextlib.contextmanager
+    def events(self, names: Iterable[str]) -> Any:
+        """Listen for ``names`` from now on (enter *before* sending the command)."""
+        with self.client.listener(tuple(names)) as listener:
+            yield listener
+
+    @staticmethod
+    async def wait_for(listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+        """The first event from ``listener`` that ``match``es, or KvmError at the deadline."""
+
+        async def first() -> dict[str, Any]:
+            async for event in listener:
+                if match(event):
+                    return event
+            raise KvmError(f"QMP connection closed while waiting for {what}")
+
+        try:
+            return await asyncio.wait_for(first(), timeout)
+        except asyncio.TimeoutError:
+            raise KvmError(f"no {what} within {timeout:g}s") from None
+
+
+@contextlib.asynccontextmanager
+async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[Monitor]:
+    """Open a QMP session to ``socket_path``; KvmError if nothing listens there."""
+    if not HAS_QMP:
+        raise KvmError("the Python library qemu.qmp is not installed")
+    client = QMPClient("kvmhv")
+    try:
+        await asyncio.wait_for(client.connect(socket_path), timeout)
+    except (ConnectError, OSError, asyncio.TimeoutError) as err:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+        reason = getattr(err, "exc", None) or err or "timed out"
+        raise KvmError(f"cannot connect to QMP socket {socket_path}: {reason}") from None
+    try:
+        yield Monitor(client, socket_path)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+
+
+def device_qom_prefix(dev_id: str) -> str:
+    return f"/machine/peripheral/{dev_id}/"
+
+
+def block_for_device(blocks: list[dict[str, Any]], dev_id: str) -> dict[str, Any] | None:
+    """The ``query-block`` entry attached to device ``dev_id``.
+
+    With ``-blockdev`` the ``device`` field is empty; ``qdev`` names either the
+    device id (SCSI) or a QOM path below it (virtio-blk's backend child).
+    """
+    for block in blocks:
+        qdev = block.get("qdev") or ""
+        if qdev == dev_id or qdev.startswith(device_qom_prefix(dev_id)) or qdev == device_qom_prefix(dev_id)[:-1]:
+            return block
+    return None
+
+
+def pci_devices(query_pci: list[dict[str, Any]], bus: int = 0) -> dict[int, dict[str, Any]]:
+    """slot -> device on PCI bus ``bus`` from a ``query-pci`` answer."""
+    found: dict[int, dict[str, Any]] = {}
+    for entry in query_pci:
+        if entry.get("bus") == bus:
+            for dev in entry.get("devices", []):
+                if dev.get("function", 0) == 0:
+                    found[dev["slot"]] = dev
+    return found
