@@ -1,0 +1,51 @@
+"""Shared fixtures of the integration tests: real QEMU, real ansible runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+if shutil.which("qemu-system-x86_64") is None:  # pragma: no cover - setup problem, not a skip
+    raise pytest.UsageError("qemu-system-x86_64 is missing: run `make setup` first")
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[str]:
+    """A short private runtime directory (QMP socket paths must stay < 108 bytes).
+
+    On teardown any QEMU still running from it is killed, so a failing test
+    leaves no process behind.
+    """
+    path = tempfile.mkdtemp(prefix="kvmhv-", dir="/tmp")
+    os.chmod(path, 0o700)
+    yield path
+    for pidfile in Path(path).glob("*.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if str(pidfile).encode() in handle.read():
+                    os.kill(pid, 9)
+        except (OSError, ValueError):
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_disk(tmp_path: Path):
+    """Create a disk image: make_disk(name, size_mib=1, fmt='raw') -> path."""
+
+    def _make(name: str, size_mib: int = 1, fmt: str = "raw") -> str:
+        path = str(tmp_path / name)
+        subprocess.run(["qemu-img", "create", "-q", "-f", fmt, path, f"{size_mib}M"], check=True)
+        return path
+
+    return _make
