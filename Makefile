@@ -1,0 +1,71 @@
+# kvmhv.qemu: one place for setting up, testing and demonstrating the collection.
+# `make demo` and `make test` work on a fresh Debian machine (as root).
+
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -euo pipefail -c
+
+VENV := $(CURDIR)/.venv
+BUILD := $(CURDIR)/.build
+COLLECTIONS := $(BUILD)/collections
+APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 git
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export PYTHONPATH := $(COLLECTIONS)
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_PYTHON_INTERPRETER := $(VENV)/bin/python
+
+.PHONY: setup apt venv link guest demo test lint sanity units integration molecule build clean
+
+setup: apt venv link guest
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)
+	if [ -n "$$missing" ]; then
+	  echo "installing: $$missing"
+	  apt-get update -qq
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	fi
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+link:
+	mkdir -p $(COLLECTIONS)/ansible_collections/kvmhv
+	ln -sfn $(CURDIR) $(COLLECTIONS)/ansible_collections/kvmhv/qemu
+
+guest:
+	bash tests/guest/build-guest.sh >/dev/null
+
+demo: setup
+	ansible-playbook -i playbooks/inventory.yml playbooks/demo.yml \
+	  -e guest_dir=$$(bash tests/guest/build-guest.sh | tail -n 1)
+
+test: setup lint sanity units integration
+
+lint:
+	ruff check plugins tests benchmarks
+	ansible-lint
+
+# ansible-test needs the collection at ansible_collections/kvmhv/qemu inside a
+# git tree: copy the files git knows (tracked or new, not ignored) there.
+sanity: setup
+	install -D -m 0644 .ci/get_pip_standin.py ~/.ansible/test/cache/get_pip_24_2.py
+	rm -rf $(BUILD)/sanity
+	dest=$(BUILD)/sanity/ansible_collections/kvmhv/qemu
+	mkdir -p $$dest
+	git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents -P {} $$dest/ 2>/dev/null || true
+	cd $$dest && git init -q && git add -A && git -c user.email=ci@localhost -c user.name=ci commit -qm sanity
+	cd $$dest && ansible-test sanity --venv --python 3.11 --color no
+
+units: setup
+	python -m pytest tests/unit -q
+
+integration: setup
+	python -m pytest tests/integration -q
+
+clean:
+	rm -rf $(BUILD) tests/output
