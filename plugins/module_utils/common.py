@@ -1,0 +1,36 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What every kvmhv.qemu module shares: common options and the error boundary."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.runtime import DEFAULT_RUNTIME_DIR
+
+COMMON_ARGS: dict[str, Any] = {
+    "runtime_dir": {"type": "path", "default": DEFAULT_RUNTIME_DIR},
+    "qemu_binary": {"type": "str", "default": "qemu-system-x86_64"},
+}
+
+
+def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
+    """An AnsibleModule with the common options; fails cleanly without qemu.qmp."""
+    module = AnsibleModule(argument_spec={**COMMON_ARGS, **argument_spec}, supports_check_mode=True, **kwargs)
+    if not qmp.HAS_QMP:
+        module.fail_json(msg=missing_required_lib("qemu.qmp"), exception=qmp.QMP_IMPORT_ERROR)
+    return module
+
+
+def run(module: AnsibleModule, action: Callable[[], dict[str, Any]]) -> None:
+    """Run ``action`` and exit with its result; a KvmError becomes a one-line failure."""
+    try:
+        result = action()
+    except KvmError as err:
+        module.fail_json(msg=str(err))
+    module.exit_json(**result)

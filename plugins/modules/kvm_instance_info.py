@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kvm_instance_info
+short_description: Read kvmhv.qemu runtime files, bus state and drift
+version_added: "0.1.0"
+description:
+  - Reads one instance's runtime file (by O(name) in O(runtime_dir), or by O(path)), or every
+    instance in O(runtime_dir), through the runtime upgrader, so legacy layouts are understood.
+  - Reports the recorded device tree (hvinfo of every disk and NIC), the bus state (used and free
+    PCI slots, SCSI controller and targets), whether QEMU is alive, and any drift between QEMU's
+    device tree and the runtime file.
+  - With O(upgrade=true) an older runtime file is written back in the current format (atomically,
+    under the instance lock).
+author:
+  - kvmhv.qemu contributors
+options:
+  name:
+    description: Instance name; its runtime file is C(<runtime_dir>/<name>.runtime.json).
+    type: str
+  path:
+    description: Path of one runtime file (any format this collection can read).
+    type: path
+  upgrade:
+    description: Write an older runtime file back in the current format.
+    type: bool
+    default: false
+  runtime_dir:
+    description: Directory of runtime files, QMP sockets, pid files and serial logs.
+    type: path
+    default: /run/kvmhv
+  qemu_binary:
+    description: QEMU binary (accepted so the C(kvm) action group can set it for all modules; unused here).
+    type: str
+    default: qemu-system-x86_64
+requirements:
+  - qemu.qmp
+attributes:
+  check_mode:
+    support: full
+    details: With O(upgrade=true) reports whether it would write; writes nothing.
+  diff_mode:
+    support: full
+    details: Shows the format version before and after an upgrade.
+notes:
+  - Drift is only checked for a live QEMU: slots in the hotplug window and disks that QEMU has but
+    the runtime file lacks, and runtime devices QEMU lacks.
+"""
+
+EXAMPLES = r"""
+- name: Show one instance
+  kvmhv.qemu.kvm_instance_info:
+    name: web1
+  register: web1
+
+- name: Every instance on the host
+  kvmhv.qemu.kvm_instance_info:
+    runtime_dir: /run/kvmhv
+
+- name: Upgrade a legacy runtime file in place
+  kvmhv.qemu.kvm_instance_info:
+    path: /run/kvmhv/old1.runtime.json
+    upgrade: true
+"""
+
+RETURN = r"""
+instance:
+  description: The instance, when O(name) or O(path) was given.
+  returned: when name or path is given
+  type: dict
+  contains:
+    name:
+      description: Instance name.
+      type: str
+      sample: web1
+    runtime_file:
+      description: Path of the runtime file.
+      type: str
+      sample: /run/kvmhv/web1.runtime.json
+    format_version:
+      description: Format version the file is stored in (0 is the legacy list layout).
+      type: int
+      sample: 1
+    current_version:
+      description: Format version this collection writes.
+      type: int
+      sample: 1
+    runtime:
+      description: The runtime in the current format (hvparams, kvm_cmd, disks and nics with hvinfo).
+      type: dict
+      sample:
+        version: 1
+        hvparams: {disk_type: scsi-hd, scsi_controller_type: lsi}
+        disks:
+          - uuid: 7c079136-0000-4000-8000-000000000001
+            path: /srv/web1.img
+            format: raw
+            mode: rw
+            hvinfo: {driver: scsi-hd, id: disk-7c079136, bus: scsi.0, channel: 0, scsi-id: 0, lun: 0}
+        nics: []
+    bus:
+      description: Bus state computed from the runtime file.
+      type: dict
+      sample:
+        pci: {bus: pci.0, window: ["0x10", "0x1f"], used: ["0x10"], free: ["0x11", "0x12"]}
+        scsi: {bus: scsi.0, controller: lsi, driver: lsi53c895a, max_targets: 7, used: [0], free: 6}
+    alive:
+      description: Whether the instance's QEMU process runs.
+      type: bool
+      sample: true
+    pid:
+      description: QEMU's process id, when alive.
+      type: int
+      sample: 4242
+    qmp_socket:
+      description: The QMP socket path.
+      type: str
+      sample: /run/kvmhv/web1.qmp
+    drift:
+      description: Differences between QEMU's device tree and the runtime file (empty when they agree).
+      type: list
+      elements: str
+      sample: ["QEMU has hd9 at pci.0 slot 0x15, missing from the runtime"]
+instances:
+  description: Every instance read (one item when O(name) or O(path) was given), with the keys of RV(instance).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+"""
+
+import contextlib
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import info, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
+
+
+def main() -> None:
+    module = new_module(
+        {
+            "name": {"type": "str"},
+            "path": {"type": "path"},
+            "upgrade": {"type": "bool", "default": False},
+        },
+        mutually_exclusive=[("name", "path")],
+    )
+    params = module.params
+
+    def action() -> dict:
+        if params["path"]:
+            targets = [params["path"]]
+        elif params["name"]:
+            targets = [runtime.paths(params["runtime_dir"], params["name"]).runtime]
+        else:
+            targets = [runtime.paths(params["runtime_dir"], n).runtime for n in runtime.list_names(params["runtime_dir"])]
+        changed, diffs, reports = False, [], []
+        for path in targets:
+            rt, version = runtime.read_file(path)
+            where = info.paths_for_file(path, rt)
+            if params["upgrade"] and version < rt["version"]:
+                changed = True
+                diffs.append({"before": f"{path}: format version {version}\n", "after": f"{path}: format version {rt['version']}\n"})
+                if not module.check_mode:
+                    with runtime.locked(where) if where else contextlib.nullcontext():
+                        rt, version = runtime.read_file(path)
+                        runtime.write_file(path, rt)
+                    version = rt["version"]
+            reports.append(info.describe(path, rt, version, where))
+        result = {"changed": changed, "instances": reports}
+        if len(targets) == 1 and (params["name"] or params["path"]):
+            result["instance"] = reports[0]
+        if module._diff and diffs:
+            result["diff"] = diffs
+        return result
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()
