@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 from typing import Any
 
@@ -96,3 +97,37 @@ def cleanup(where: Paths) -> None:
     for stale in (where.qmp, where.pidfile):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(stale)
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Wait (event-driven, via a pidfd) until ``pid`` exits; False at the deadline."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def stop_hard(where: Paths, timeout: float = 10.0) -> bool:
+    """SIGKILL the instance's QEMU and wait for it to be gone; True if one ran."""
+    pid = running_pid(where)
+    if not pid:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+    wait_exit(pid, timeout)
+    return True
+
+
+def remove_files(where: Paths, keep_runtime: bool = True) -> None:
+    """Remove socket and pid file (and the runtime file, serial log and lock unless kept)."""
+    files = [where.qmp, where.pidfile]
+    if not keep_runtime:
+        files += [where.runtime, where.serial, where.lock]
+    for name in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
