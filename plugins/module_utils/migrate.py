@@ -1,0 +1,79 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Live migration of a running instance to a target started with ``state=incoming``.
+
+The wait is event-driven (``MIGRATION`` events with a deadline). The source
+is stopped, and its runtime files removed, only after the migration
+completed: the instance then lives on the target. On failure or timeout the
+migration is cancelled and the source keeps running untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import process, qmp, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+DONE = ("completed", "failed", "cancelled")
+
+
+def _stats(info: dict[str, Any]) -> dict[str, Any]:
+    ram = info.get("ram", {})
+    return {
+        "status": info.get("status"),
+        "total_time_ms": info.get("total-time"),
+        "downtime_ms": info.get("downtime"),
+        "setup_time_ms": info.get("setup-time"),
+        "transferred_bytes": ram.get("transferred"),
+        "dirty_sync_count": ram.get("dirty-sync-count"),
+    }
+
+
+async def _migrate(sock: str, uri: str, timeout: float, max_bandwidth_mib: int) -> dict[str, Any]:
+    async with qmp.connect(sock) as mon:
+        await mon.cmd("migrate-set-capabilities",
+                      {"capabilities": [{"capability": "events", "state": True}]}, step="migrate setup")
+        if max_bandwidth_mib:
+            await mon.cmd("migrate-set-parameters", {"max-bandwidth": max_bandwidth_mib << 20}, step="migrate setup")
+        with mon.events(("MIGRATION",)) as listener:
+            await mon.cmd("migrate", {"uri": uri}, step="migrate")
+            try:
+                await mon.wait_for(listener, lambda ev: ev["data"].get("status") in DONE, timeout, "end of migration")
+            except KvmError:
+                await mon.try_cmd("migrate_cancel")
+                info = await mon.try_cmd("query-migrate") or {}
+                raise KvmError(f"migration to {uri} did not complete within {timeout:g}s "
+                               f"(status {info.get('status', 'unknown')}); cancelled, the source keeps running",
+                               "migrate") from None
+        info = await mon.cmd("query-migrate")
+        if info.get("status") != "completed":
+            reason = info.get("error-desc") or info.get("status")
+            raise KvmError(f"migration to {uri} failed: {reason}; the source keeps running", "migrate")
+        await mon.try_cmd("quit")
+        return _stats(info)
+
+
+def migrate(where: runtime.Paths, uri: str, timeout: float, max_bandwidth_mib: int) -> dict[str, Any]:
+    """Migrate, then stop the source and remove its files; returns migration stats."""
+    pid = process.running_pid(where)
+    if not pid:
+        raise KvmError(f"instance {where.name} is not running in {where.runtime_dir}")
+    stats = qmp.run(_migrate(where.qmp, uri, timeout, max_bandwidth_mib))
+    if not process.wait_exit(pid, 30):
+        process.stop_hard(where)
+    process.remove_files(where, keep_runtime=False)
+    return stats
+
+
+async def status(sock: str) -> str:
+    async with qmp.connect(sock, timeout=5) as mon:
+        return (await mon.cmd("query-status"))["status"]
+
+
+def check(where: runtime.Paths) -> None:
+    """Check-mode validation: the source must run and answer QMP."""
+    if not process.running_pid(where):
+        raise KvmError(f"instance {where.name} is not running in {where.runtime_dir}")
+    qmp.run(status(where.qmp))

@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kvm_migrate
+short_description: Live-migrate a kvmhv.qemu instance to a waiting target
+version_added: "0.1.0"
+description:
+  - Migrates a running instance to a target started with M(kvmhv.qemu.kvm_instance)
+    C(state=incoming) from the source's runtime file, so both sides have the same device tree.
+  - Waits for the end of the migration on QMP events, with a deadline. On success the source QEMU
+    is stopped and its runtime files are removed (the instance now lives on the target). On failure
+    or timeout the migration is cancelled, the source keeps running and the module fails with the reason.
+author:
+  - kvmhv.qemu contributors
+options:
+  name:
+    description: Instance name on this (source) host.
+    type: str
+    required: true
+  target_uri:
+    description: Where the target listens, C(tcp:HOST:PORT) or C(unix:PATH).
+    type: str
+    required: true
+  timeout:
+    description: Seconds to wait for the migration to complete before cancelling it.
+    type: int
+    default: 600
+  max_bandwidth:
+    description: Bandwidth cap in MiB/s (QEMU's own default is 32); 0 keeps QEMU's setting.
+    type: int
+    default: 1024
+  runtime_dir:
+    description: Directory of runtime files, QMP sockets, pid files and serial logs.
+    type: path
+    default: /run/kvmhv
+  qemu_binary:
+    description: QEMU binary (accepted so the C(kvm) action group can set it; unused here).
+    type: str
+    default: qemu-system-x86_64
+requirements:
+  - qemu.qmp
+attributes:
+  check_mode:
+    support: full
+    details: Checks that the source runs and answers QMP; migrates nothing.
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Start the target from the source's runtime file
+  kvmhv.qemu.kvm_instance:
+    name: web1
+    state: incoming
+    runtime: /tmp/web1.runtime.json
+    migration_uri: tcp:0.0.0.0:49152
+  delegate_to: hv2
+
+- name: Migrate
+  kvmhv.qemu.kvm_migrate:
+    name: web1
+    target_uri: tcp:hv2.example.com:49152
+  delegate_to: hv1
+"""
+
+RETURN = r"""
+migration:
+  description: Statistics from QEMU's query-migrate at the end.
+  returned: success, not in check mode
+  type: dict
+  contains:
+    status:
+      description: Final migration status.
+      type: str
+      sample: completed
+    total_time_ms:
+      description: Total migration time.
+      type: int
+      sample: 2140
+    downtime_ms:
+      description: Time the guest was paused.
+      type: int
+      sample: 35
+    setup_time_ms:
+      description: Setup time.
+      type: int
+      sample: 3
+    transferred_bytes:
+      description: RAM bytes sent.
+      type: int
+      sample: 135266304
+    dirty_sync_count:
+      description: RAM dirty-sync passes.
+      type: int
+      sample: 3
+target_uri:
+  description: The target the instance was migrated to.
+  returned: always
+  type: str
+  sample: unix:/run/kvmhv/web1.migrate.sock
+"""
+
+import re
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import migrate, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+URI_RE = re.compile(r"^(tcp:[^:\s]+:\d{1,5}|unix:/\S+)$")
+
+
+def main() -> None:
+    module = new_module({
+        "name": {"type": "str", "required": True},
+        "target_uri": {"type": "str", "required": True},
+        "timeout": {"type": "int", "default": 600},
+        "max_bandwidth": {"type": "int", "default": 1024},
+    })
+    params = module.params
+
+    def action() -> dict:
+        uri = params["target_uri"]
+        if not URI_RE.match(uri):
+            raise KvmError(f"target_uri {uri!r} must be tcp:HOST:PORT or unix:/PATH")
+        where = runtime.paths(params["runtime_dir"], params["name"])
+        if module.check_mode:
+            migrate.check(where)
+            return {"changed": True, "target_uri": uri}
+        with runtime.locked(where):
+            stats = migrate.migrate(where, uri, params["timeout"], params["max_bandwidth"])
+        return {"changed": True, "target_uri": uri, "migration": stats}
+
+    run(module, action)
+
+
+if __name__ == "__main__":
+    main()
