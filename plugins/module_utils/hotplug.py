@@ -1,0 +1,246 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Verified, transactional hotplug of disks and NICs.
+
+Add: under the instance lock, allocate from the runtime file, add the
+backend (``blockdev-add`` / ``netdev_add``), ``device_add`` with the hvinfo,
+verify in QEMU (``query-pci`` for PCI, ``query-block`` on ``qdev`` for SCSI),
+then save the runtime. Any failure rolls back what was added and leaves the
+runtime file untouched; the error names the step and QEMU's message.
+
+Remove: ``device_del``, wait for ``DEVICE_DELETED`` of that id (event-driven,
+with a deadline; ``DEVICE_UNPLUG_GUEST_ERROR`` fails), remove the backend,
+save the runtime.
+
+Re-runs reconcile: if a module run was killed after QEMU got the device but
+before the runtime was saved, the next run finds QEMU's leftover under the
+planned id (ids derive from uuids, so they are stable), removes it and plugs
+again; if the runtime still lists a device QEMU no longer has, removal just
+finishes the bookkeeping. An address taken in QEMU by a device the runtime
+does not know (drift) makes QEMU refuse the ``device_add``; this is
+reported as drift and rolled back, never double-used.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, devices, hvinfo, process, qmp, runtime, tap
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+DELETE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
+
+
+def find(records: list[dict[str, Any]], key: str, value: Any) -> dict[str, Any] | None:
+    return next((rec for rec in records if rec.get(key) == value), None)
+
+
+def identity(kind: str, spec: dict[str, Any]) -> tuple[str, Any]:
+    """(key, value) that identifies a device: its uuid when given, else path / mac."""
+    if spec.get("uuid"):
+        return "uuid", hvinfo.check_uuid(spec["uuid"])
+    if kind == "disks":
+        return "path", spec.get("path")
+    if not spec.get("mac"):
+        raise KvmError("nic needs a 'uuid' or a 'mac' to be identified")
+    return "mac", spec["mac"].lower()
+
+
+def load_running(where: runtime.Paths) -> dict[str, Any]:
+    if not os.path.exists(where.runtime):
+        raise KvmError(f"instance {where.name} has no runtime file in {where.runtime_dir}")
+    rt = runtime.read_file(where.runtime)[0]
+    if not process.running_pid(where):
+        raise KvmError(f"instance {where.name} is not running; hotplug needs a running QEMU (start it with kvm_instance)")
+    return rt
+
+
+def plan_add(rt: dict[str, Any], kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the hvinfo the allocator gives it (the runtime is not changed)."""
+    hvp = rt["hvparams"]
+    state = runtime.bus_state(rt)
+    if kind == "disks":
+        if hvp["disk_type"] == "ide":
+            raise KvmError("disk_type ide cannot be hotplugged (QEMU's IDE bus has no hotplug); use a SCSI or paravirtual disk_type")
+        info = allocator.place_disk(state, hvp, record["uuid"])
+    else:
+        info = allocator.place_nic(state, hvp, record["uuid"])
+    return {**record, "hvinfo": info}
+
+
+def _drift_hint(err: KvmError, info: dict[str, Any]) -> KvmError:
+    text = err.msg.lower()
+    if any(word in text for word in ("in use", "already", "duplicate", "not available")):
+        where = f"slot {info['addr']}" if hvinfo.is_pci(info) else f"scsi-id {info.get('scsi-id')}"
+        return KvmError(f"drift: QEMU already has something at {info['bus']} {where} or id {info['id']} "
+                        f"that the runtime file does not record ({err.msg}); run kvm_instance_info to see the drift",
+                        err.step)
+    return err
+
+
+async def _unplug(mon: qmp.Monitor, dev_id: str, timeout: float, step: str) -> bool:
+    """device_del and wait for its DEVICE_DELETED; False if QEMU has no such device."""
+    with mon.events(DELETE_EVENTS) as listener:
+        try:
+            await mon.cmd("device_del", {"id": dev_id}, step=step)
+        except KvmError as err:
+            if "not found" in err.msg.lower():
+                return False
+            raise
+        event = await mon.wait_for(listener, lambda ev: ev["data"].get("device") == dev_id, timeout,
+                                   f"DEVICE_DELETED for {dev_id} (the guest did not release it)")
+    if event["event"] == "DEVICE_UNPLUG_GUEST_ERROR":
+        raise KvmError(f"the guest refused to release {dev_id}", step)
+    return True
+
+
+async def _verify(mon: qmp.Monitor, kind: str, info: dict[str, Any]) -> None:
+    if hvinfo.is_pci(info):
+        found = qmp.pci_devices(await mon.cmd("query-pci", step="verify")).get(hvinfo.pci_slot(info))  # type: ignore[arg-type]
+        if not found or found.get("qdev_id") != info["id"]:
+            raise KvmError(f"QEMU shows {found.get('qdev_id') if found else 'nothing'} at {info['bus']} slot {info['addr']}, "
+                           f"not {info['id']}", "verify")
+    elif kind == "disks":
+        if qmp.block_for_device(await mon.cmd("query-block", step="verify"), info["id"]) is None:
+            raise KvmError(f"QEMU has no disk attached to {info['id']}", "verify")
+
+
+async def _add_backend(mon: qmp.Monitor, kind: str, rec: dict[str, Any], timeout: float) -> tuple[str, Any]:
+    """Add the block node / netdev; clean a leftover of an interrupted earlier run first."""
+    dev_id = rec["hvinfo"]["id"]
+    if kind == "disks":
+        command, args, undo = "blockdev-add", devices.blockdev_args(rec), ("blockdev-del", {"node-name": dev_id})
+    else:
+        fdname = None
+        if rec.get("network", {}) and rec["network"]["type"] == "tap":
+            fd, created = tap.open_tap(rec["network"]["ifname"], rec["network"].get("bridge"))
+            rec["tap_created"] = created
+            fdname = dev_id
+            try:
+                mon.send_fd(fd)
+                await mon.cmd("getfd", {"fdname": fdname}, step="getfd")
+            finally:
+                os.close(fd)
+        args = devices.netdev_args(rec, fdname)
+        if args is None:
+            return "", None
+        command, undo = "netdev_add", ("netdev_del", {"id": dev_id})
+    try:
+        await mon.cmd(command, args, step=command)
+    except KvmError as err:
+        if "duplicate" not in err.msg.lower() and "already" not in err.msg.lower():
+            raise
+        # Left over from a run that died before saving the runtime: remove, redo.
+        await _unplug(mon, dev_id, timeout, "reconcile")
+        await mon.try_cmd(*undo)
+        await mon.cmd(command, args, step=command)
+    return undo
+
+
+async def _plug(sock: str, kind: str, rec: dict[str, Any], timeout: float) -> None:
+    info = rec["hvinfo"]
+    async with qmp.connect(sock) as mon:
+        undo = await _add_backend(mon, kind, rec, timeout)
+        extra = devices.disk_device_extra(rec) if kind == "disks" else devices.nic_device_extra(rec)
+        try:
+            try:
+                await mon.cmd("device_add", hvinfo.device_add_args(info, **extra), step="device_add")
+            except KvmError as err:
+                raise _drift_hint(err, info) from None
+            try:
+                await _verify(mon, kind, info)
+            except KvmError:
+                await _unplug(mon, info["id"], timeout, "rollback")
+                raise
+        except BaseException:
+            if undo and undo[0]:
+                await mon.try_cmd(*undo)
+            if kind == "nics":
+                await mon.try_cmd("closefd", {"fdname": info["id"]})
+            raise
+
+
+async def _unplug_all(sock: str, kind: str, rec: dict[str, Any], timeout: float) -> None:
+    info = rec["hvinfo"]
+    async with qmp.connect(sock) as mon:
+        await _unplug(mon, info["id"], timeout, "device_del")
+        if kind == "disks":
+            await mon.try_cmd("blockdev-del", {"node-name": info["id"]})
+        elif rec.get("network"):
+            await mon.try_cmd("netdev_del", {"id": info["id"]})
+
+
+def present(where: runtime.Paths, kind: str, spec: dict[str, Any], check: bool, timeout: float) -> tuple[bool, dict[str, Any], dict[str, Any]]:
+    """Make sure the device is plugged; returns (changed, record, diff)."""
+    rt = load_running(where)
+    key, value = identity(kind, spec)
+    found = find(rt[kind], key, value)
+    if found:
+        return False, found, {}
+    if kind == "disks":
+        rec = devices.disk_record(spec, rt["uuid"] or devices.derived_uuid("instance", where.name))
+        devices.check_disk_path(rec, rt["hvparams"])
+        if find(rt["disks"], "path", rec["path"]) and key == "uuid":
+            raise KvmError(f"disk {rec['path']} is already plugged under another uuid")
+    else:
+        rec = devices.nic_record(spec, rt["uuid"] or devices.derived_uuid("instance", where.name))
+        if find(rt["nics"], "mac", rec["mac"]):
+            raise KvmError(f"MAC {rec['mac']} is already used by another NIC of {where.name}")
+    rec = plan_add(rt, kind, rec)
+    diff = {"before": _layout(rt), "after": _layout({**rt, kind: rt[kind] + [rec]})}
+    if check:
+        return True, rec, diff
+    qmp.run(_plug(where.qmp, kind, rec, timeout))
+    new_rt = copy.deepcopy(rt)
+    new_rt[kind].append(rec)
+    runtime.write_file(where.runtime, new_rt)
+    return True, rec, diff
+
+
+def absent(where: runtime.Paths, kind: str, spec: dict[str, Any], check: bool, timeout: float) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+    """Make sure the device is unplugged; returns (changed, removed record, diff)."""
+    rt = load_running(where)
+    key, value = identity(kind, spec)
+    found = find(rt[kind], key, value)
+    if not found:
+        return False, None, {}
+    rest = [rec for rec in rt[kind] if rec is not found]
+    diff = {"before": _layout(rt), "after": _layout({**rt, kind: rest})}
+    if check:
+        return True, found, diff
+    qmp.run(_unplug_all(where.qmp, kind, found, timeout))
+    new_rt = copy.deepcopy(rt)
+    new_rt[kind] = copy.deepcopy(rest)
+    runtime.write_file(where.runtime, new_rt)
+    return True, found, diff
+
+
+def _layout(rt: dict[str, Any]) -> str:
+    lines = []
+    for kind in ("disks", "nics"):
+        for rec in rt[kind]:
+            info = rec["hvinfo"]
+            where = f"slot {info['addr']}" if hvinfo.is_pci(info) else f"scsi-id {info.get('scsi-id')}" if hvinfo.is_scsi(info) else f"unit {info.get('unit')}"
+            lines.append(f"{info['id']} {info['driver']} {info['bus']} {where}")
+    return "\n".join(lines) + "\n"
+
+
+
+def module_action(module: Any, kind: str, option: str) -> dict[str, Any]:
+    """The whole kvm_disk_hotplug / kvm_nic_hotplug call, under the instance lock."""
+    params = module.params
+    where = runtime.paths(params["runtime_dir"], params["instance"])
+    spec = {k: v for k, v in (params[option] or {}).items() if v is not None}
+    handler = present if params["state"] == "present" else absent
+    if module.check_mode:
+        changed, rec, diff = handler(where, kind, spec, True, params["unplug_timeout"])
+    else:
+        with runtime.locked(where):
+            changed, rec, diff = handler(where, kind, spec, False, params["unplug_timeout"])
+    result: dict[str, Any] = {"changed": changed, "device": devices.public(rec) if rec else None}
+    if module._diff and changed:
+        result["diff"] = diff
+    return result

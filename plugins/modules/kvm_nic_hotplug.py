@@ -1,0 +1,123 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: kvm_nic_hotplug
+short_description: Hotplug or unplug a NIC on a running kvmhv.qemu instance
+version_added: "0.1.0"
+description:
+  - Adds a NIC (of the instance's recorded C(nic_type)) at the lowest free slot of the PCI window,
+    or removes it, with the same transaction and verification as M(kvmhv.qemu.kvm_disk_hotplug).
+  - For a C(tap) network the module opens the tap (creating it if it does not exist), attaches it
+    to the bridge if one is given, brings it up and passes its file descriptor to QEMU. A tap the
+    module created is non-persistent and disappears when QEMU releases it; an existing tap is left alone.
+author:
+  - kvmhv.qemu contributors
+options:
+  instance:
+    description: Name of the running instance.
+    type: str
+    required: true
+  state:
+    description: Whether the NIC should be plugged.
+    type: str
+    choices: [present, absent]
+    default: present
+  nic:
+    description: The NIC. It is identified by O(nic.uuid) when given, else by O(nic.mac).
+    type: dict
+    required: true
+    suboptions:
+      mac:
+        description: MAC address; derived from the uuid when not given.
+        type: str
+      uuid:
+        description: NIC UUID; derived from the MAC when not given.
+        type: str
+      network:
+        description: C({type: tap, ifname: NAME, bridge: BRIDGE}), C({type: user}), or absent for no backend.
+        type: dict
+  unplug_timeout:
+    description: Seconds to wait for QEMU's C(DEVICE_DELETED) event (the guest's ACPI acknowledgement).
+    type: int
+    default: 30
+  runtime_dir:
+    description: Directory of runtime files, QMP sockets, pid files and serial logs.
+    type: path
+    default: /run/kvmhv
+  qemu_binary:
+    description: QEMU binary (accepted so the C(kvm) action group can set it; unused here).
+    type: str
+    default: qemu-system-x86_64
+requirements:
+  - qemu.qmp
+attributes:
+  check_mode:
+    support: full
+    details: Returns the hvinfo it would allocate; changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the instance's device layout before and after.
+"""
+
+EXAMPLES = r"""
+- name: Add a NIC on bridge br0
+  kvmhv.qemu.kvm_nic_hotplug:
+    instance: web1
+    nic:
+      mac: "52:54:00:12:34:57"
+      network: {type: tap, ifname: tap-web1-1, bridge: br0}
+
+- name: Remove it
+  kvmhv.qemu.kvm_nic_hotplug:
+    instance: web1
+    state: absent
+    nic:
+      mac: "52:54:00:12:34:57"
+"""
+
+RETURN = r"""
+device:
+  description: The NIC that was (or would be) added or removed; null when nothing matched a removal.
+  returned: always
+  type: dict
+  contains:
+    uuid:
+      description: NIC UUID.
+      type: str
+      sample: 0a1b2c3d-1111-5222-8333-444455556666
+    id:
+      description: QEMU device and netdev id.
+      type: str
+      sample: nic-0a1b2c3d
+    hvinfo:
+      description: Where the NIC sits.
+      type: dict
+      sample: {driver: virtio-net-pci, id: nic-0a1b2c3d, bus: pci.0, addr: "0x11"}
+"""
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
+
+
+def main() -> None:
+    module = new_module({
+        "instance": {"type": "str", "required": True},
+        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        "nic": {"type": "dict", "required": True, "options": {
+            "mac": {"type": "str"},
+            "uuid": {"type": "str"},
+            "network": {"type": "dict"},
+        }},
+        "unplug_timeout": {"type": "int", "default": 30},
+    })
+    run(module, lambda: hotplug.module_action(module, "nics", "nic"))
+
+
+if __name__ == "__main__":
+    main()
