@@ -29,7 +29,7 @@ class BusState:
     ids: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_devices(cls, devices: Iterable[dict[str, Any]]) -> "BusState":
+    def from_devices(cls, devices: Iterable[dict[str, Any]]) -> BusState:
         state = cls()
         for dev in devices:
             if dev.get("hvinfo"):
@@ -83,7 +83,7 @@ def free_scsi_target(state: BusState, hvparams: dict[str, Any]) -> int:
         if target not in state.scsi:
             return target
     kind = hvparams["scsi_controller_type"]
-    bigger = [f"{name} ({limit + 1} targets)" for name, (_, limit) in hvp.SCSI_CONTROLLERS.items() if limit > window.stop - 1]
+    bigger = [f"{name} ({limit + 1} targets)" for name, (_driver, limit) in hvp.SCSI_CONTROLLERS.items() if limit > window.stop - 1]
     way_out = f"set scsi_controller_type to {' or '.join(bigger)} (takes effect at the next start)" if bigger else "start another instance"
     raise KvmError(
         f"SCSI controller full: {kind} ({hvp.scsi_controller(hvparams)[0]}) on {hvp.SCSI_BUS} takes "

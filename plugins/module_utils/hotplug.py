@@ -228,7 +228,6 @@ def _layout(rt: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-
 def module_action(module: Any, kind: str, option: str) -> dict[str, Any]:
     """The whole kvm_disk_hotplug / kvm_nic_hotplug call, under the instance lock."""
     params = module.params

@@ -111,7 +111,7 @@ def pci_slot(hvinfo: Mapping[str, Any]) -> int | None:
     """The slot number of a PCI hvinfo, None for non-PCI devices."""
     if "addr" not in hvinfo:
         return None
-    addr = str(hvinfo["addr"]).split(".")[0]
+    addr = str(hvinfo["addr"]).split(".", maxsplit=1)[0]
     try:
         return int(addr, 16)
     except ValueError:

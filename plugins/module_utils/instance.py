@@ -91,11 +91,10 @@ def merge_devices(old: list[dict[str, Any]], new: list[dict[str, Any]], hvp: dic
         prev = recorded.get(dev["uuid"])
         info = prev.get("hvinfo") if prev else None
         if info and info["driver"] == driver and (not hvinfo.is_pci(info) or hvinfo.pci_slot(info) in window):
-            dev = {**dev, "hvinfo": info}
-            for extra in ("tap_created",):
-                if extra in prev:
-                    dev[extra] = prev[extra]
-        merged.append(dev)
+            kept = {key: prev[key] for key in ("tap_created",) if key in prev}
+            merged.append({**dev, **kept, "hvinfo": info})
+        else:
+            merged.append(dev)
     return merged
 
 
@@ -139,7 +138,7 @@ def start(rt: dict[str, Any], where: runtime.Paths, incoming: str | None = None)
     rt.pop("stopped", None)
     runtime.write_file(where.runtime, rt)
     try:
-        pid, _ = process.start(rt, where, incoming)
+        pid = process.start(rt, where, incoming)[0]
     except BaseException:
         if before is None:
             with contextlib.suppress(FileNotFoundError):

@@ -106,8 +106,7 @@ def wait_exit(pid: int, timeout: float) -> bool:
     except ProcessLookupError:
         return True
     try:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
+        return bool(select.select([fd], [], [], timeout)[0])
     finally:
         os.close(fd)
 

@@ -12,7 +12,7 @@ short_description: Hotplug or unplug a disk on a running kvmhv.qemu instance
 version_added: "0.1.0"
 description:
   - Adds a disk at the next free address chosen from the instance's runtime file, or removes it.
-  - The instance's recorded hvparams decide the device: on a SCSI instance the disk becomes a SCSI
+  - The instance's recorded hvparams decide the device. On a SCSI instance the disk becomes a SCSI
     device on C(scsi.0) with the lowest free target; otherwise a C(virtio-blk-pci) device at the
     lowest free slot of the PCI window.
   - Add is C(blockdev-add), C(device_add) with the hvinfo, a check in QEMU (C(query-pci) or

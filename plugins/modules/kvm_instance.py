@@ -85,8 +85,8 @@ options:
         type: str
       network:
         description:
-          - Backend link. C({type: tap, ifname: tap0, bridge: br0}) uses a tap device,
-            C({type: user}) QEMU's user networking; without it the NIC has no backend.
+          - Backend link, a dict with C(type). C(type=tap) with C(ifname) and optionally C(bridge) uses a
+            tap device, C(type=user) QEMU's user networking; without it the NIC has no backend.
         type: dict
   hvparams:
     description:
@@ -293,7 +293,9 @@ class Manager:
     def running(self) -> dict:
         spec = instance.requested_spec(self.params)
         old = instance.load(self.where)
-        state, pid = instance.status(self.where)
+        pid = instance.status(self.where)[1]
+        if pid and old is None:
+            raise KvmError(f"a QEMU (pid {pid}) runs for {self.where.name} without a runtime file; stop it first")
         if pid:
             pending, device_changes = instance.differences(old, spec)
             for note in pending:
@@ -318,7 +320,7 @@ class Manager:
 
     def stopped(self) -> dict:
         old = instance.load(self.where)
-        _, pid = instance.status(self.where)
+        pid = instance.status(self.where)[1]
         if not pid:
             if old is not None and not old.get("stopped") and not self.check:
                 old["stopped"] = True
@@ -337,7 +339,7 @@ class Manager:
             old = instance.load(self.where)
         except KvmError:
             pass  # a damaged runtime file is removed all the same
-        _, pid = instance.status(self.where)
+        pid = instance.status(self.where)[1]
         exists = pid is not None or os.path.exists(self.where.runtime)
         if exists and not self.check:
             instance.stop(self.where, 0, graceful=False)
@@ -351,7 +353,7 @@ class Manager:
         uri = self.params["migration_uri"]
         if not URI_RE.match(uri):
             raise KvmError(f"migration_uri {uri!r} must be tcp:HOST:PORT or unix:/PATH")
-        source, _ = runtime.read_file(self.params["runtime"])
+        source = runtime.read_file(self.params["runtime"])[0]
         source.pop("stopped", None)
         state, pid = instance.status(self.where)
         if pid:

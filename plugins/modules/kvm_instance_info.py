@@ -49,8 +49,8 @@ attributes:
     support: full
     details: Shows the format version before and after an upgrade.
 notes:
-  - Drift is only checked for a live QEMU: slots in the hotplug window and disks that QEMU has but
-    the runtime file lacks, and runtime devices QEMU lacks.
+  - Drift is only checked for a live QEMU. It lists slots in the hotplug window and disks that QEMU has
+    but the runtime file lacks, and runtime devices QEMU lacks.
 """
 
 EXAMPLES = r"""

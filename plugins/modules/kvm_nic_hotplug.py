@@ -40,7 +40,9 @@ options:
         description: NIC UUID; derived from the MAC when not given.
         type: str
       network:
-        description: C({type: tap, ifname: NAME, bridge: BRIDGE}), C({type: user}), or absent for no backend.
+        description:
+          - Backend link, a dict with C(type). C(type=tap) takes C(ifname) and optionally C(bridge);
+            C(type=user) is QEMU's user networking; without it the NIC has no backend.
         type: dict
   unplug_timeout:
     description: Seconds to wait for QEMU's C(DEVICE_DELETED) event (the guest's ACPI acknowledgement).

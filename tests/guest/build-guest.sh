@@ -42,6 +42,7 @@ moddir="$work/pkg/lib/modules/$kver"
 root="$work/root"
 mkdir -p "$root"/{bin,dev,proc,sys,lib/modules,etc}
 cp /bin/busybox "$root/bin/busybox"
+ln -s busybox "$root/bin/sh"
 cp "$here/init" "$root/init"
 chmod 755 "$root/init" "$root/bin/busybox"
 

@@ -46,12 +46,12 @@ def parse_reports(text: str) -> list[Report]:
     for match in _LINE.finditer(text):
         block: dict[str, BlockDev] = {}
         for item in filter(None, match.group(2).split(",")):
-            name, _, rest = item.partition(":")
-            size, _, hctl = rest.partition("@")
+            name, rest = [*item.split(":", 1), ""][:2]
+            size, hctl = [*rest.split("@", 1), ""][:2]
             block[name] = BlockDev(int(size or 0), hctl or None)
         net = {}
         for item in filter(None, match.group(3).split(",")):
-            ifname, _, mac = item.partition(":")
+            ifname, mac = item.split(":", 1)
             net[ifname] = mac
         reports.append(Report(int(match.group(1)), block, net))
     return reports
