@@ -21,7 +21,7 @@ description:
   - Remove is C(device_del), a wait for QEMU's C(DEVICE_DELETED) event (a PCI unplug needs the
     guest's ACPI acknowledgement), C(blockdev-del), then the runtime file is saved.
 author:
-  - kvmhv.qemu contributors
+  - kvmhv.qemu contributors (@kvmhv)
 options:
   instance:
     description: Name of the running instance.
@@ -69,9 +69,11 @@ requirements:
   - qemu.qmp
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the hvinfo it would allocate; sends nothing to QEMU that changes it.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the instance's device layout before and after.
 """

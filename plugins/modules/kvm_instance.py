@@ -20,7 +20,7 @@ description:
     start, and a changed disk or NIC list points to M(kvmhv.qemu.kvm_disk_hotplug) and
     M(kvmhv.qemu.kvm_nic_hotplug); nothing is silently ignored.
 author:
-  - kvmhv.qemu contributors
+  - kvmhv.qemu contributors (@kvmhv)
 options:
   name:
     description: Instance name (letters, digits, C(.), C(_), C(-)).
@@ -119,9 +119,11 @@ requirements:
   - qemu.qmp
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Plans only; returns the command line and the hvinfo it would allocate.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows memory, vcpus, hvparams, disks and NICs before and after.
 """

@@ -19,7 +19,7 @@ description:
   - With O(upgrade=true) an older runtime file is written back in the current format (atomically,
     under the instance lock).
 author:
-  - kvmhv.qemu contributors
+  - kvmhv.qemu contributors (@kvmhv)
 options:
   name:
     description: Instance name; its runtime file is C(<runtime_dir>/<name>.runtime.json).
@@ -43,9 +43,11 @@ requirements:
   - qemu.qmp
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: With O(upgrade=true) reports whether it would write; writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the format version before and after an upgrade.
 notes:

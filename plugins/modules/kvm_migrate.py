@@ -17,7 +17,7 @@ description:
     is stopped and its runtime files are removed (the instance now lives on the target). On failure
     or timeout the migration is cancelled, the source keeps running and the module fails with the reason.
 author:
-  - kvmhv.qemu contributors
+  - kvmhv.qemu contributors (@kvmhv)
 options:
   name:
     description: Instance name on this (source) host.
@@ -47,9 +47,11 @@ requirements:
   - qemu.qmp
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Checks that the source runs and answers QMP; migrates nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

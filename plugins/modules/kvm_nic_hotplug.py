@@ -17,7 +17,7 @@ description:
     to the bridge if one is given, brings it up and passes its file descriptor to QEMU. A tap the
     module created is non-persistent and disappears when QEMU releases it; an existing tap is left alone.
 author:
-  - kvmhv.qemu contributors
+  - kvmhv.qemu contributors (@kvmhv)
 options:
   instance:
     description: Name of the running instance.
@@ -60,9 +60,11 @@ requirements:
   - qemu.qmp
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the hvinfo it would allocate; changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the instance's device layout before and after.
 """

@@ -29,7 +29,7 @@ def test_prefix_collision_lengthens_the_id():
 def test_same_uuid_twice_is_an_error_not_a_duplicate_id():
     uuid = "7c079136-aaaa-4bbb-8ccc-123456789abc"
     taken = [hvinfo.make_id("disk", uuid, [])]
-    for _ in range(30):
+    for _attempt in range(30):
         try:
             taken.append(hvinfo.make_id("disk", uuid, taken))
         except KvmError as err:

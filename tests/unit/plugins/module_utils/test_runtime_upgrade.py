@@ -53,7 +53,7 @@ def test_legacy_with_hvinfo_is_kept_and_scsi_legacy_pci_disk_stays_pci():
     data[2]["disk_type"] = "scsi"
     data[1][0] = {"mac": "52:54:00:00:00:01", "uuid": NIC_UUID,
                   "hvinfo": {"driver": "e1000", "id": "nic-x", "bus": "pci.0", "addr": "0x15"}}
-    rt, _ = upgrade.upgrade(data)
+    rt = upgrade.upgrade(data)[0]
     assert rt["nics"][0]["hvinfo"]["id"] == "nic-x"
     assert rt["hvparams"]["disk_type"] == "scsi-hd"
     assert rt["disks"][0]["hvinfo"]["driver"] == "virtio-blk-pci"
@@ -104,12 +104,12 @@ def test_duplicate_address_in_runtime_refused():
 
 
 def test_downgrade_export():
-    rt, _ = upgrade.upgrade(json.loads(json.dumps(LEGACY)))
+    rt = upgrade.upgrade(json.loads(json.dumps(LEGACY)))[0]
     legacy = upgrade.to_legacy(rt)
     assert [n["pci"] for n in legacy[1]] == [18]
     assert [(d[0]["pci"], d[1]) for d in legacy[3]] == [(16, "/srv/old1-0.img"), (17, "/srv/old1-1.img")]
     assert legacy[2]["security_model"] == "none"
-    again, _ = upgrade.upgrade(legacy)
+    again = upgrade.upgrade(legacy)[0]
     assert [d["hvinfo"] for d in again["disks"]] == [d["hvinfo"] for d in rt["disks"]]
     with pytest.raises(KvmError) as err:
         upgrade.to_legacy(make_runtime("scsi-hd"))

@@ -1,0 +1,72 @@
+"""Small helpers shared by the integration tests (real QEMU over QMP, real files)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+
+def qmp(sock: str, *commands: tuple[str, dict[str, Any] | None]) -> list[Any]:
+    """Run QMP commands on ``sock`` in one connection; returns their results."""
+
+    async def go() -> list[Any]:
+        client = QMPClient("kvmhv-test")
+        await client.connect(sock)
+        try:
+            return [await client.execute(cmd, args) for cmd, args in commands]
+        finally:
+            await client.disconnect()
+
+    return asyncio.run(go())
+
+
+def q(sock: str, cmd: str, args: dict[str, Any] | None = None) -> Any:
+    return qmp(sock, (cmd, args))[0]
+
+
+def pci_slots(sock: str) -> dict[int, dict[str, Any]]:
+    """slot -> device (function 0) on PCI bus 0."""
+    return {d["slot"]: d for bus in q(sock, "query-pci") if bus["bus"] == 0 for d in bus["devices"] if d["function"] == 0}
+
+
+def block_by_qdev(sock: str) -> dict[str, dict[str, Any]]:
+    """device id -> query-block entry (qdev is the id, or a QOM path below it)."""
+    found = {}
+    for block in q(sock, "query-block"):
+        qdev = block.get("qdev") or ""
+        if qdev.startswith("/machine/peripheral/"):
+            qdev = qdev.split("/")[3]
+        if qdev:
+            found[qdev] = block
+    return found
+
+
+def assert_matches_runtime(sock: str, rt: dict[str, Any]) -> None:
+    """Every device of the runtime sits in QEMU exactly where its hvinfo says."""
+    slots = pci_slots(sock)
+    blocks = block_by_qdev(sock)
+    for dev in rt["disks"] + rt["nics"]:
+        info = dev["hvinfo"]
+        if "addr" in info:
+            assert slots[int(info["addr"], 16)]["qdev_id"] == info["id"], (info, slots.get(int(info["addr"], 16)))
+        if "scsi-id" in info:
+            path = f"/machine/peripheral/{info['id']}"
+            got = qmp(sock, ("qom-get", {"path": path, "property": "scsi-id"}), ("qom-get", {"path": path, "property": "type"}))
+            assert got == [info["scsi-id"], info["driver"]], (info, got)
+        if dev in rt["disks"]:
+            assert info["id"] in blocks, (info["id"], sorted(blocks))
+    window = range(rt["hvparams"]["kvm_pci_reservations"], 0x20)
+    ours = {int(d["hvinfo"]["addr"], 16) for d in rt["disks"] + rt["nics"] if "addr" in d["hvinfo"]}
+    assert {s for s in slots if s in window} == ours
+
+
+def alive(pid: int | None) -> bool:
+    return bool(pid) and os.path.exists(f"/proc/{pid}")
+
+
+def files_of(runtime_dir: str, name: str) -> list[str]:
+    return sorted(p.name for p in Path(runtime_dir).glob(f"{name}.*"))

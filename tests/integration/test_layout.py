@@ -1,0 +1,89 @@
+"""Issue 2 in real QEMU: every device of a built command line sits exactly at its hvinfo address."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import assert_matches_runtime, pci_slots, q, qmp
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import devices, hvparams, process, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+
+def start_paused(runtime_dir: str, name: str, hv: dict, disks: list[dict], nics: list[dict]) -> tuple[dict, runtime.Paths]:
+    hvp = hvparams.normalize({"accel": "tcg", "kvm_extra": "-S", **hv})
+    inst = devices.derived_uuid("instance", name)
+    disk_recs = [devices.disk_record(d, inst) for d in disks]
+    nic_recs = [devices.nic_record(n, inst, i) for i, n in enumerate(nics)]
+    rt = runtime.new_runtime(name, inst, 64, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
+    where = runtime.paths(runtime_dir, name)
+    runtime.write_file(where.runtime, rt)
+    process.start(rt, where)
+    return rt, where
+
+
+def test_three_virtio_disks_and_two_nics(runtime_dir, make_disk):
+    disks = [{"path": make_disk(f"d{i}.img", i + 1)} for i in range(3)]
+    rt, where = start_paused(runtime_dir, "v1", {}, disks, [{}, {"network": {"type": "user"}}])
+    try:
+        assert [d["hvinfo"]["addr"] for d in rt["disks"] + rt["nics"]] == ["0x10", "0x11", "0x12", "0x13", "0x14"]
+        assert_matches_runtime(where.qmp, rt)
+        slots = pci_slots(where.qmp)
+        assert [slots[s]["qdev_id"] for s in (0x10, 0x11, 0x12, 0x13, 0x14)] == [d["hvinfo"]["id"] for d in rt["disks"] + rt["nics"]]
+    finally:
+        process.cleanup(where)
+
+
+@pytest.mark.parametrize("controller,driver", [("lsi", "lsi53c895a"), ("megasas", "megasas"), ("virtio-scsi-pci", "virtio-scsi-pci")])
+def test_four_scsi_disks_on_each_controller(runtime_dir, make_disk, controller, driver):
+    disks = [{"path": make_disk(f"s{i}.img", i + 1)} for i in range(4)]
+    rt, where = start_paused(runtime_dir, "s1", {"disk_type": "scsi-hd", "scsi_controller_type": controller}, disks, [{}])
+    try:
+        assert [d["hvinfo"]["scsi-id"] for d in rt["disks"]] == [0, 1, 2, 3]
+        assert rt["nics"][0]["hvinfo"]["addr"] == "0x10"
+        assert_matches_runtime(where.qmp, rt)
+        controllers = [s for s, d in pci_slots(where.qmp).items() if d["qdev_id"] == "scsi"]
+        assert len(controllers) == 1 and controllers[0] < 0x10
+        assert q(where.qmp, "qom-get", {"path": "/machine/peripheral/scsi", "property": "type"}) == driver
+        for disk in rt["disks"]:
+            path = f"/machine/peripheral/{disk['hvinfo']['id']}"
+            chan, lun = qmp(where.qmp, ("qom-get", {"path": path, "property": "channel"}), ("qom-get", {"path": path, "property": "lun"}))
+            assert (chan, lun) == (0, 0)
+    finally:
+        process.cleanup(where)
+
+
+def test_scsi_cd_and_hd_mix_and_literal_comma_paths(runtime_dir, make_disk):
+    hd = make_disk("a,b.img", 1)
+    evil = make_disk("x,file.filename=evil.img", 2)
+    rt_cd, where_cd = start_paused(runtime_dir, "cd1", {"disk_type": "scsi-cd", "scsi_controller_type": "virtio-scsi-pci"},
+                                   [{"path": make_disk("cd.iso", 1), "mode": "ro"}], [])
+    rt, where = start_paused(runtime_dir, "mix1", {"disk_type": "scsi-hd"}, [{"path": hd}, {"path": evil}], [])
+    try:
+        assert_matches_runtime(where_cd.qmp, rt_cd)
+        assert q(where_cd.qmp, "qom-get", {"path": f"/machine/peripheral/{rt_cd['disks'][0]['hvinfo']['id']}", "property": "type"}) == "scsi-cd"
+        assert_matches_runtime(where.qmp, rt)
+        files = {b["qdev"]: b["inserted"]["image"]["filename"] for b in q(where.qmp, "query-block") if b.get("inserted")}
+        assert files == {rt["disks"][0]["hvinfo"]["id"]: hd, rt["disks"][1]["hvinfo"]["id"]: evil}
+        assert [n["node-name"] for n in q(where.qmp, "query-named-block-nodes", {"flat": True}) if "file.filename" in n["node-name"]] == []
+    finally:
+        process.cleanup(where)
+        process.cleanup(where_cd)
+
+
+@pytest.mark.parametrize("nic_type", list(hvparams.NIC_DRIVERS))
+def test_every_nic_type(runtime_dir, nic_type):
+    rt, where = start_paused(runtime_dir, "n1", {"nic_type": nic_type}, [], [{"mac": "52:54:00:00:10:01"}])
+    try:
+        assert_matches_runtime(where.qmp, rt)
+        dev_id = rt["nics"][0]["hvinfo"]["id"]
+        assert q(where.qmp, "qom-get", {"path": f"/machine/peripheral/{dev_id}", "property": "type"}) == hvparams.NIC_DRIVERS[nic_type]
+        assert q(where.qmp, "qom-get", {"path": f"/machine/peripheral/{dev_id}", "property": "mac"}) == "52:54:00:00:10:01"
+    finally:
+        process.cleanup(where)
+
+
+def test_lsi_exhaustion_is_refused_before_qemu_starts(runtime_dir, make_disk):
+    disks = [{"path": make_disk(f"e{i}.img", 1)} for i in range(8)]
+    with pytest.raises(KvmError, match=r"lsi \(lsi53c895a\).*7 targets"):
+        start_paused(runtime_dir, "full1", {"disk_type": "scsi-hd"}, disks, [])
+    assert runtime.list_names(runtime_dir) == []
