@@ -65,7 +65,12 @@ def assert_matches_runtime(sock: str, rt: dict[str, Any]) -> None:
 
 
 def alive(pid: int | None) -> bool:
-    return bool(pid) and os.path.exists(f"/proc/{pid}")
+    """True for a live process (daemonized QEMUs are reparented; a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def files_of(runtime_dir: str, name: str) -> list[str]:
