@@ -138,8 +138,11 @@ def start(rt: dict[str, Any], where: runtime.Paths, incoming: str | None = None)
     rt.pop("stopped", None)
     runtime.write_file(where.runtime, rt)
     try:
-        pid = process.start(rt, where, incoming)[0]
+        pid = process.start(rt, where, "defer" if incoming else None)[0]
+        if incoming:
+            qmp.run(_listen(where.qmp, incoming))
     except BaseException:
+        process.cleanup(where)
         if before is None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(where.runtime)
@@ -147,6 +150,18 @@ def start(rt: dict[str, Any], where: runtime.Paths, incoming: str | None = None)
             runtime.write_file(where.runtime, before)
         raise
     return pid
+
+
+# The return path lets the target tell the source that loading failed, so
+# the source never counts a migration as done that the target could not use.
+MIGRATION_CAPS = [{"capability": "events", "state": True}, {"capability": "return-path", "state": True}]
+
+
+async def _listen(sock: str, uri: str) -> None:
+    """Make a ``-incoming defer`` QEMU listen on ``uri`` with our migration capabilities."""
+    async with qmp.connect(sock) as mon:
+        await mon.cmd("migrate-set-capabilities", {"capabilities": MIGRATION_CAPS}, step="incoming")
+        await mon.cmd("migrate-incoming", {"uri": uri}, step="incoming")
 
 
 async def _powerdown(sock: str, pid: int, timeout: float) -> None:

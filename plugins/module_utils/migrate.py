@@ -6,7 +6,11 @@
 The wait is event-driven (``MIGRATION`` events with a deadline). The source
 is stopped, and its runtime files removed, only after the migration
 completed: the instance then lives on the target. On failure or timeout the
-migration is cancelled and the source keeps running untouched.
+migration is cancelled and the source keeps running untouched. Both sides
+enable QEMU's ``return-path`` capability: without it the source reports
+``completed`` as soon as it has sent everything, even when the target then
+fails to load the state (a different device layout), and stopping the
+source would lose the VM.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import process, qmp, runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.instance import MIGRATION_CAPS
 
 DONE = ("completed", "failed", "cancelled")
 
@@ -33,8 +38,7 @@ def _stats(info: dict[str, Any]) -> dict[str, Any]:
 
 async def _migrate(sock: str, uri: str, timeout: float, max_bandwidth_mib: int) -> dict[str, Any]:
     async with qmp.connect(sock) as mon:
-        await mon.cmd("migrate-set-capabilities",
-                      {"capabilities": [{"capability": "events", "state": True}]}, step="migrate setup")
+        await mon.cmd("migrate-set-capabilities", {"capabilities": MIGRATION_CAPS}, step="migrate setup")
         if max_bandwidth_mib:
             await mon.cmd("migrate-set-parameters", {"max-bandwidth": max_bandwidth_mib << 20}, step="migrate setup")
         with mon.events(("MIGRATION",)) as listener:

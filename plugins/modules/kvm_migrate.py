@@ -16,6 +16,8 @@ description:
   - Waits for the end of the migration on QMP events, with a deadline. On success the source QEMU
     is stopped and its runtime files are removed (the instance now lives on the target). On failure
     or timeout the migration is cancelled, the source keeps running and the module fails with the reason.
+  - Source and target use QEMU's return path, so a target that cannot load the state (for example a
+    different device layout) fails the migration instead of being reported as done.
 author:
   - kvmhv.qemu contributors (@kvmhv)
 options:

@@ -1,0 +1,114 @@
+"""Live migration between two runtime directories (two "hosts") with real QEMU and the guest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from ansible_runner import run_module
+from guest_report import guest_dir, guest_hvparams, latest_report, wait_for_report
+from helpers import alive, assert_matches_runtime, files_of
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import process, runtime
+
+
+def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:
+    args = {"name": name, "runtime_dir": runtime_dir,
+            "disks": [{"path": make_disk(f"{name}-0.img", 2)}, {"path": make_disk(f"{name}-1.img", 3)}],
+            "nics": [{"mac": "52:54:00:00:02:01"}], "hvparams": guest_hvparams(**hv)}
+    res = run_module("kvm_instance", args)
+    assert res["changed"] is True, res
+    wait_for_report(res["instance"]["serial_log"], lambda r: len(r.block) == 2)
+    return res["instance"]
+
+
+def incoming(name: str, target_dir: str, source_file: str, uri: str) -> dict:
+    return run_module("kvm_instance", {"name": name, "runtime_dir": target_dir, "state": "incoming",
+                                       "runtime": source_file, "migration_uri": uri})
+
+
+def test_migrate_keeps_guest_and_devices(runtime_dir, tmp_path, make_disk):
+    src = boot(runtime_dir, "mig1", make_disk, disk_type="scsi-hd", scsi_controller_type="virtio-scsi-pci")
+    seen = latest_report(src["serial_log"])
+    target_dir = str(tmp_path / "hv2")
+    uri = f"unix:{tmp_path}/mig.sock"
+    tgt = incoming("mig1", target_dir, src["runtime_file"], uri)
+    assert tgt["changed"] is True and tgt["instance"]["status"] == "incoming", tgt
+    assert tgt["instance"]["disks"] == src["disks"] and tgt["instance"]["nics"] == src["nics"]
+    assert incoming("mig1", target_dir, src["runtime_file"], uri)["changed"] is False
+    try:
+        res = run_module("kvm_migrate", {"name": "mig1", "runtime_dir": runtime_dir, "target_uri": uri})
+        assert res["changed"] is True and res["migration"]["status"] == "completed", res
+        assert not alive(src["pid"]) and files_of(runtime_dir, "mig1") == []
+        after = wait_for_report(tgt["instance"]["serial_log"], lambda r: True, after_seq=seen.seq)
+        assert after.block == seen.block and after.net == seen.net
+        info = run_module("kvm_instance_info", {"name": "mig1", "runtime_dir": target_dir})["instance"]
+        assert info["alive"] and info["drift"] == []
+        assert_matches_runtime(info["qmp_socket"], info["runtime"])
+    finally:
+        run_module("kvm_instance", {"name": "mig1", "runtime_dir": target_dir, "state": "absent"})
+
+
+def test_mismatched_target_fails_and_source_stays_up(runtime_dir, tmp_path, make_disk):
+    src = boot(runtime_dir, "mig2", make_disk)
+    wrong = json.loads(Path(src["runtime_file"]).read_text())
+    wrong["disks"][1]["hvinfo"]["addr"] = "0x18"  # the target would have disk 1 elsewhere
+    wrong_file = tmp_path / "wrong.runtime.json"
+    wrong_file.write_text(json.dumps(wrong))
+    target_dir = str(tmp_path / "hv2")
+    uri = f"unix:{tmp_path}/mig.sock"
+    assert incoming("mig2", target_dir, str(wrong_file), uri)["changed"] is True
+    before = Path(src["runtime_file"]).read_bytes()
+    res = run_module("kvm_migrate", {"name": "mig2", "runtime_dir": runtime_dir, "target_uri": uri, "timeout": 60})
+    assert res.get("failed") and "migrate" in res["msg"] and "source keeps running" in res["msg"], res
+    assert "\n" not in res["msg"]
+    assert alive(src["pid"]) and Path(src["runtime_file"]).read_bytes() == before
+    last = latest_report(src["serial_log"])
+    wait_for_report(src["serial_log"], lambda r: True, after_seq=last.seq)  # the guest still runs
+    refused = run_module("kvm_migrate", {"name": "mig2", "runtime_dir": runtime_dir, "target_uri": f"unix:{tmp_path}/nobody.sock"})
+    assert refused.get("failed") and alive(src["pid"]), refused
+    run_module("kvm_instance", {"name": "mig2", "runtime_dir": target_dir, "state": "absent"})
+    run_module("kvm_instance", {"name": "mig2", "runtime_dir": runtime_dir, "state": "absent"})
+
+
+def test_legacy_runtime_instance_migrates(runtime_dir, tmp_path, make_disk):
+    """A QEMU started by the legacy tooling (ids hot*-pci-N, -drive) migrates to a target built from its legacy file."""
+    where = runtime.paths(runtime_dir, "old1")
+    guest = guest_dir()
+    disks = [make_disk("old-0.img", 2), make_disk("old-1.img", 3)]
+    nic_uuid, disk_uuids = "11111111-2222-4333-8444-555555555555", ["aaaaaaaa-2222-4333-8444-555555555555", "bbbbbbbb-2222-4333-8444-555555555555"]
+    hv = guest_hvparams()
+    kvm_cmd = ["qemu-system-x86_64", "-name", "old1", "-m", "256", "-smp", "1", "-nodefaults", "-display", "none",
+               "-machine", "pc,accel=tcg", "-kernel", f"{guest}/vmlinuz", "-initrd", f"{guest}/initrd.img",
+               "-append", hv["kernel_args"], "-pidfile", "/var/run/ganeti/old1.pid", "-daemonize"]
+    legacy = [kvm_cmd,
+              [{"mac": "52:54:00:00:03:01", "uuid": nic_uuid, "pci": 18}],
+              {"disk_type": "paravirtual", "nic_type": "paravirtual", "kernel_path": f"{guest}/vmlinuz", "vnc_bind_address": None},
+              [[{"uuid": disk_uuids[i], "mode": "rw", "pci": 16 + i}, disks[i], None] for i in range(2)]]
+    Path(where.runtime).write_text(json.dumps(legacy))
+    argv = [a for a in kvm_cmd if a not in ("-pidfile", "/var/run/ganeti/old1.pid", "-daemonize")]
+    for i, path in enumerate(disks):
+        dev_id = f"hotdisk-{disk_uuids[i][:8]}-pci-{16 + i}"
+        argv += ["-drive", f"file={path},format=raw,if=none,id={dev_id}",
+                 "-device", f"virtio-blk-pci,id={dev_id},drive={dev_id},bus=pci.0,addr={hex(16 + i)}"]
+    argv += ["-device", "virtio-net-pci,id=hotnic-11111111-pci-18,bus=pci.0,addr=0x12,mac=52:54:00:00:03:01",
+             "-qmp", f"unix:{where.qmp},server=on,wait=off", "-pidfile", where.pidfile, "-daemonize",
+             "-serial", f"file:{where.serial}"]
+    subprocess.run(argv, check=True)
+    try:
+        seen = wait_for_report(where.serial, lambda r: len(r.block) == 2 and len(r.net) == 1)
+        target_dir = str(tmp_path / "hv2")
+        uri = f"unix:{tmp_path}/mig.sock"
+        tgt = incoming("old1", target_dir, where.runtime, uri)
+        assert tgt["changed"] is True, tgt
+        assert [d["id"] for d in tgt["instance"]["disks"]] == ["hotdisk-aaaaaaaa-pci-16", "hotdisk-bbbbbbbb-pci-17"]
+        res = run_module("kvm_migrate", {"name": "old1", "runtime_dir": runtime_dir, "target_uri": uri})
+        assert res["changed"] is True and res["migration"]["status"] == "completed", res
+        after = wait_for_report(tgt["instance"]["serial_log"], lambda r: True, after_seq=seen.seq)
+        assert after.block == seen.block and after.net == seen.net
+    finally:
+        process.cleanup(where)
+        run_module("kvm_instance", {"name": "old1", "runtime_dir": str(tmp_path / "hv2"), "state": "absent"})
+    assert not os.path.exists(where.qmp)
