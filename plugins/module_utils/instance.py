@@ -144,8 +144,9 @@ def start(rt: dict[str, Any], where: runtime.Paths, incoming: str | None = None)
     except BaseException:
         process.cleanup(where)
         if before is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(where.runtime)
+            for name in (where.runtime, where.serial):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
         else:
             runtime.write_file(where.runtime, before)
         raise

@@ -75,3 +75,17 @@ def alive(pid: int | None) -> bool:
 
 def files_of(runtime_dir: str, name: str) -> list[str]:
     return sorted(p.name for p in Path(runtime_dir).glob(f"{name}.*"))
+
+
+def qemu_pids_in(runtime_dir: str) -> list[int]:
+    """Live processes whose command line mentions ``runtime_dir`` (our QEMUs there)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and alive(int(entry)):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if runtime_dir.encode() in handle.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
