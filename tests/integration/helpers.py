@@ -89,3 +89,8 @@ def qemu_pids_in(runtime_dir: str) -> list[int]:
             except OSError:
                 pass
     return pids
+
+
+def block_nodes(sock: str) -> set[str]:
+    return {n["node-name"] for n in q(sock, "query-named-block-nodes", {"flat": True}) if not n["node-name"].startswith("#")}
+

@@ -1,0 +1,121 @@
+"""Faults during hotplug: QEMU refusals, drift, dead QEMU, interrupted module runs.
+
+Afterwards QEMU and the runtime file always agree and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ansible_runner import ansible_env, run_module
+from helpers import assert_matches_runtime, block_nodes, pci_slots, q, qmp
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils import process, runtime
+
+PAUSED = {"accel": "tcg", "kvm_extra": "-S"}
+
+
+@pytest.fixture
+def paused(runtime_dir, make_disk):
+    """A paused SCSI instance (no guest: SCSI unplugs complete without one) with one disk."""
+    res = run_module("kvm_instance", {"name": "f1", "runtime_dir": runtime_dir,
+                                      "hvparams": {**PAUSED, "disk_type": "scsi-hd", "scsi_controller_type": "virtio-scsi-pci"},
+                                      "disks": [{"path": make_disk("boot.img")}]})
+    assert res["changed"] is True, res
+    yield res["instance"]
+    run_module("kvm_instance", {"name": "f1", "runtime_dir": runtime_dir, "state": "absent"})
+
+
+def plug(runtime_dir: str, path: str, **extra) -> dict:
+    return run_module("kvm_disk_hotplug", {"instance": "f1", "runtime_dir": runtime_dir, "disk": {"path": path, **extra}})
+
+
+def test_refused_blockdev_leaves_nothing(runtime_dir, make_disk, paused):
+    before = Path(paused["runtime_file"]).read_bytes()
+    nodes = block_nodes(paused["qmp_socket"])
+    res = plug(runtime_dir, make_disk("raw.img"), format="qcow2")
+    assert res.get("failed") and res["msg"].startswith("blockdev-add: QEMU refused blockdev-add") and "qcow2" in res["msg"], res
+    assert Path(paused["runtime_file"]).read_bytes() == before
+    assert block_nodes(paused["qmp_socket"]) == nodes
+
+
+def test_drift_is_detected_and_rolled_back(runtime_dir, make_disk, paused):
+    sock = paused["qmp_socket"]
+    # SCSI: a target taken behind the runtime's back
+    path = make_disk("d.img")
+    plan = run_module("kvm_disk_hotplug", {"instance": "f1", "runtime_dir": runtime_dir, "disk": {"path": path}}, check=True)
+    target = plan["device"]["hvinfo"]["scsi-id"]
+    qmp(sock, ("blockdev-add", {"driver": "raw", "node-name": "intruder", "file": {"driver": "file", "filename": make_disk("i.img")}}),
+        ("device_add", {"driver": "scsi-hd", "id": "intruder", "drive": "intruder", "bus": "scsi.0", "scsi-id": target}))
+    before = Path(paused["runtime_file"]).read_bytes()
+    nodes = block_nodes(sock)
+    res = plug(runtime_dir, path)
+    assert res.get("failed") and res["msg"].startswith("device_add: drift") and f"scsi-id {target}" in res["msg"], res
+    assert "\n" not in res["msg"]
+    assert Path(paused["runtime_file"]).read_bytes() == before and block_nodes(sock) == nodes
+    # PCI: a slot taken behind the runtime's back
+    nic = {"instance": "f1", "runtime_dir": runtime_dir, "nic": {"mac": "52:54:00:00:06:01", "network": {"type": "user"}}}
+    planned = run_module("kvm_nic_hotplug", nic, check=True)["device"]
+    slot = planned["hvinfo"]["addr"]
+    q(sock, "device_add", {"driver": "e1000", "id": "intruder2", "bus": "pci.0", "addr": slot})
+    res = run_module("kvm_nic_hotplug", nic)
+    assert res.get("failed") and res["msg"].startswith("device_add: drift") and slot in res["msg"], res
+    assert Path(paused["runtime_file"]).read_bytes() == before
+    assert pci_slots(sock)[int(slot, 16)]["qdev_id"] == "intruder2"  # never double-used
+    assert planned["id"] not in q(sock, "human-monitor-command", {"command-line": "info network"})  # netdev rolled back
+    info = run_module("kvm_instance_info", {"name": "f1", "runtime_dir": runtime_dir})["instance"]
+    assert any("intruder2" in d for d in info["drift"]) and any("intruder" in d for d in info["drift"])
+
+
+def test_dead_qemu_is_a_clear_error(runtime_dir, make_disk, paused):
+    before = Path(paused["runtime_file"]).read_bytes()
+    os.kill(paused["pid"], signal.SIGKILL)
+    assert process.wait_exit(paused["pid"], 10)
+    res = plug(runtime_dir, make_disk("late.img"))
+    assert res.get("failed") and "is not running" in res["msg"], res
+    assert Path(paused["runtime_file"]).read_bytes() == before
+
+
+def test_rerun_after_interrupted_add_reconciles(runtime_dir, make_disk, paused):
+    """A run killed after QEMU got the disk but before the runtime was saved: the re-run adopts nothing
+    blindly, it removes the leftover under the planned id and plugs again."""
+    sock = paused["qmp_socket"]
+    path = make_disk("half.img")
+    plan = run_module("kvm_disk_hotplug", {"instance": "f1", "runtime_dir": runtime_dir, "disk": {"path": path}}, check=True)["device"]
+    dev_id = plan["id"]
+    qmp(sock, ("blockdev-add", {"driver": "raw", "node-name": dev_id, "file": {"driver": "file", "filename": path}}),
+        ("device_add", {"driver": "scsi-hd", "id": dev_id, "drive": dev_id, "bus": "scsi.0", "scsi-id": plan["hvinfo"]["scsi-id"]}))
+    res = plug(runtime_dir, path)
+    assert res["changed"] is True and res["device"] == plan, res
+    assert_matches_runtime(sock, runtime.read_file(paused["runtime_file"])[0])
+    # an interrupted removal: QEMU lost the disk, the runtime still lists it
+    second = plug(runtime_dir, make_disk("half2.img"))
+    q(sock, "device_del", {"id": second["device"]["id"]})
+    gone = run_module("kvm_disk_hotplug", {"instance": "f1", "runtime_dir": runtime_dir, "state": "absent",
+                                           "disk": {"path": second["invocation"]["module_args"]["disk"]["path"]}})
+    assert gone["changed"] is True, gone
+    rt = runtime.read_file(paused["runtime_file"])[0]
+    assert second["device"]["id"] not in {d["hvinfo"]["id"] for d in rt["disks"]}
+    assert second["device"]["id"] not in block_nodes(sock)
+    assert_matches_runtime(sock, rt)
+
+
+def test_module_killed_mid_operation_then_rerun(runtime_dir, make_disk, paused):
+    """SIGKILL the ansible process at several moments of a hotplug; a re-run always ends consistent."""
+    sock = paused["qmp_socket"]
+    for attempt, delay in enumerate((0.3, 0.6, 0.9)):
+        path = make_disk(f"k{attempt}.img")
+        argv = ["ansible", "localhost", "-c", "local", "-i", "localhost,", "-m", "kvmhv.qemu.kvm_disk_hotplug",
+                "-a", f'{{"instance": "f1", "runtime_dir": "{runtime_dir}", "disk": {{"path": "{path}"}}}}']
+        proc = subprocess.Popen(argv, env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        res = plug(runtime_dir, path)
+        assert not res.get("failed"), res
+        assert_matches_runtime(sock, runtime.read_file(paused["runtime_file"])[0])
