@@ -41,7 +41,7 @@ guest:
 	bash tests/guest/build-guest.sh >/dev/null
 
 demo: setup
-	ansible-playbook -i playbooks/inventory.yml playbooks/demo.yml \
+	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml \
 	  -e guest_dir=$$(bash tests/guest/build-guest.sh | tail -n 1)
 
 test: setup lint sanity units integration

@@ -93,4 +93,3 @@ def qemu_pids_in(runtime_dir: str) -> list[int]:
 
 def block_nodes(sock: str) -> set[str]:
     return {n["node-name"] for n in q(sock, "query-named-block-nodes", {"flat": True}) if not n["node-name"].startswith("#")}
-

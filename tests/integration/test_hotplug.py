@@ -36,7 +36,11 @@ def bridge():
 def test_virtio_disks_and_tap_nic(runtime_dir, make_disk, bridge):
     inst = boot(runtime_dir, "hp1", make_disk)
     log, sock = inst["serial_log"], inst["qmp_socket"]
-    disk = lambda n, size=3, **kw: {"instance": "hp1", "runtime_dir": runtime_dir, "disk": {"path": make_disk(n, size) if size else n}, **kw}  # noqa: E731
+
+    def disk(name: str, size: int = 3, **extra) -> dict:
+        """Module args for disk ``name`` (created with ``size`` MiB; size 0: an existing path)."""
+        return {"instance": "hp1", "runtime_dir": runtime_dir, "disk": {"path": make_disk(name, size) if size else name}, **extra}
+
     runtime_file = Path(inst["runtime_file"])
 
     before = runtime_file.read_bytes()
