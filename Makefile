@@ -13,8 +13,9 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(COLLECTIONS)
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_PYTHON_INTERPRETER := $(VENV)/bin/python
+export KVMHV_GUEST_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kvmhv-qemu/guest
 
-.PHONY: setup apt venv link guest demo test lint sanity units integration molecule build clean
+.PHONY: setup apt venv link guest demo test lint sanity units integration molecule clean
 
 setup: apt venv link guest
 
@@ -41,10 +42,9 @@ guest:
 	bash tests/guest/build-guest.sh >/dev/null
 
 demo: setup
-	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml \
-	  -e guest_dir=$$(bash tests/guest/build-guest.sh | tail -n 1)
+	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml -e guest_dir=$(KVMHV_GUEST_DIR)
 
-test: setup lint sanity units integration
+test: setup lint sanity units integration molecule
 
 lint:
 	ruff check plugins tests benchmarks
@@ -66,6 +66,10 @@ units: setup
 
 integration: setup
 	python -m pytest tests/integration -q
+
+# The role scenario on this machine: converge, idempotence, verify, destroy.
+molecule: setup
+	cd extensions && molecule test
 
 clean:
 	rm -rf $(BUILD) tests/output

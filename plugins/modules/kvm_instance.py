@@ -343,9 +343,10 @@ class Manager:
             pass  # a damaged runtime file is removed all the same
         pid = instance.status(self.where)[1]
         exists = pid is not None or os.path.exists(self.where.runtime)
-        if exists and not self.check:
-            instance.stop(self.where, 0, graceful=False)
-            process.remove_files(self.where, keep_runtime=False)
+        if not self.check:
+            if exists:
+                instance.stop(self.where, 0, graceful=False)
+            process.remove_files(self.where, keep_runtime=False)  # the lock file too
         result = self._result(exists, None, {"status": "present"}, {"status": "absent"})
         if old and self.check:
             result["instance"] = instance.public(old, self.where, "absent", None)
