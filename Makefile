@@ -15,7 +15,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_PYTHON_INTERPRETER := $(VENV)/bin/python
 export KVMHV_GUEST_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kvmhv-qemu/guest
 
-.PHONY: setup apt venv link guest demo test lint sanity units integration molecule clean
+.PHONY: setup apt venv link guest demo test lint sanity units integration molecule bench clean
 
 setup: apt venv link guest
 
@@ -70,6 +70,11 @@ integration: setup
 # The role scenario on this machine: converge, idempotence, verify, destroy.
 molecule: setup
 	cd extensions && molecule test
+
+# Latency against floors and scale; writes benchmarks/RESULTS.md and latency.png.
+bench: setup
+	pip install -q -r benchmarks/requirements.txt
+	python benchmarks/run.py
 
 clean:
 	rm -rf $(BUILD) tests/output
