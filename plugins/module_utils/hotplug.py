@@ -97,69 +97,77 @@ async def _unplug(mon: qmp.Monitor, dev_id: str, timeout: float, step: str) -> b
     return True
 
 
-async def _verify(mon: qmp.Monitor, kind: str, info: dict[str, Any]) -> None:
+def _check_verify(kind: str, info: dict[str, Any], answer: Any) -> None:
+    """The device must sit where its hvinfo says: query-pci slot for PCI, query-block qdev for SCSI."""
     if hvinfo.is_pci(info):
-        found = qmp.pci_devices(await mon.cmd("query-pci", step="verify")).get(hvinfo.pci_slot(info))  # type: ignore[arg-type]
+        found = qmp.pci_devices(answer).get(hvinfo.pci_slot(info))  # type: ignore[arg-type]
         if not found or found.get("qdev_id") != info["id"]:
             raise KvmError(f"QEMU shows {found.get('qdev_id') if found else 'nothing'} at {info['bus']} slot {info['addr']}, "
                            f"not {info['id']}", "verify")
-    elif kind == "disks":
-        if qmp.block_for_device(await mon.cmd("query-block", step="verify"), info["id"]) is None:
-            raise KvmError(f"QEMU has no disk attached to {info['id']}", "verify")
+    elif kind == "disks" and qmp.block_for_device(answer, info["id"]) is None:
+        raise KvmError(f"QEMU has no disk attached to {info['id']}", "verify")
 
 
-async def _add_backend(mon: qmp.Monitor, kind: str, rec: dict[str, Any], timeout: float) -> tuple[str, Any]:
-    """Add the block node / netdev; clean a leftover of an interrupted earlier run first."""
+def _backend(kind: str, rec: dict[str, Any], fdname: str | None) -> tuple[tuple[str, Any] | None, tuple[str, Any] | None]:
+    """(add command, undo command) of the device's backend, or (None, None) without one."""
     dev_id = rec["hvinfo"]["id"]
     if kind == "disks":
-        command, args, undo = "blockdev-add", devices.blockdev_args(rec), ("blockdev-del", {"node-name": dev_id})
-    else:
-        fdname = None
-        if rec.get("network", {}) and rec["network"]["type"] == "tap":
-            fd, created = tap.open_tap(rec["network"]["ifname"], rec["network"].get("bridge"))
-            rec["tap_created"] = created
-            fdname = dev_id
-            try:
-                mon.send_fd(fd)
-                await mon.cmd("getfd", {"fdname": fdname}, step="getfd")
-            finally:
-                os.close(fd)
-        args = devices.netdev_args(rec, fdname)
-        if args is None:
-            return "", None
-        command, undo = "netdev_add", ("netdev_del", {"id": dev_id})
-    try:
-        await mon.cmd(command, args, step=command)
-    except KvmError as err:
-        if "duplicate" not in err.msg.lower() and "already" not in err.msg.lower():
-            raise
-        # Left over from a run that died before saving the runtime: remove, redo.
-        await _unplug(mon, dev_id, timeout, "reconcile")
-        await mon.try_cmd(*undo)
-        await mon.cmd(command, args, step=command)
-    return undo
+        return ("blockdev-add", devices.blockdev_args(rec)), ("blockdev-del", {"node-name": dev_id})
+    args = devices.netdev_args(rec, fdname)
+    return (("netdev_add", args), ("netdev_del", {"id": dev_id})) if args else (None, None)
+
+
+def _is_duplicate(err: Any) -> bool:
+    return isinstance(err, KvmError) and ("duplicate" in err.msg.lower() or "already" in err.msg.lower())
 
 
 async def _plug(sock: str, kind: str, rec: dict[str, Any], timeout: float) -> None:
+    """Backend, device_add and the verify query, pipelined in one burst on one connection.
+
+    QEMU runs the commands in order, so a failed backend makes the device_add
+    fail too; the answers say exactly what to undo.
+    """
     info = rec["hvinfo"]
+    dev_id = info["id"]
+    extra = devices.disk_device_extra(rec) if kind == "disks" else devices.nic_device_extra(rec)
     async with qmp.connect(sock) as mon:
-        undo = await _add_backend(mon, kind, rec, timeout)
-        extra = devices.disk_device_extra(rec) if kind == "disks" else devices.nic_device_extra(rec)
+        fdname = None
+        if kind == "nics" and (rec.get("network") or {}).get("type") == "tap":
+            fd, rec["tap_created"] = tap.open_tap(rec["network"]["ifname"], rec["network"].get("bridge"))
+            try:
+                mon.send_fd(fd)
+            finally:
+                os.close(fd)  # QEMU keeps its own copy (getfd); a tap we created lives as long as that copy
+            fdname = dev_id
+        backend, undo = _backend(kind, rec, fdname)
+        verify = ("query-pci", None) if hvinfo.is_pci(info) else ("query-block", None)
+        burst = [("getfd", {"fdname": fdname})] if fdname else []
+        burst += ([backend] if backend else []) + [("device_add", hvinfo.device_add_args(info, **extra)), verify]
+        answers = dict(zip([cmd for cmd, _ in burst], await mon.batch(burst), strict=True))
+        if backend and _is_duplicate(answers[backend[0]]):
+            # Left over from a run killed before it saved the runtime: remove it, plug again.
+            await _unplug(mon, dev_id, timeout, "reconcile")
+            await mon.try_cmd(*undo)  # type: ignore[misc]
+            burst = [cmd for cmd in burst if cmd[0] != "getfd"]
+            answers.update(zip([cmd for cmd, _ in burst], await mon.batch(burst), strict=True))
         try:
+            for cmd in ("getfd", backend[0] if backend else None):
+                if isinstance(answers.get(cmd), KvmError):
+                    raise answers[cmd]
+            if isinstance(answers["device_add"], KvmError):
+                raise _drift_hint(answers["device_add"], info)
+            if isinstance(answers[verify[0]], KvmError):
+                raise answers[verify[0]]
             try:
-                await mon.cmd("device_add", hvinfo.device_add_args(info, **extra), step="device_add")
-            except KvmError as err:
-                raise _drift_hint(err, info) from None
-            try:
-                await _verify(mon, kind, info)
+                _check_verify(kind, info, answers[verify[0]])
             except KvmError:
-                await _unplug(mon, info["id"], timeout, "rollback")
+                await _unplug(mon, dev_id, timeout, "rollback")
                 raise
         except BaseException:
-            if undo and undo[0]:
-                await mon.try_cmd(*undo)
-            if kind == "nics":
-                await mon.try_cmd("closefd", {"fdname": info["id"]})
+            if backend and not isinstance(answers.get(backend[0]), KvmError):
+                await mon.try_cmd(*undo)  # type: ignore[misc]
+            if fdname:
+                await mon.try_cmd("closefd", {"fdname": fdname})
             raise
 
 

@@ -56,6 +56,14 @@ class Monitor:
         except QMPError as err:
             raise KvmError(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
 
+    async def batch(self, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
+        """Send ``commands`` back to back without waiting in between (one round trip).
+
+        QEMU executes them in order. Each answer is the command's result or
+        the KvmError it raised, so the caller sees exactly what happened.
+        """
+        return await asyncio.gather(*(self.cmd(cmd, args, timeout=timeout) for cmd, args in commands), return_exceptions=True)
+
     async def try_cmd(self, command: str, args: dict[str, Any] | None = None) -> Any:
         """Best effort (rollback, cleanup): errors are swallowed, result or None."""
         try:
