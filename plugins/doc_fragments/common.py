@@ -1,0 +1,26 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Options every kvmhv.qemu module takes (module_utils/common.py COMMON_ARGS)."""
+
+    DOCUMENTATION = r"""
+options:
+  runtime_dir:
+    description:
+      - Directory of runtime files, QMP sockets, pid files and serial logs (created with mode 0700).
+      - Set it for all modules at once with C(module_defaults) and the C(group/kvmhv.qemu.kvm) action group.
+    type: path
+    default: /run/kvmhv
+  qemu_binary:
+    description:
+      - QEMU binary used for new starts. Every module accepts it so the C(kvm) action group can set it.
+    type: str
+    default: qemu-system-x86_64
+requirements:
+  - qemu.qmp
+"""
