@@ -18,6 +18,15 @@ COMMON_ARGS: dict[str, Any] = {
     "qemu_binary": {"type": "str", "default": "qemu-system-x86_64"},
 }
 
+# Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules.
+DISK_OPTIONS: dict[str, Any] = {
+    "path": {"type": "path"},
+    "format": {"type": "str", "choices": ["raw", "qcow2"], "default": "raw"},
+    "mode": {"type": "str", "choices": ["rw", "ro"], "default": "rw"},
+    "uuid": {"type": "str"},
+}
+NIC_OPTIONS: dict[str, Any] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
+
 
 def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
     """An AnsibleModule with the common options; fails cleanly without qemu.qmp."""

@@ -143,13 +143,13 @@ async def _plug(sock: str, kind: str, rec: dict[str, Any], timeout: float) -> No
         verify = ("query-pci", None) if hvinfo.is_pci(info) else ("query-block", None)
         burst = [("getfd", {"fdname": fdname})] if fdname else []
         burst += ([backend] if backend else []) + [("device_add", hvinfo.device_add_args(info, **extra)), verify]
-        answers = dict(zip([cmd for cmd, _ in burst], await mon.batch(burst), strict=True))
+        answers = dict(zip([item[0] for item in burst], await mon.batch(burst), strict=True))
         if backend and _is_duplicate(answers[backend[0]]):
             # Left over from a run killed before it saved the runtime: remove it, plug again.
             await _unplug(mon, dev_id, timeout, "reconcile")
             await mon.try_cmd(*undo)  # type: ignore[misc]
             burst = [cmd for cmd in burst if cmd[0] != "getfd"]
-            answers.update(zip([cmd for cmd, _ in burst], await mon.batch(burst), strict=True))
+            answers.update(zip([item[0] for item in burst], await mon.batch(burst), strict=True))
         try:
             for cmd in ("getfd", backend[0] if backend else None):
                 if isinstance(answers.get(cmd), KvmError):

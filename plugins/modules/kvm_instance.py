@@ -107,16 +107,8 @@ options:
     description: Seconds O(state=stopped) waits for the guest to power off before quitting QEMU.
     type: int
     default: 30
-  runtime_dir:
-    description: Directory of runtime files, QMP sockets, pid files and serial logs (created 0700).
-    type: path
-    default: /run/kvmhv
-  qemu_binary:
-    description: QEMU binary for new starts.
-    type: str
-    default: qemu-system-x86_64
-requirements:
-  - qemu.qmp
+extends_documentation_fragment:
+  - kvmhv.qemu.common
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -231,20 +223,14 @@ import os
 import re
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import devices, instance, process, runtime
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 URI_RE = re.compile(r"^(tcp:[^:\s]+:\d{1,5}|unix:/\S+)$")
 
 
 def main() -> None:
-    disk_spec = {
-        "path": {"type": "path", "required": True},
-        "format": {"type": "str", "choices": ["raw", "qcow2"], "default": "raw"},
-        "mode": {"type": "str", "choices": ["rw", "ro"], "default": "rw"},
-        "uuid": {"type": "str"},
-    }
-    nic_spec = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
+    disk_spec = {**DISK_OPTIONS, "path": {"type": "path", "required": True}}
     module = new_module(
         {
             "name": {"type": "str", "required": True},
@@ -253,7 +239,7 @@ def main() -> None:
             "memory": {"type": "int", "default": 256},
             "vcpus": {"type": "int", "default": 1},
             "disks": {"type": "list", "elements": "dict", "options": disk_spec, "default": []},
-            "nics": {"type": "list", "elements": "dict", "options": nic_spec, "default": []},
+            "nics": {"type": "list", "elements": "dict", "options": NIC_OPTIONS, "default": []},
             "hvparams": {"type": "dict", "default": {}},
             "runtime": {"type": "path"},
             "migration_uri": {"type": "str"},

@@ -37,16 +37,8 @@ options:
     description: Bandwidth cap in MiB/s (QEMU's own default is 32); 0 keeps QEMU's setting.
     type: int
     default: 1024
-  runtime_dir:
-    description: Directory of runtime files, QMP sockets, pid files and serial logs.
-    type: path
-    default: /run/kvmhv
-  qemu_binary:
-    description: QEMU binary (accepted so the C(kvm) action group can set it; unused here).
-    type: str
-    default: qemu-system-x86_64
-requirements:
-  - qemu.qmp
+extends_documentation_fragment:
+  - kvmhv.qemu.common
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.

@@ -48,16 +48,8 @@ options:
     description: Seconds to wait for QEMU's C(DEVICE_DELETED) event (the guest's ACPI acknowledgement).
     type: int
     default: 30
-  runtime_dir:
-    description: Directory of runtime files, QMP sockets, pid files and serial logs.
-    type: path
-    default: /run/kvmhv
-  qemu_binary:
-    description: QEMU binary (accepted so the C(kvm) action group can set it; unused here).
-    type: str
-    default: qemu-system-x86_64
-requirements:
-  - qemu.qmp
+extends_documentation_fragment:
+  - kvmhv.qemu.common
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -106,18 +98,14 @@ device:
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import NIC_OPTIONS, new_module, run
 
 
 def main() -> None:
     module = new_module({
         "instance": {"type": "str", "required": True},
         "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-        "nic": {"type": "dict", "required": True, "options": {
-            "mac": {"type": "str"},
-            "uuid": {"type": "str"},
-            "network": {"type": "dict"},
-        }},
+        "nic": {"type": "dict", "required": True, "options": NIC_OPTIONS},
         "unplug_timeout": {"type": "int", "default": 30},
     })
     run(module, lambda: hotplug.module_action(module, "nics", "nic"))
