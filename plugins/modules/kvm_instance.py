@@ -291,12 +291,19 @@ class Manager:
             for note in device_changes:
                 self.module.warn(note)
             return self._result(False, old, pending=pending + device_changes)
-        for disk in spec["disks"]:
-            devices.check_disk_path(disk, spec["hvparams"])
-        planned = instance.plan_runtime(spec, self.params["qemu_binary"], old)
+        recovered = old is not None and not old.get("stopped")
+        if recovered:
+            # QEMU died behind our back: bring back exactly what ran (hotplugs included).
+            planned = old
+            pending, device_changes = instance.differences(old, spec)
+            for note in pending + device_changes:
+                self.module.warn(f"recovering from the runtime file; not applied: {note}")
+        else:
+            planned = instance.plan_runtime(spec, self.params["qemu_binary"], old)
+        for disk in planned["disks"]:
+            devices.check_disk_path(disk, planned["hvparams"])
         before = instance.summary(old) if old else {}
         after = instance.summary(planned)
-        recovered = old is not None and not old.get("stopped")
         if self.check:
             result = self._result(True, planned, before, after, recovered=recovered)
             result["instance"]["status"] = "running"

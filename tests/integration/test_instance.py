@@ -57,13 +57,17 @@ def test_lifecycle_virtio_disks(runtime_dir, make_disk):
     assert restarted["instance"]["disks"] == inst["disks"] and restarted["instance"]["nics"] == inst["nics"]
     assert {s: d["qdev_id"] for s, d in pci_slots(inst["qmp_socket"]).items()} == before_slots
 
+    hot = run_module("kvm_disk_hotplug", {"instance": "vm1", "runtime_dir": runtime_dir, "disk": {"path": make_disk("hot.img", 5)}})
+    assert hot["device"]["hvinfo"]["addr"] == "0x13", hot
     os.kill(restarted["instance"]["pid"], 9)
     assert process.wait_exit(restarted["instance"]["pid"], 10)
     info = run_module("kvm_instance_info", {"name": "vm1", "runtime_dir": runtime_dir})["instance"]
     assert info["alive"] is False
     recovered = run_module("kvm_instance", args)
     assert recovered["changed"] is True and recovered["recovered"] is True
-    assert recovered["instance"]["disks"] == inst["disks"]
+    assert recovered["instance"]["disks"] == [*inst["disks"], hot["device"]]  # exactly what ran, hotplug included
+    assert pci_slots(inst["qmp_socket"])[0x13]["qdev_id"] == hot["device"]["id"]
+    assert any("not applied" in w for w in recovered["warnings"])
 
     gone = run_module("kvm_instance", {**args, "state": "absent"})
     assert gone["changed"] is True

@@ -20,7 +20,7 @@ def test_build_install_and_run_the_demo_from_the_installed_copy(tmp_path):
     tarball = next(tmp_path.glob("kvmhv-qemu-*.tar.gz"))
     assert "Created collection" in built.stdout
     installed = tmp_path / "installed"
-    subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "-p", str(installed), str(tarball)],
+    subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(installed), str(tarball)],
                    capture_output=True, text=True, check=True)
     root = installed / "ansible_collections" / "kvmhv" / "qemu"
     assert (root / "plugins" / "modules" / "kvm_disk_hotplug.py").exists() and not (root / ".venv").exists()
