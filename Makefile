@@ -44,7 +44,7 @@ guest:
 demo: setup
 	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml -e guest_dir=$(KVMHV_GUEST_DIR)
 
-test: setup lint sanity units integration molecule
+test: setup lint sanity units molecule integration
 
 lint:
 	ruff check plugins tests benchmarks
