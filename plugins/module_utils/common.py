@@ -18,6 +18,13 @@ COMMON_ARGS: dict[str, Any] = {
     "qemu_binary": {"type": "str", "default": "qemu-system-x86_64"},
 }
 
+# Options of both hotplug modules (doc fragment kvmhv.qemu.hotplug).
+HOTPLUG_ARGS: dict[str, Any] = {
+    "instance": {"type": "str", "required": True},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "unplug_timeout": {"type": "int", "default": 30},
+}
+
 # Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules.
 DISK_OPTIONS: dict[str, Any] = {
     "path": {"type": "path"},

@@ -45,6 +45,9 @@ async def _migrate(sock: str, uri: str, timeout: float, max_bandwidth_mib: int) 
             await mon.cmd("migrate", {"uri": uri}, step="migrate")
             try:
                 await mon.wait_for(listener, lambda ev: ev["data"].get("status") in DONE, timeout, "end of migration")
+            except qmp.QmpClosed:
+                raise KvmError(f"the source QEMU exited during the migration to {uri}; "
+                               "run kvm_instance_info on both hosts to see where the instance is", "migrate") from None
             except KvmError:
                 await mon.try_cmd("migrate_cancel")
                 info = await mon.try_cmd("query-migrate") or {}

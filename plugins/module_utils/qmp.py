@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 try:
-    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError, Runstate
 
     HAS_QMP = True
     QMP_IMPORT_ERROR: str | None = None
@@ -80,20 +80,42 @@ class Monitor:
         with self.client.listener(tuple(names)) as listener:
             yield listener
 
-    @staticmethod
-    async def wait_for(listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
-        """The first event from ``listener`` that ``match``es, or KvmError at the deadline."""
+    async def closed(self) -> None:
+        """Return once the connection is down (QEMU exited or hung up)."""
+        while self.client.runstate == Runstate.RUNNING:
+            await self.client.runstate_changed()
+
+    async def wait_for(self, listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str,
+                       hint: str = "") -> dict[str, Any]:
+        """The first event from ``listener`` that ``match``es.
+
+        KvmError at the deadline (``hint`` says why that may be), and QmpClosed as soon as the connection
+        drops: a QEMU that dies during the wait is reported at once, not at
+        the deadline.
+        """
 
         async def first() -> dict[str, Any]:
             async for event in listener:
                 if match(event):
                     return event
-            raise KvmError(f"QMP connection closed while waiting for {what}")
+            raise QmpClosed(f"QMP connection closed while waiting for {what}")
 
+        waiter = asyncio.ensure_future(first())
+        closed = asyncio.ensure_future(self.closed())
         try:
-            return await asyncio.wait_for(first(), timeout)
-        except asyncio.TimeoutError:
-            raise KvmError(f"no {what} within {timeout:g}s") from None
+            done, _pending = await asyncio.wait((waiter, closed), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            closed.cancel()
+        if waiter in done:  # an event that arrived together with the hang-up still counts
+            return waiter.result()
+        if closed in done:
+            raise QmpClosed(f"QEMU closed its QMP connection (it exited) while waiting for {what}")
+        raise KvmError(f"no {what} within {timeout:g}s" + (f" ({hint})" if hint else ""))
+
+
+class QmpClosed(KvmError):
+    """The QMP connection dropped during a wait: QEMU is gone."""
 
 
 @contextlib.asynccontextmanager

@@ -5,6 +5,7 @@ Afterwards QEMU and the runtime file always agree and nothing is left behind.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -119,3 +120,49 @@ def test_module_killed_mid_operation_then_rerun(runtime_dir, make_disk, paused):
         res = plug(runtime_dir, path)
         assert not res.get("failed"), res
         assert_matches_runtime(sock, runtime.read_file(paused["runtime_file"])[0])
+
+
+def _qemu_sockets(pid: int) -> int:
+    """How many sockets QEMU holds open (one more while a QMP client is connected)."""
+    fd_dir = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fd_dir.iterdir() if os.readlink(fd).startswith("socket:"))
+
+
+def test_unplug_the_guest_never_acknowledges_times_out(runtime_dir, paused):
+    """A paused guest never acknowledges a PCI unplug: the wait ends at unplug_timeout, named, runtime unchanged."""
+    nic = {"instance": "f1", "runtime_dir": runtime_dir, "nic": {"mac": "52:54:00:00:06:11", "network": {"type": "user"}}}
+    dev_id = run_module("kvm_nic_hotplug", nic)["device"]["id"]
+    before = Path(paused["runtime_file"]).read_bytes()
+    started = time.monotonic()
+    res = run_module("kvm_nic_hotplug", {**nic, "state": "absent", "unplug_timeout": 2})
+    assert res.get("failed") and f"no DEVICE_DELETED for {dev_id} within 2s (the guest did not release it)" in res["msg"], res
+    assert time.monotonic() - started < 30
+    assert Path(paused["runtime_file"]).read_bytes() == before
+    # a re-run waits for the unplug QEMU still has pending instead of failing on QEMU's refusal
+    res = run_module("kvm_nic_hotplug", {**nic, "state": "absent", "unplug_timeout": 1})
+    assert res.get("failed") and f"no DEVICE_DELETED for {dev_id} within 1s" in res["msg"], res
+    assert Path(paused["runtime_file"]).read_bytes() == before
+    assert dev_id in {d["qdev_id"] for d in pci_slots(paused["qmp_socket"]).values()}
+
+
+def test_qemu_dying_during_unplug_wait_is_reported_at_once(runtime_dir, paused):
+    """QEMU killed while the module waits for DEVICE_DELETED: the failure comes when the QMP connection
+    drops, not at unplug_timeout, and the runtime file is unchanged."""
+    nic = {"instance": "f1", "runtime_dir": runtime_dir, "nic": {"mac": "52:54:00:00:06:12", "network": {"type": "user"}}}
+    dev_id = run_module("kvm_nic_hotplug", nic)["device"]["id"]
+    before = Path(paused["runtime_file"]).read_bytes()
+    idle = _qemu_sockets(paused["pid"])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        job = pool.submit(run_module, "kvm_nic_hotplug", {**nic, "state": "absent", "unplug_timeout": 300})
+        while _qemu_sockets(paused["pid"]) == idle:  # the module has not connected yet
+            assert not job.done(), job.result()
+            time.sleep(0.05)
+        time.sleep(1)  # device_del is the first command on that connection; it is sent by now
+        os.kill(paused["pid"], signal.SIGKILL)
+        res = job.result()
+    assert res.get("failed"), res
+    assert res["msg"] == (f"device_del: QEMU closed its QMP connection (it exited) while waiting for DEVICE_DELETED "
+                          f"for {dev_id}; the runtime file still lists {dev_id}"), res
+    assert time.monotonic() - started < 60
+    assert Path(paused["runtime_file"]).read_bytes() == before
