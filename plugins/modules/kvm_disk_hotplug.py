@@ -23,15 +23,6 @@ description:
 author:
   - kvmhv.qemu contributors (@kvmhv)
 options:
-  instance:
-    description: Name of the running instance.
-    type: str
-    required: true
-  state:
-    description: Whether the disk should be plugged.
-    type: str
-    choices: [present, absent]
-    default: present
   disk:
     description: The disk. It is identified by O(disk.uuid) when given, else by O(disk.path).
     type: dict
@@ -53,19 +44,15 @@ options:
       uuid:
         description: Disk UUID; derived from the instance UUID and the path when not given.
         type: str
-  unplug_timeout:
-    description: Seconds to wait for QEMU's C(DEVICE_DELETED) event (the guest's acknowledgement).
-    type: int
-    default: 30
 extends_documentation_fragment:
   - kvmhv.qemu.common
+  - kvmhv.qemu.hotplug
+  - kvmhv.qemu.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the hvinfo it would allocate; sends nothing to QEMU that changes it.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the instance's device layout before and after.
 """
@@ -107,15 +94,13 @@ device:
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, HOTPLUG_ARGS, new_module, run
 
 
 def main() -> None:
     module = new_module({
-        "instance": {"type": "str", "required": True},
-        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        **HOTPLUG_ARGS,
         "disk": {"type": "dict", "required": True, "options": DISK_OPTIONS},
-        "unplug_timeout": {"type": "int", "default": 30},
     })
     run(module, lambda: hotplug.module_action(module, "disks", "disk"))
 

@@ -109,13 +109,12 @@ options:
     default: 30
 extends_documentation_fragment:
   - kvmhv.qemu.common
+  - kvmhv.qemu.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Plans only; returns the command line and the hvinfo it would allocate.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows memory, vcpus, hvparams, disks and NICs before and after.
 """

@@ -33,13 +33,12 @@ options:
     default: false
 extends_documentation_fragment:
   - kvmhv.qemu.common
+  - kvmhv.qemu.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: With O(upgrade=true) reports whether it would write; writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the format version before and after an upgrade.
 notes:

@@ -39,13 +39,12 @@ options:
     default: 1024
 extends_documentation_fragment:
   - kvmhv.qemu.common
+  - kvmhv.qemu.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Checks that the source runs and answers QMP; migrates nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

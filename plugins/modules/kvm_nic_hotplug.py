@@ -19,15 +19,6 @@ description:
 author:
   - kvmhv.qemu contributors (@kvmhv)
 options:
-  instance:
-    description: Name of the running instance.
-    type: str
-    required: true
-  state:
-    description: Whether the NIC should be plugged.
-    type: str
-    choices: [present, absent]
-    default: present
   nic:
     description: The NIC. It is identified by O(nic.uuid) when given, else by O(nic.mac).
     type: dict
@@ -44,19 +35,15 @@ options:
           - Backend link, a dict with C(type). C(type=tap) takes C(ifname) and optionally C(bridge);
             C(type=user) is QEMU's user networking; without it the NIC has no backend.
         type: dict
-  unplug_timeout:
-    description: Seconds to wait for QEMU's C(DEVICE_DELETED) event (the guest's ACPI acknowledgement).
-    type: int
-    default: 30
 extends_documentation_fragment:
   - kvmhv.qemu.common
+  - kvmhv.qemu.hotplug
+  - kvmhv.qemu.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Returns the hvinfo it would allocate; changes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Shows the instance's device layout before and after.
 """
@@ -98,15 +85,13 @@ device:
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import NIC_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, NIC_OPTIONS, new_module, run
 
 
 def main() -> None:
     module = new_module({
-        "instance": {"type": "str", "required": True},
-        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+        **HOTPLUG_ARGS,
         "nic": {"type": "dict", "required": True, "options": NIC_OPTIONS},
-        "unplug_timeout": {"type": "int", "default": 30},
     })
     run(module, lambda: hotplug.module_action(module, "nics", "nic"))
 
