@@ -89,9 +89,9 @@ class Monitor:
                        hint: str = "") -> dict[str, Any]:
         """The first event from ``listener`` that ``match``es.
 
-        KvmError at the deadline (``hint`` says why that may be), and QmpClosed as soon as the connection
-        drops: a QEMU that dies during the wait is reported at once, not at
-        the deadline.
+        KvmError at the deadline (``hint`` says why that may be), and
+        QmpClosed as soon as the connection drops: a QEMU that dies during
+        the wait is reported at once, not at the deadline.
         """
 
         async def first() -> dict[str, Any]:
