@@ -76,7 +76,7 @@ def test_virtio_disks_and_tap_nic(runtime_dir, make_disk, bridge):
     wait_for_report(log, lambda r: 10240 in r.disks_by_size(), 15)
 
     off = run_module("kvm_nic_hotplug", {**nic, "state": "absent", "nic": {"mac": "52:54:00:00:04:01"}})
-    assert off["changed"] is True
+    assert off["changed"] is True, off
     wait_for_report(log, lambda r: "52:54:00:00:04:01" not in r.macs(), 15)
     assert subprocess.run(["ip", "link", "show", "kvt-hp1"], capture_output=True, check=False).returncode != 0  # we created it: gone
     rt = rt_of(inst)
