@@ -18,6 +18,18 @@ if shutil.which("qemu-system-x86_64") is None:  # pragma: no cover - setup probl
     raise pytest.UsageError("qemu-system-x86_64 is missing: run `make setup` first")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
+    """A failed test's report ends with the last lines of each guest's serial log (what the guest saw)."""
+    report = yield
+    path = getattr(item, "funcargs", {}).get("runtime_dir")
+    if report.when == "call" and report.failed and path:
+        for log in sorted(Path(path).glob("*.serial.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            report.sections.append((f"guest serial log {log.name}, last lines", "\n".join(tail)))
+    return report
+
+
 @pytest.fixture
 def runtime_dir() -> Iterator[str]:
     """A short private runtime directory (QMP socket paths must stay < 108 bytes).
