@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from ansible_runner import run_module
 from guest_report import guest_dir, guest_hvparams, latest_report, wait_for_report
-from helpers import alive, assert_matches_runtime, files_of
+from helpers import alive, assert_matches_runtime, files_of, q
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import process, runtime
 
@@ -112,3 +115,27 @@ def test_legacy_runtime_instance_migrates(runtime_dir, tmp_path, make_disk):
         process.cleanup(where)
         run_module("kvm_instance", {"name": "old1", "runtime_dir": str(tmp_path / "hv2"), "state": "absent"})
     assert not os.path.exists(where.qmp)
+
+
+def test_source_dying_mid_migration_is_reported_at_once(runtime_dir, tmp_path, make_disk):
+    """The source QEMU killed while a slow migration runs: the module fails when QMP drops, not at its timeout."""
+    src = boot(runtime_dir, "mig3", make_disk)
+    target_dir = str(tmp_path / "hv2")
+    uri = f"unix:{tmp_path}/mig.sock"
+    tgt = incoming("mig3", target_dir, src["runtime_file"], uri)["instance"]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            job = pool.submit(run_module, "kvm_migrate", {"name": "mig3", "runtime_dir": runtime_dir, "target_uri": uri,
+                                                          "max_bandwidth": 1, "timeout": 600})
+            while q(tgt["qmp_socket"], "query-migrate").get("status") != "active":  # the target is receiving
+                assert not job.done(), job.result()
+                time.sleep(0.1)
+            os.kill(src["pid"], signal.SIGKILL)
+            res = job.result()
+        assert res.get("failed") and res["msg"].startswith(f"migrate: the source QEMU exited during the migration to {uri}"), res
+        assert "\n" not in res["msg"] and time.monotonic() - started < 120
+        assert Path(src["runtime_file"]).exists()  # nothing is removed on failure
+    finally:
+        run_module("kvm_instance", {"name": "mig3", "runtime_dir": target_dir, "state": "absent"})
+        run_module("kvm_instance", {"name": "mig3", "runtime_dir": runtime_dir, "state": "absent"})
