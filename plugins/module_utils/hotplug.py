@@ -24,7 +24,6 @@ reported as drift and rolled back, never double-used.
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -206,13 +205,12 @@ def present(where: runtime.Paths, kind: str, spec: dict[str, Any], check: bool, 
         if find(rt["nics"], "mac", rec["mac"]):
             raise KvmError(f"MAC {rec['mac']} is already used by another NIC of {where.name}")
     rec = plan_add(rt, kind, rec)
-    diff = {"before": _layout(rt), "after": _layout({**rt, kind: rt[kind] + [rec]})}
+    after = {**rt, kind: [*rt[kind], rec]}  # rt was loaded for this call alone: no copy needed
+    diff = {"before": _layout(rt), "after": _layout(after)}
     if check:
         return True, rec, diff
     qmp.run(_plug(where.qmp, kind, rec, timeout))
-    new_rt = copy.deepcopy(rt)
-    new_rt[kind].append(rec)
-    runtime.write_file(where.runtime, new_rt)
+    runtime.write_file(where.runtime, after)
     return True, rec, diff
 
 
@@ -223,14 +221,12 @@ def absent(where: runtime.Paths, kind: str, spec: dict[str, Any], check: bool, t
     found = find(rt[kind], key, value)
     if not found:
         return False, None, {}
-    rest = [rec for rec in rt[kind] if rec is not found]
-    diff = {"before": _layout(rt), "after": _layout({**rt, kind: rest})}
+    after = {**rt, kind: [rec for rec in rt[kind] if rec is not found]}
+    diff = {"before": _layout(rt), "after": _layout(after)}
     if check:
         return True, found, diff
     qmp.run(_unplug_all(where.qmp, kind, found, timeout))
-    new_rt = copy.deepcopy(rt)
-    new_rt[kind] = copy.deepcopy(rest)
-    runtime.write_file(where.runtime, new_rt)
+    runtime.write_file(where.runtime, after)
     return True, found, diff
 
 

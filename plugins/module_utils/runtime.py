@@ -95,12 +95,17 @@ def read_file(path: str) -> tuple[dict[str, Any], int]:
     except ValueError as err:
         raise KvmError(f"runtime file {path} is not valid JSON: {err}") from None
     try:
-        return upgrade(data)
+        return upgrade(data, fresh=True)
     except KvmError as err:
         raise KvmError(f"runtime file {path}: {err}") from None
 
 
 def dumps(runtime: dict[str, Any]) -> str:
+    """Indented, sorted JSON: operators read and diff these files.
+
+    Indentation costs the pure-Python encoder (about 0.1 ms for a typical
+    instance, a few ms at 200 devices), small next to the QMP round trips.
+    """
     return json.dumps(runtime, indent=2, sort_keys=True) + "\n"
 
 

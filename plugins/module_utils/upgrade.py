@@ -130,8 +130,12 @@ def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
 _UPGRADERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1}
 
 
-def upgrade(data: Any) -> tuple[dict[str, Any], int]:
-    """Return (runtime in the current format, version it was stored in)."""
+def upgrade(data: Any, fresh: bool = False) -> tuple[dict[str, Any], int]:
+    """Return (runtime in the current format, version it was stored in).
+
+    ``data`` is left untouched unless ``fresh`` says the caller just parsed
+    it and hands it over (then it is upgraded in place, without a copy).
+    """
     if isinstance(data, list):
         return validate(from_legacy(data)), LEGACY_VERSION
     if not isinstance(data, dict):
@@ -146,7 +150,7 @@ def upgrade(data: Any) -> tuple[dict[str, Any], int]:
         )
     if version not in _UPGRADERS:
         raise KvmError(f"runtime format version {version} is unknown")
-    runtime = copy.deepcopy(data)
+    runtime = data if fresh else copy.deepcopy(data)
     for step in sorted(v for v in _UPGRADERS if v >= version):
         runtime = _UPGRADERS[step](runtime)
     runtime["version"] = FORMAT_VERSION

@@ -69,6 +69,17 @@ def test_current_format_round_trips_unchanged(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["vm1.runtime.json"]
 
 
+def test_upgrade_leaves_the_callers_data_alone_unless_handed_over():
+    stored = json.loads(json.dumps(make_runtime()))
+    stored["hvparams"] = {"disk_type": "paravirtual", "accel": "tcg"}  # as an older writer left it: defaults missing
+    snapshot = json.dumps(stored, sort_keys=True)
+    rt = upgrade.upgrade(stored)[0]
+    assert json.dumps(stored, sort_keys=True) == snapshot and rt is not stored
+    assert rt["hvparams"]["nic_type"] == "paravirtual"
+    owned = upgrade.upgrade(stored, fresh=True)[0]
+    assert owned is stored and owned == rt
+
+
 def test_newer_version_refused_naming_both_and_file_untouched(tmp_path):
     path = tmp_path / "new.runtime.json"
     path.write_text(json.dumps({**make_runtime(), "version": 99}))
