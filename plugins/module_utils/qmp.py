@@ -44,25 +44,40 @@ class Monitor:
         self.client = client
         self.socket_path = socket_path
 
-    async def cmd(self, command: str, args: dict[str, Any] | None = None, step: str | None = None,
-                  timeout: float = COMMAND_TIMEOUT) -> Any:
-        """Execute ``command``; QEMU's refusal becomes KvmError(step or command)."""
+    async def _execute(self, command: str, args: dict[str, Any] | None, step: str | None) -> Any:
+        """Execute ``command`` (no deadline); QEMU's refusal becomes KvmError(step or command)."""
         try:
-            return await asyncio.wait_for(self.client.execute(command, args), timeout)
+            return await self.client.execute(command, args)
         except ExecuteError as err:
             raise KvmError(f"QEMU refused {command}: {err}", step or command) from None
-        except asyncio.TimeoutError:
-            raise KvmError(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
         except QMPError as err:
             raise KvmError(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
+
+    async def cmd(self, command: str, args: dict[str, Any] | None = None, step: str | None = None,
+                  timeout: float = COMMAND_TIMEOUT) -> Any:
+        """Execute ``command`` with a deadline; any failure is a KvmError naming ``step`` (or the command)."""
+        try:
+            return await asyncio.wait_for(self._execute(command, args, step), timeout)
+        except asyncio.TimeoutError:
+            raise KvmError(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
 
     async def batch(self, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
         """Send ``commands`` back to back without waiting in between (one round trip).
 
         QEMU executes them in order. Each answer is the command's result or
-        the KvmError it raised, so the caller sees exactly what happened.
+        the KvmError it raised (one deadline for the whole burst), so the
+        caller sees exactly what happened and what to undo.
         """
-        return await asyncio.gather(*(self.cmd(cmd, args, timeout=timeout) for cmd, args in commands), return_exceptions=True)
+        tasks = [asyncio.ensure_future(self._execute(cmd, args, None)) for cmd, args in commands]
+        await asyncio.wait(tasks, timeout=timeout)
+        answers: list[Any] = []
+        for (cmd, _args), task in zip(commands, tasks, strict=True):
+            if not task.done():
+                task.cancel()
+                answers.append(KvmError(f"QEMU did not answer {cmd} within {timeout:g}s", cmd))
+            else:
+                answers.append(task.exception() or task.result())
+        return answers
 
     async def try_cmd(self, command: str, args: dict[str, Any] | None = None) -> Any:
         """Best effort (rollback, cleanup): errors are swallowed, result or None."""
