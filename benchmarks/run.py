@@ -41,7 +41,7 @@ from qemu.qmp import QMPClient  # noqa: E402
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug, instance, runtime  # noqa: E402
 
-REPEAT = int(os.environ.get("KVMHV_BENCH_REPEAT", "15"))
+REPEAT = int(os.environ.get("KVMHV_BENCH_REPEAT", "25"))
 OUT = REPO / "benchmarks"
 VENV_BIN = Path(sys.executable).parent
 
