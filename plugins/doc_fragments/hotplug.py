@@ -22,6 +22,8 @@ options:
   unplug_timeout:
     description:
       - Seconds to wait for QEMU's C(DEVICE_DELETED) event; a PCI unplug needs the guest's ACPI acknowledgement.
+      - While no answer comes, C(device_del) is sent again every 5 seconds; a guest drops a request that arrives
+        while it boots.
       - A QEMU that exits during the wait fails the task at once, not at the timeout.
     type: int
     default: 30

@@ -10,8 +10,8 @@ then save the runtime. Any failure rolls back what was added and leaves the
 runtime file untouched; the error names the step and QEMU's message.
 
 Remove: ``device_del``, wait for ``DEVICE_DELETED`` of that id (event-driven,
-with a deadline; ``DEVICE_UNPLUG_GUEST_ERROR`` fails), remove the backend,
-save the runtime.
+with a deadline, the request repeated while the guest stays silent;
+``DEVICE_UNPLUG_GUEST_ERROR`` fails), remove the backend, save the runtime.
 
 Re-runs reconcile: if a module run was killed after QEMU got the device but
 before the runtime was saved, the next run finds QEMU's leftover under the
@@ -24,6 +24,7 @@ reported as drift and rolled back, never double-used.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -31,6 +32,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, devic
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DELETE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
+REREQUEST_EVERY = 5.0  # seconds without DEVICE_DELETED before device_del is sent again
 
 
 def find(records: list[dict[str, Any]], key: str, value: Any) -> dict[str, Any] | None:
@@ -80,25 +82,48 @@ def _drift_hint(err: KvmError, info: dict[str, Any]) -> KvmError:
     return err
 
 
+async def _request_unplug(mon: qmp.Monitor, dev_id: str, step: str) -> bool:
+    """Send device_del; False if QEMU has no such device.
+
+    QEMU refuses a repeat while the VM is paused ("already in the process
+    of unplug"): the request it holds is still pending, so that is fine.
+    """
+    try:
+        await mon.cmd("device_del", {"id": dev_id}, step=step)
+    except KvmError as err:
+        if "not found" in err.msg.lower():
+            return False
+        if "in the process of unplug" not in err.msg.lower():
+            raise
+    return True
+
+
 async def _unplug(mon: qmp.Monitor, dev_id: str, timeout: float, step: str) -> bool:
     """device_del and wait for its DEVICE_DELETED; False if QEMU has no such device.
 
-    An unplug QEMU still has pending (an earlier run timed out waiting for the
-    guest) is waited for again rather than refused.
+    A guest drops an ACPI unplug request that arrives while it boots (before
+    its hotplug driver is up) and never asks again, so while no answer comes
+    the request is repeated every REREQUEST_EVERY seconds until ``timeout``.
+    A repeat re-raises the ACPI event; QEMU allows it on a running VM.
     """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     with mon.events(DELETE_EVENTS) as listener:
-        try:
-            await mon.cmd("device_del", {"id": dev_id}, step=step)
-        except KvmError as err:
-            if "not found" in err.msg.lower():
-                return False
-            if "in the process of unplug" not in err.msg.lower():
-                raise
-        try:
-            event = await mon.wait_for(listener, lambda ev: ev["data"].get("device") == dev_id, timeout,
-                                       f"DEVICE_DELETED for {dev_id}", "the guest did not release it")
-        except qmp.QmpClosed as err:
-            raise KvmError(f"{err.msg}; the runtime file still lists {dev_id}", step) from None
+        if not await _request_unplug(mon, dev_id, step):
+            return False
+        while True:
+            left = deadline - loop.time()
+            try:
+                event = await mon.wait_for(listener, lambda ev: ev["data"].get("device") == dev_id,
+                                           min(left, REREQUEST_EVERY), f"DEVICE_DELETED for {dev_id}")
+                break
+            except qmp.QmpClosed as err:
+                raise KvmError(f"{err.msg}; the runtime file still lists {dev_id}", step) from None
+            except KvmError:  # no answer in this slice
+                if left <= REREQUEST_EVERY:
+                    raise KvmError(f"no DEVICE_DELETED for {dev_id} within {timeout:g}s (the guest did not release it)") from None
+            if not await _request_unplug(mon, dev_id, step):
+                return True  # gone between the slice's end and the repeat
     if event["event"] == "DEVICE_UNPLUG_GUEST_ERROR":
         raise KvmError(f"the guest refused to release {dev_id}", step)
     return True

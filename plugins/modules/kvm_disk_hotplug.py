@@ -19,7 +19,8 @@ description:
     C(query-block)), then the runtime file is saved. Any failure rolls back what was added and leaves
     the runtime file unchanged; the error names the failing step.
   - Remove is C(device_del), a wait for QEMU's C(DEVICE_DELETED) event (a PCI unplug needs the
-    guest's ACPI acknowledgement), C(blockdev-del), then the runtime file is saved.
+    guest's ACPI acknowledgement; the request is repeated every 5 seconds until it comes or
+    O(unplug_timeout) passes), C(blockdev-del), then the runtime file is saved.
 author:
   - kvmhv.qemu contributors (@kvmhv)
 options:

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module
+from ansible_runner import run_module, run_playbook
 from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, block_nodes, pci_slots
 
@@ -133,3 +133,23 @@ def test_limits_and_ide(runtime_dir, make_disk):
     assert refused.get("failed") and "ide cannot be hotplugged" in refused["msg"]
     for name in ("full1", "full2", "ide1"):
         run_module("kvm_instance", {"name": name, "runtime_dir": runtime_dir, "state": "absent"})
+
+
+def test_unplug_while_the_guest_boots(runtime_dir, make_disk):
+    """A guest drops an ACPI unplug request that comes before its hotplug driver is up; the module asks
+    again until the guest releases the NIC. One playbook: start, plug, unplug, with no wait for the boot."""
+    args = {"instance": "hb1", "runtime_dir": runtime_dir, "nic": {"mac": "52:54:00:00:04:21", "network": {"type": "user"}}}
+    run = run_playbook([
+        {"name": "start", "kvmhv.qemu.kvm_instance": {"name": "hb1", "runtime_dir": runtime_dir,
+                                                      "disks": [{"path": make_disk("hb1-boot.img", 2)}], "hvparams": guest_hvparams()}},
+        {"name": "plug", "kvmhv.qemu.kvm_nic_hotplug": args},
+        {"name": "unplug", "kvmhv.qemu.kvm_nic_hotplug": {**args, "state": "absent", "unplug_timeout": 60}},
+    ])
+    results = {name: result for name, _host, result in run["tasks"]}
+    assert run["rc"] == 0, results
+    assert results["unplug"]["changed"] is True, results["unplug"]
+    inst = results["start"]["instance"]
+    report = wait_for_report(inst["serial_log"], lambda r: len(r.block) == 1)
+    assert "52:54:00:00:04:21" not in report.macs()
+    assert rt_of(inst)["nics"] == [] and not pci_slots(inst["qmp_socket"]).get(0x11)
+    run_module("kvm_instance", {"name": "hb1", "runtime_dir": runtime_dir, "state": "absent"})
