@@ -100,13 +100,12 @@ class Monitor:
         while self.client.runstate == Runstate.RUNNING:
             await self.client.runstate_changed()
 
-    async def wait_for(self, listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str,
-                       hint: str = "") -> dict[str, Any]:
+    async def wait_for(self, listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         """The first event from ``listener`` that ``match``es.
 
-        KvmError at the deadline (``hint`` says why that may be), and
-        QmpClosed as soon as the connection drops: a QEMU that dies during
-        the wait is reported at once, not at the deadline.
+        KvmError at the deadline, and QmpClosed as soon as the connection
+        drops: a QEMU that dies during the wait is reported at once, not at
+        the deadline.
         """
 
         async def first() -> dict[str, Any]:
@@ -126,7 +125,7 @@ class Monitor:
             return waiter.result()
         if closed in done:
             raise QmpClosed(f"QEMU closed its QMP connection (it exited) while waiting for {what}")
-        raise KvmError(f"no {what} within {timeout:g}s" + (f" ({hint})" if hint else ""))
+        raise KvmError(f"no {what} within {timeout:g}s")
 
 
 class QmpClosed(KvmError):

@@ -46,8 +46,7 @@ def deleted(dev: str) -> dict[str, Any]:
 
 
 def wait(mon: qmp.Monitor, listener: FakeListener, timeout: float = 5) -> Any:
-    return mon.wait_for(listener, lambda ev: ev["data"]["device"] == "disk-1", timeout, "DEVICE_DELETED for disk-1",
-                        "the guest did not release it")
+    return mon.wait_for(listener, lambda ev: ev["data"]["device"] == "disk-1", timeout, "DEVICE_DELETED for disk-1")
 
 
 def test_returns_the_first_matching_event() -> None:
@@ -60,11 +59,11 @@ def test_returns_the_first_matching_event() -> None:
     assert asyncio.run(go()) == deleted("disk-1")
 
 
-def test_deadline_names_the_event_and_the_hint() -> None:
+def test_deadline_names_the_event() -> None:
     async def go() -> None:
         await wait(qmp.Monitor(FakeClient(), "sock"), FakeListener(), timeout=0.05)
 
-    with pytest.raises(KvmError, match=r"^no DEVICE_DELETED for disk-1 within 0.05s \(the guest did not release it\)$"):
+    with pytest.raises(KvmError, match=r"^no DEVICE_DELETED for disk-1 within 0.05s$"):
         asyncio.run(go())
 
 
