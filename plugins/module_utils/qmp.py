@@ -109,10 +109,10 @@ class Monitor:
         """
 
         async def first() -> dict[str, Any]:
-            async for event in listener:
+            while True:
+                event = await listener.get()
                 if match(event):
                     return event
-            raise QmpClosed(f"QMP connection closed while waiting for {what}")
 
         waiter = asyncio.ensure_future(first())
         closed = asyncio.ensure_future(self.closed())

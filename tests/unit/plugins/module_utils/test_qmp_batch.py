@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from qemu.qmp import ExecuteError
+from qemu.qmp import ExecuteError, Message
 from qemu.qmp.models import ErrorResponse
-from qemu.qmp.qmp_client import Message
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError

@@ -34,10 +34,7 @@ class FakeListener:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-    def __aiter__(self) -> FakeListener:
-        return self
-
-    async def __anext__(self) -> dict[str, Any]:
+    async def get(self) -> dict[str, Any]:
         return await self.queue.get()
 
 
