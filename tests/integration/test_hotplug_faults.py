@@ -129,14 +129,16 @@ def _qemu_sockets(pid: int) -> int:
 
 
 def test_unplug_the_guest_never_acknowledges_times_out(runtime_dir, paused):
-    """A paused guest never acknowledges a PCI unplug: the wait ends at unplug_timeout, named, runtime unchanged."""
+    """A paused guest never acknowledges a PCI unplug: the wait ends at unplug_timeout, named, runtime unchanged.
+
+    The timeout spans one repeat of device_del, which QEMU refuses on a paused VM (the first request is pending)."""
     nic = {"instance": "f1", "runtime_dir": runtime_dir, "nic": {"mac": "52:54:00:00:06:11", "network": {"type": "user"}}}
     dev_id = run_module("kvm_nic_hotplug", nic)["device"]["id"]
     before = Path(paused["runtime_file"]).read_bytes()
     started = time.monotonic()
-    res = run_module("kvm_nic_hotplug", {**nic, "state": "absent", "unplug_timeout": 2})
-    assert res.get("failed") and f"no DEVICE_DELETED for {dev_id} within 2s (the guest did not release it)" in res["msg"], res
-    assert time.monotonic() - started < 30
+    res = run_module("kvm_nic_hotplug", {**nic, "state": "absent", "unplug_timeout": 7})
+    assert res.get("failed") and f"no DEVICE_DELETED for {dev_id} within 7s (the guest did not release it)" in res["msg"], res
+    assert 7 <= time.monotonic() - started < 40
     assert Path(paused["runtime_file"]).read_bytes() == before
     # a re-run waits for the unplug QEMU still has pending instead of failing on QEMU's refusal
     res = run_module("kvm_nic_hotplug", {**nic, "state": "absent", "unplug_timeout": 1})
