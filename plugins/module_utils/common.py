@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.runtime import DEFAULT_RUNTIME_DIR
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.runtime_file import DEFAULT_RUNTIME_DIR
 
 COMMON_ARGS: dict[str, Any] = {
     "runtime_dir": {"type": "path", "default": DEFAULT_RUNTIME_DIR},

@@ -94,7 +94,7 @@ device:
       sample: {driver: scsi-hd, id: disk-7c079136, bus: scsi.0, channel: 0, scsi-id: 2, lun: 0}
 """
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, HOTPLUG_ARGS, new_module, run
 
 

@@ -221,7 +221,10 @@ recovered:
 import os
 import re
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import devices, instance, process, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 

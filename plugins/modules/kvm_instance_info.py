@@ -130,7 +130,8 @@ instances:
 
 import contextlib
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import info, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import info
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
 
 

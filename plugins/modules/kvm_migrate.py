@@ -103,7 +103,8 @@ target_uri:
 
 import re
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import migrate, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 

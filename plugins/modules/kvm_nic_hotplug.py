@@ -84,7 +84,7 @@ device:
       sample: {driver: virtio-net-pci, id: nic-0a1b2c3d, bus: pci.0, addr: "0x11"}
 """
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hotplug
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, NIC_OPTIONS, new_module, run
 
 

@@ -10,7 +10,7 @@ from ansible_runner import run_module, run_playbook
 from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, block_nodes, pci_slots
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:

@@ -8,7 +8,7 @@ import subprocess
 from ansible_runner import ansible_env, run_module
 from helpers import assert_matches_runtime
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def test_six_parallel_hotplugs(runtime_dir, make_disk):

@@ -16,7 +16,8 @@ import pytest
 from ansible_runner import ansible_env, run_module
 from helpers import assert_matches_runtime, block_nodes, pci_slots, q, qmp
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import process, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 PAUSED = {"accel": "tcg", "kvm_extra": "-S"}
 

@@ -7,7 +7,7 @@ from ansible_runner import run_module
 from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_disk):

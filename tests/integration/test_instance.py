@@ -9,7 +9,8 @@ from ansible_runner import run_module
 from guest_report import guest_hvparams, wait_for_report
 from helpers import alive, assert_matches_runtime, files_of, pci_slots
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import process, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def read_rt(runtime_dir: str, name: str) -> dict:

@@ -9,7 +9,7 @@ from ansible_runner import run_module
 from helpers import q
 from test_layout import start_paused
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 
 LEGACY = [
     ["qemu-system-x86_64", "-name", "old1", "-m", "64", "-pidfile", "/run/ganeti/old1.pid", "-daemonize"],

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 from helpers import assert_matches_runtime, pci_slots, q, qmp
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import devices, hvparams, process, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 

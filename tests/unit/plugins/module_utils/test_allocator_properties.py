@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 HV = st.fixed_dictionaries({

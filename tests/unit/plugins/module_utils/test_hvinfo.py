@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import cmdline, devices, hvinfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 INST = "00000000-0000-4000-8000-000000000000"

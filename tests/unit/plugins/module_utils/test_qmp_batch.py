@@ -12,7 +12,7 @@ from typing import Any
 from qemu.qmp import ExecuteError, Message
 from qemu.qmp.models import ErrorResponse
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 

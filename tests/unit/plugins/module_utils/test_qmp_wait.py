@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from qemu.qmp import Runstate
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 

@@ -9,7 +9,12 @@ import time
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import cmdline, devices, hvparams, qmp, runtime, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 NIC_UUID = "11111111-2222-4333-8444-555555555555"

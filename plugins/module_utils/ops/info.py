@@ -9,8 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, hvinfo, hvparams, process, qmp, runtime
-from ansible_collections.kvmhv.qemu.plugins.module_utils.upgrade import FORMAT_VERSION
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 
 
 async def _drift(sock: str, rt: dict[str, Any]) -> list[str]:

@@ -20,10 +20,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, cmdline
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.hvparams import extra_args
-from ansible_collections.kvmhv.qemu.plugins.module_utils.upgrade import FORMAT_VERSION, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.hvparams import extra_args
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION, upgrade
 
 DEFAULT_RUNTIME_DIR = "/run/kvmhv"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import process, qmp, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.instance import MIGRATION_CAPS
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.instance import MIGRATION_CAPS
 
 DONE = ("completed", "failed", "cancelled")
 

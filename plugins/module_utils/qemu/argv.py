@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import devices as devs
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices as devs
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 
 
 def flatten(args: dict[str, Any], prefix: str = "") -> dict[str, Any]:

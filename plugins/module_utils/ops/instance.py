@@ -19,7 +19,14 @@ import contextlib
 import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, cmdline, devices, hvinfo, hvparams, process, qmp, runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 SPEC_KEYS = ("memory", "vcpus", "hvparams")

@@ -28,7 +28,13 @@ import asyncio
 import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import allocator, devices, hvinfo, process, qmp, runtime, tap
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import tap
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DELETE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")

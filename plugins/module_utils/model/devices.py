@@ -16,8 +16,8 @@ import stat
 import uuid as uuidlib
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DISK_FORMATS = ("raw", "qcow2")

@@ -17,9 +17,9 @@ import select
 import subprocess
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import cmdline
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.runtime import Paths, ensure_dir
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.runtime_file import Paths, ensure_dir
 
 START_TIMEOUT = 120
 

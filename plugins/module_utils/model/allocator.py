@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.allocator import BusState
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 FORMAT_VERSION = 1
