@@ -1,21 +1,30 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What every kvmhv.qemu module shares: common options and the error boundary."""
+"""The AnsibleModule glue every module shares: common options and the error boundary.
+
+A module's ``main()`` is its argument spec and one ``run(module, op)``: the
+operation (in ``ops/``) gets a plain ``Call`` (parameters, check mode, diff
+mode, warnings) and returns the result dict, so no operation ever touches
+``AnsibleModule`` and each can be tested without one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.runtime_file import DEFAULT_RUNTIME_DIR
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.process import DEFAULT_QEMU_USER
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import DEFAULT_RUNTIME_DIR
 
 COMMON_ARGS: dict[str, Any] = {
     "runtime_dir": {"type": "path", "default": DEFAULT_RUNTIME_DIR},
     "qemu_binary": {"type": "str", "default": "qemu-system-x86_64"},
+    "qemu_user": {"type": "str", "default": DEFAULT_QEMU_USER},
 }
 
 # Options of both hotplug modules (doc fragment kvmhv.qemu.hotplug).
@@ -25,7 +34,8 @@ HOTPLUG_ARGS: dict[str, Any] = {
     "unplug_timeout": {"type": "int", "default": 30},
 }
 
-# Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules.
+# Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules
+# (doc fragments kvmhv.qemu.disk and kvmhv.qemu.nic).
 DISK_OPTIONS: dict[str, Any] = {
     "path": {"type": "path"},
     "format": {"type": "str", "choices": ["raw", "qcow2"], "default": "raw"},
@@ -33,6 +43,19 @@ DISK_OPTIONS: dict[str, Any] = {
     "uuid": {"type": "str"},
 }
 NIC_OPTIONS: dict[str, Any] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
+
+
+@dataclass
+class Call:
+    """One module invocation as the operations see it."""
+
+    params: dict[str, Any]
+    check: bool = False
+    diff: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
 
 def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
@@ -43,10 +66,15 @@ def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
     return module
 
 
-def run(module: AnsibleModule, action: Callable[[], dict[str, Any]]) -> None:
-    """Run ``action`` and exit with its result; a KvmError becomes a one-line failure."""
+def run(module: AnsibleModule, operation: Callable[[Call], dict[str, Any]]) -> None:
+    """Run ``operation`` and exit with its result; a KvmError becomes a one-line failure."""
+    call = Call(module.params, module.check_mode, module._diff)
     try:
-        result = action()
+        result = operation(call)
     except KvmError as err:
+        for message in call.warnings:
+            module.warn(message)
         module.fail_json(msg=str(err))
+    for message in call.warnings:
+        module.warn(message)
     module.exit_json(**result)

@@ -94,8 +94,10 @@ device:
       sample: {driver: scsi-hd, id: disk-7c079136, bus: scsi.0, channel: 0, scsi-id: 2, lun: 0}
 """
 
+from functools import partial
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, DISK_OPTIONS, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, HOTPLUG_ARGS, new_module, run
 
 
 def main() -> None:
@@ -103,7 +105,7 @@ def main() -> None:
         **HOTPLUG_ARGS,
         "disk": {"type": "dict", "required": True, "options": DISK_OPTIONS},
     })
-    run(module, lambda: hotplug.module_action(module, "disks", "disk"))
+    run(module, partial(hotplug.apply, kind="disks", option="disk"))
 
 
 if __name__ == "__main__":

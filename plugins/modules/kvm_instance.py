@@ -218,17 +218,8 @@ recovered:
   sample: false
 """
 
-import os
-import re
-
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
-from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-
-URI_RE = re.compile(r"^(tcp:[^:\s]+:\d{1,5}|unix:/\S+)$")
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
 
 
 def main() -> None:
@@ -249,126 +240,7 @@ def main() -> None:
         },
         required_if=[("state", "incoming", ("runtime", "migration_uri"))],
     )
-    run(module, lambda: Manager(module).apply())
-
-
-class Manager:
-    """One kvm_instance call: each state's plan honours check mode before acting."""
-
-    def __init__(self, module) -> None:
-        self.module = module
-        self.params = module.params
-        self.check = module.check_mode
-        self.where = runtime.paths(self.params["runtime_dir"], self.params["name"])
-
-    def apply(self) -> dict:
-        handler = getattr(self, self.params["state"])
-        if self.check:
-            return handler()
-        runtime.ensure_dir(self.where.runtime_dir)
-        with runtime.locked(self.where):
-            return handler()
-
-    def _result(self, changed: bool, rt: dict | None, before: dict | None = None, after: dict | None = None,
-                **extra) -> dict:
-        state, pid = instance.status(self.where)
-        result = {"changed": changed, "pending": [], "recovered": False, **extra}
-        result["instance"] = instance.public(rt, self.where, state, pid) if rt else {
-            "name": self.where.name, "status": state, "pid": pid, "qmp_socket": self.where.qmp,
-            "runtime_file": self.where.runtime, "serial_log": self.where.serial, "disks": [], "nics": [], "cmdline": []}
-        if self.module._diff and changed:
-            result["diff"] = {"before": before or {}, "after": after or {}}
-        return result
-
-    def running(self) -> dict:
-        spec = instance.requested_spec(self.params)
-        old = instance.load(self.where)
-        pid = instance.status(self.where)[1]
-        if pid and old is None:
-            raise KvmError(f"a QEMU (pid {pid}) runs for {self.where.name} without a runtime file; stop it first")
-        if pid:
-            pending, device_changes = instance.differences(old, spec)
-            for note in pending:
-                self.module.warn(f"{note} is pending: it takes effect at the next start")
-            for note in device_changes:
-                self.module.warn(note)
-            return self._result(False, old, pending=pending + device_changes)
-        recovered = old is not None and not old.get("stopped")
-        if recovered:
-            # QEMU died behind our back: bring back exactly what ran (hotplugs included).
-            planned = old
-            pending, device_changes = instance.differences(old, spec)
-            for note in pending + device_changes:
-                self.module.warn(f"recovering from the runtime file; not applied: {note}")
-        else:
-            planned = instance.plan_runtime(spec, self.params["qemu_binary"], old)
-        for disk in planned["disks"]:
-            devices.check_disk_path(disk, planned["hvparams"])
-        before = instance.summary(old) if old else {}
-        after = instance.summary(planned)
-        if self.check:
-            result = self._result(True, planned, before, after, recovered=recovered)
-            result["instance"]["status"] = "running"
-            return result
-        instance.start(planned, self.where)
-        if recovered:
-            self.module.warn(f"instance {self.where.name} had died; started it again from its runtime file")
-        return self._result(True, planned, before, after, recovered=recovered)
-
-    def stopped(self) -> dict:
-        old = instance.load(self.where)
-        pid = instance.status(self.where)[1]
-        if not pid:
-            if old is not None and not old.get("stopped") and not self.check:
-                old["stopped"] = True
-                runtime.write_file(self.where.runtime, old)
-                process.remove_files(self.where)
-            return self._result(False, old)
-        if not self.check:
-            instance.stop(self.where, self.params["shutdown_timeout"])
-            old["stopped"] = True
-            runtime.write_file(self.where.runtime, old)
-        return self._result(True, old, {"status": "running"}, {"status": "stopped"})
-
-    def absent(self) -> dict:
-        old = None
-        try:
-            old = instance.load(self.where)
-        except KvmError:
-            pass  # a damaged runtime file is removed all the same
-        pid = instance.status(self.where)[1]
-        exists = pid is not None or os.path.exists(self.where.runtime)
-        if not self.check:
-            if exists:
-                instance.stop(self.where, 0, graceful=False)
-            process.remove_files(self.where, keep_runtime=False)  # the lock file too
-        result = self._result(exists, None, {"status": "present"}, {"status": "absent"})
-        if old and self.check:
-            result["instance"] = instance.public(old, self.where, "absent", None)
-        return result
-
-    def incoming(self) -> dict:
-        uri = self.params["migration_uri"]
-        if not URI_RE.match(uri):
-            raise KvmError(f"migration_uri {uri!r} must be tcp:HOST:PORT or unix:/PATH")
-        source = runtime.read_file(self.params["runtime"])[0]
-        source.pop("stopped", None)
-        state, pid = instance.status(self.where)
-        if pid:
-            current = instance.load(self.where)
-            if state == "incoming" and current and instance.summary(current) == instance.summary(source) \
-                    and [d["hvinfo"] for d in current["disks"] + current["nics"]] == \
-                    [d["hvinfo"] for d in source["disks"] + source["nics"]]:
-                return self._result(False, current)
-            raise KvmError(f"instance {self.where.name} already runs here ({state}); remove it first with state=absent")
-        if self.check:
-            result = self._result(True, source, {}, instance.summary(source))
-            result["instance"]["status"] = "incoming"
-            return result
-        if uri.startswith("unix:") and os.path.exists(uri[5:]):
-            os.unlink(uri[5:])
-        instance.start(source, self.where, incoming=uri)
-        return self._result(True, source, {}, instance.summary(source))
+    run(module, instance.apply)
 
 
 if __name__ == "__main__":

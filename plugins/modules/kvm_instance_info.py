@@ -128,11 +128,8 @@ instances:
   sample: []
 """
 
-import contextlib
-
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import info
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import info
 
 
 def main() -> None:
@@ -144,36 +141,7 @@ def main() -> None:
         },
         mutually_exclusive=[("name", "path")],
     )
-    params = module.params
-
-    def action() -> dict:
-        if params["path"]:
-            targets = [params["path"]]
-        elif params["name"]:
-            targets = [runtime.paths(params["runtime_dir"], params["name"]).runtime]
-        else:
-            targets = [runtime.paths(params["runtime_dir"], n).runtime for n in runtime.list_names(params["runtime_dir"])]
-        changed, diffs, reports = False, [], []
-        for path in targets:
-            rt, version = runtime.read_file(path)
-            where = info.paths_for_file(path, rt)
-            if params["upgrade"] and version < rt["version"]:
-                changed = True
-                diffs.append({"before": f"{path}: format version {version}\n", "after": f"{path}: format version {rt['version']}\n"})
-                if not module.check_mode:
-                    with runtime.locked(where) if where else contextlib.nullcontext():
-                        rt, version = runtime.read_file(path)
-                        runtime.write_file(path, rt)
-                    version = rt["version"]
-            reports.append(info.describe(path, rt, version, where))
-        result = {"changed": changed, "instances": reports}
-        if len(targets) == 1 and (params["name"] or params["path"]):
-            result["instance"] = reports[0]
-        if module._diff and diffs:
-            result["diff"] = diffs
-        return result
-
-    run(module, action)
+    run(module, info.apply)
 
 
 if __name__ == "__main__":

@@ -101,14 +101,8 @@ target_uri:
   sample: unix:/run/kvmhv/web1.migrate.sock
 """
 
-import re
-
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import new_module, run
-from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-
-URI_RE = re.compile(r"^(tcp:[^:\s]+:\d{1,5}|unix:/\S+)$")
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
 
 
 def main() -> None:
@@ -118,21 +112,7 @@ def main() -> None:
         "timeout": {"type": "int", "default": 600},
         "max_bandwidth": {"type": "int", "default": 1024},
     })
-    params = module.params
-
-    def action() -> dict:
-        uri = params["target_uri"]
-        if not URI_RE.match(uri):
-            raise KvmError(f"target_uri {uri!r} must be tcp:HOST:PORT or unix:/PATH")
-        where = runtime.paths(params["runtime_dir"], params["name"])
-        if module.check_mode:
-            migrate.check(where)
-            return {"changed": True, "target_uri": uri}
-        with runtime.locked(where):
-            stats = migrate.migrate(where, uri, params["timeout"], params["max_bandwidth"])
-        return {"changed": True, "target_uri": uri, "migration": stats}
-
-    run(module, action)
+    run(module, migrate.apply)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,10 @@ device:
       sample: {driver: virtio-net-pci, id: nic-0a1b2c3d, bus: pci.0, addr: "0x11"}
 """
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
+from functools import partial
+
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, NIC_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
 
 
 def main() -> None:
@@ -93,7 +95,7 @@ def main() -> None:
         **HOTPLUG_ARGS,
         "nic": {"type": "dict", "required": True, "options": NIC_OPTIONS},
     })
-    run(module, lambda: hotplug.module_action(module, "nics", "nic"))
+    run(module, partial(hotplug.apply, kind="nics", option="nic"))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from qemu.qmp import QMPClient
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
 
 def qmp(sock: str, *commands: tuple[str, dict[str, Any] | None]) -> list[Any]:
@@ -93,3 +99,40 @@ def qemu_pids_in(runtime_dir: str) -> list[int]:
 
 def block_nodes(sock: str) -> set[str]:
     return {n["node-name"] for n in q(sock, "query-named-block-nodes", {"flat": True}) if not n["node-name"].startswith("#")}
+
+
+def read_rt(path: str) -> dict[str, Any]:
+    """A runtime file through the collection's own reader (upgraded, validated)."""
+    return dict(runtime_file.read_path(path)[0])
+
+
+def start_runtime(runtime_dir: str, name: str, rt: dict[str, Any], user: str = "kvmhv-qemu") -> int:
+    """Start ``rt`` with the library (no ansible), as the modules would; returns QEMU's pid."""
+    with RunDir.open(runtime_dir) as rd:  # type: ignore[union-attr]
+        return lifecycle.start(rd, paths(runtime_dir, name), rt, process.resolve_user(user))  # type: ignore[arg-type]
+
+
+def kill_instance(runtime_dir: str, name: str) -> None:
+    """SIGKILL the instance's QEMU (if it is still the process that was started); its runtime file stays."""
+    rd = RunDir.open(runtime_dir, create=False)
+    if rd is None:
+        return
+    with rd:
+        where = paths(runtime_dir, name)
+        process.stop_hard(rd, where)
+        lifecycle.remove_plumbing(rd, where)
+
+
+def running_pid(runtime_dir: str, name: str) -> int | None:
+    rd = RunDir.open(runtime_dir, create=False)
+    if rd is None:
+        return None
+    with rd:
+        return process.running_pid(rd, paths(runtime_dir, name))
+
+
+def tcp_uri() -> str:
+    """A migration URI on a free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"tcp:127.0.0.1:{sock.getsockname()[1]}"

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from ansible_runner import run_module, run_playbook
 from guest_report import guest_hvparams, wait_for_report
-from helpers import assert_matches_runtime, block_nodes, pci_slots
+from helpers import assert_matches_runtime, block_nodes, pci_slots, read_rt
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:
@@ -22,7 +21,7 @@ def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:
 
 
 def rt_of(inst: dict) -> dict:
-    return runtime.read_file(inst["runtime_file"])[0]
+    return read_rt(inst["runtime_file"])
 
 
 @pytest.fixture

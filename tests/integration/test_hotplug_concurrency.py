@@ -6,9 +6,8 @@ import json
 import subprocess
 
 from ansible_runner import ansible_env, run_module
-from helpers import assert_matches_runtime
+from helpers import assert_matches_runtime, read_rt
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def test_six_parallel_hotplugs(runtime_dir, make_disk):
@@ -28,7 +27,7 @@ def test_six_parallel_hotplugs(runtime_dir, make_disk):
         assert all(r.get("changed") is True for r in results), [r.get("msg") for r in results]
         slots = sorted(r["device"]["hvinfo"]["addr"] for r in results)
         assert slots == [f"0x{s:02x}" for s in range(0x10, 0x16)]
-        rt = runtime.read_file(inst["runtime_file"])[0]
+        rt = read_rt(inst["runtime_file"])
         assert len(rt["disks"]) == 3 and len(rt["nics"]) == 3
         assert_matches_runtime(inst["qmp_socket"], rt)
     finally:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from ansible_runner import ansible_env, run_module
-from helpers import assert_matches_runtime, block_nodes, pci_slots, q, qmp
+from helpers import assert_matches_runtime, block_nodes, pci_slots, q, qmp, read_rt
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 PAUSED = {"accel": "tcg", "kvm_extra": "-S"}
 
@@ -52,7 +51,7 @@ def test_drift_is_detected_and_rolled_back(runtime_dir, make_disk, paused):
     path = make_disk("d.img")
     plan = run_module("kvm_disk_hotplug", {"instance": "f1", "runtime_dir": runtime_dir, "disk": {"path": path}}, check=True)
     target = plan["device"]["hvinfo"]["scsi-id"]
-    qmp(sock, ("blockdev-add", {"driver": "raw", "node-name": "intruder", "file": {"driver": "file", "filename": make_disk("i.img")}}),
+    qmp(sock, ("blockdev-add", {"driver": "null-co", "node-name": "intruder", "size": 1 << 20}),
         ("device_add", {"driver": "scsi-hd", "id": "intruder", "drive": "intruder", "bus": "scsi.0", "scsi-id": target}))
     before = Path(paused["runtime_file"]).read_bytes()
     nodes = block_nodes(sock)
@@ -94,14 +93,14 @@ def test_rerun_after_interrupted_add_reconciles(runtime_dir, make_disk, paused):
         ("device_add", {"driver": "scsi-hd", "id": dev_id, "drive": dev_id, "bus": "scsi.0", "scsi-id": plan["hvinfo"]["scsi-id"]}))
     res = plug(runtime_dir, path)
     assert res["changed"] is True and res["device"] == plan, res
-    assert_matches_runtime(sock, runtime.read_file(paused["runtime_file"])[0])
+    assert_matches_runtime(sock, read_rt(paused["runtime_file"]))
     # an interrupted removal: QEMU lost the disk, the runtime still lists it
     second = plug(runtime_dir, make_disk("half2.img"))
     q(sock, "device_del", {"id": second["device"]["id"]})
     gone = run_module("kvm_disk_hotplug", {"instance": "f1", "runtime_dir": runtime_dir, "state": "absent",
                                            "disk": {"path": second["invocation"]["module_args"]["disk"]["path"]}})
     assert gone["changed"] is True, gone
-    rt = runtime.read_file(paused["runtime_file"])[0]
+    rt = read_rt(paused["runtime_file"])
     assert second["device"]["id"] not in {d["hvinfo"]["id"] for d in rt["disks"]}
     assert second["device"]["id"] not in block_nodes(sock)
     assert_matches_runtime(sock, rt)
@@ -120,7 +119,7 @@ def test_module_killed_mid_operation_then_rerun(runtime_dir, make_disk, paused):
         proc.wait()
         res = plug(runtime_dir, path)
         assert not res.get("failed"), res
-        assert_matches_runtime(sock, runtime.read_file(paused["runtime_file"])[0])
+        assert_matches_runtime(sock, read_rt(paused["runtime_file"]))
 
 
 def _qemu_sockets(pid: int) -> int:

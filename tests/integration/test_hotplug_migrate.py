@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from ansible_runner import run_module
 from guest_report import guest_hvparams, wait_for_report
-from helpers import assert_matches_runtime
+from helpers import assert_matches_runtime, read_rt, tcp_uri
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
 
 
 def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_disk):
@@ -35,7 +34,7 @@ def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_dis
     for module, args in ops:
         res = run_module(module, {**base, **args})
         assert res["changed"] is True and not res.get("failed"), (module, args, res.get("msg"))
-    rt = runtime.read_file(inst["runtime_file"])[0]
+    rt = read_rt(inst["runtime_file"])
     assert sorted(d["hvinfo"]["scsi-id"] for d in rt["disks"]) == [0, 1, 2, 3]  # holes refilled
     assert sorted(n["hvinfo"]["addr"] for n in rt["nics"]) == ["0x10", "0x11", "0x12"]
     assert_matches_runtime(inst["qmp_socket"], rt)
@@ -44,7 +43,7 @@ def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_dis
     seen = wait_for_report(log, lambda r: set(r.disks_by_size()) == want_sizes and r.macs() == want_macs, 20)
 
     target_dir = str(tmp_path / "hv2")
-    uri = f"unix:{tmp_path}/mig.sock"
+    uri = tcp_uri()
     tgt = run_module("kvm_instance", {"name": "pm1", "runtime_dir": target_dir, "state": "incoming",
                                       "runtime": inst["runtime_file"], "migration_uri": uri})
     assert tgt["changed"] is True, tgt
@@ -53,7 +52,7 @@ def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_dis
         assert res["changed"] is True and res["migration"]["status"] == "completed", res
         after = wait_for_report(tgt["instance"]["serial_log"], lambda r: True, after_seq=seen.seq)
         assert after.block == seen.block and after.net == seen.net
-        moved = runtime.read_file(tgt["instance"]["runtime_file"])[0]
+        moved = read_rt(tgt["instance"]["runtime_file"])
         assert [d["hvinfo"] for d in moved["disks"] + moved["nics"]] == [d["hvinfo"] for d in rt["disks"] + rt["nics"]]
         assert_matches_runtime(tgt["instance"]["qmp_socket"], moved)
     finally:

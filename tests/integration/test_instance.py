@@ -7,14 +7,13 @@ import os
 import pytest
 from ansible_runner import run_module
 from guest_report import guest_hvparams, wait_for_report
-from helpers import alive, assert_matches_runtime, files_of, pci_slots
-
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.process import wait_exit
+from helpers import alive, assert_matches_runtime, files_of, pci_slots, read_rt
 
 
-def read_rt(runtime_dir: str, name: str) -> dict:
-    return runtime.read_file(runtime.paths(runtime_dir, name).runtime)[0]
+
+def rt_of(runtime_dir: str, name: str) -> dict:
+    return read_rt(f"{runtime_dir}/{name}.runtime.json")
 
 
 def test_lifecycle_virtio_disks(runtime_dir, make_disk):
@@ -35,7 +34,7 @@ def test_lifecycle_virtio_disks(runtime_dir, make_disk):
     report = wait_for_report(inst["serial_log"], lambda r: len(r.block) == 2 and len(r.net) == 1)
     assert report.disks_by_size() == {4096: "vda", 6144: "vdb"}  # disk/0 is the first disk
     assert report.macs() == {"52:54:00:00:01:01"}
-    rt = read_rt(runtime_dir, "vm1")
+    rt = rt_of(runtime_dir, "vm1")
     assert_matches_runtime(inst["qmp_socket"], rt)
     assert oct(os.stat(inst["qmp_socket"]).st_mode & 0o777) == "0o600"
     assert oct(os.stat(runtime_dir).st_mode & 0o777) == "0o700"
@@ -61,7 +60,7 @@ def test_lifecycle_virtio_disks(runtime_dir, make_disk):
     hot = run_module("kvm_disk_hotplug", {"instance": "vm1", "runtime_dir": runtime_dir, "disk": {"path": make_disk("hot.img", 5)}})
     assert hot["device"]["hvinfo"]["addr"] == "0x13", hot
     os.kill(restarted["instance"]["pid"], 9)
-    assert process.wait_exit(restarted["instance"]["pid"], 10)
+    assert wait_exit(restarted["instance"]["pid"], 10)
     info = run_module("kvm_instance_info", {"name": "vm1", "runtime_dir": runtime_dir})["instance"]
     assert info["alive"] is False
     recovered = run_module("kvm_instance", args)
@@ -89,6 +88,6 @@ def test_scsi_disks_in_order_on_each_controller(runtime_dir, make_disk, controll
     report = wait_for_report(inst["serial_log"], lambda r: len(r.block) == 3)
     assert report.disks_by_size() == {4096: "sda", 6144: "sdb", 8192: "sdc"}
     assert [report.block[n].hctl.split(":")[2] for n in ("sda", "sdb", "sdc")] == ["0", "1", "2"]
-    assert_matches_runtime(inst["qmp_socket"], read_rt(runtime_dir, "sc1"))
+    assert_matches_runtime(inst["qmp_socket"], rt_of(runtime_dir, "sc1"))
     assert run_module("kvm_instance", args)["changed"] is False
     assert run_module("kvm_instance", {**args, "state": "absent"})["changed"] is True

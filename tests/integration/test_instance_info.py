@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 from ansible_runner import run_module
-from helpers import q
+from helpers import q, running_pid
 from test_layout import start_paused
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 
 LEGACY = [
     ["qemu-system-x86_64", "-name", "old1", "-m", "64", "-pidfile", "/run/ganeti/old1.pid", "-daemonize"],
@@ -32,8 +31,8 @@ def test_live_instance_bus_state_and_drift(runtime_dir, make_disk):
     try:
         res = run_module("kvm_instance_info", {"name": "i1", "runtime_dir": runtime_dir})
         inst = res["instance"]
-        assert res["changed"] is False and inst["alive"] is True and inst["pid"] == process.running_pid(where)
-        assert inst["drift"] == [] and inst["format_version"] == 1
+        assert res["changed"] is False and inst["alive"] is True and inst["pid"] == running_pid(runtime_dir, "i1")
+        assert inst["drift"] == [] and inst["format_version"] == 2
         assert inst["bus"]["pci"]["used"] == ["0x10", "0x11"] and inst["bus"]["pci"]["free"][0] == "0x12"
         assert inst["runtime"]["disks"][0]["hvinfo"] == rt["disks"][0]["hvinfo"]
         # a device added behind the runtime's back is drift
@@ -43,7 +42,7 @@ def test_live_instance_bus_state_and_drift(runtime_dir, make_disk):
         every = run_module("kvm_instance_info", {"runtime_dir": runtime_dir})
         assert [i["name"] for i in every["instances"]] == ["i1"] and "instance" not in every
     finally:
-        process.cleanup(where)
+        where.cleanup()
     dead = run_module("kvm_instance_info", {"name": "i1", "runtime_dir": runtime_dir})["instance"]
     assert dead["alive"] is False and dead["drift"] == []
 
@@ -54,7 +53,7 @@ def test_legacy_file_read_check_upgrade_and_write(tmp_path):
     original = path.read_bytes()
     res = run_module("kvm_instance_info", {"path": str(path)})
     inst = res["instance"]
-    assert res["changed"] is False and inst["format_version"] == 0 and inst["current_version"] == 1
+    assert res["changed"] is False and inst["format_version"] == 0 and inst["current_version"] == 2
     assert [d["hvinfo"]["id"] for d in inst["runtime"]["disks"]] == ["hotdisk-aaaaaaaa-pci-16", "hotdisk-bbbbbbbb-pci-17"]
     assert inst["runtime"]["nics"][0]["hvinfo"] == {"driver": "virtio-net-pci", "id": "hotnic-11111111-pci-18", "bus": "pci.0", "addr": "0x12"}
     assert path.read_bytes() == original
@@ -62,7 +61,7 @@ def test_legacy_file_read_check_upgrade_and_write(tmp_path):
     assert checked["changed"] is True and path.read_bytes() == original
     assert "format version 0" in checked["diff"][0]["before"]
     done = run_module("kvm_instance_info", {"path": str(path), "upgrade": True})
-    assert done["changed"] is True and json.loads(path.read_text())["version"] == 1
+    assert done["changed"] is True and json.loads(path.read_text())["version"] == 2
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     again = run_module("kvm_instance_info", {"path": str(path), "upgrade": True})
     assert again["changed"] is False and again["instance"]["runtime"]["disks"] == inst["runtime"]["disks"]
@@ -72,7 +71,7 @@ def test_newer_and_corrupt_files_fail_in_one_line(tmp_path):
     newer = tmp_path / "n.runtime.json"
     newer.write_text(json.dumps({"version": 99}))
     before = newer.read_bytes()
-    one_line_failure(run_module("kvm_instance_info", {"path": str(newer), "upgrade": True}), "version 99", "(version 1)")
+    one_line_failure(run_module("kvm_instance_info", {"path": str(newer), "upgrade": True}), "version 99", "(version 2)")
     assert newer.read_bytes() == before
     bad = tmp_path / "bad.runtime.json"
     bad.write_text("{ nope")

@@ -3,25 +3,37 @@
 from __future__ import annotations
 
 import pytest
-from helpers import assert_matches_runtime, pci_slots, q, qmp
+import os
+from pathlib import Path
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from helpers import assert_matches_runtime, kill_instance, pci_slots, q, qmp, running_pid, start_runtime
+
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, paths
 
 
-def start_paused(runtime_dir: str, name: str, hv: dict, disks: list[dict], nics: list[dict]) -> tuple[dict, runtime.Paths]:
+class Started:
+    """A paused instance started through the library; ``cleanup`` kills it and removes its files."""
+
+    def __init__(self, runtime_dir: str, name: str) -> None:
+        self.runtime_dir, self.name = runtime_dir, name
+        self.where: Paths = paths(runtime_dir, name)
+        self.qmp = self.where.qmp
+
+    def cleanup(self) -> None:
+        kill_instance(self.runtime_dir, self.name)
+
+
+def start_paused(runtime_dir: str, name: str, hv: dict, disks: list[dict], nics: list[dict]) -> tuple[dict, Started]:
     hvp = hvparams.normalize({"accel": "tcg", "kvm_extra": "-S", **hv})
     inst = devices.derived_uuid("instance", name)
     disk_recs = [devices.disk_record(d, inst) for d in disks]
     nic_recs = [devices.nic_record(n, inst, i) for i, n in enumerate(nics)]
-    rt = runtime.new_runtime(name, inst, 64, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
-    where = runtime.paths(runtime_dir, name)
-    runtime.write_file(where.runtime, rt)
-    process.start(rt, where)
-    return rt, where
+    rt = construct.new_runtime(name, inst, 64, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
+    start_runtime(runtime_dir, name, dict(rt))
+    return dict(rt), Started(runtime_dir, name)
 
 
 def test_three_virtio_disks_and_two_nics(runtime_dir, make_disk):
@@ -33,7 +45,7 @@ def test_three_virtio_disks_and_two_nics(runtime_dir, make_disk):
         slots = pci_slots(where.qmp)
         assert [slots[s]["qdev_id"] for s in (0x10, 0x11, 0x12, 0x13, 0x14)] == [d["hvinfo"]["id"] for d in rt["disks"] + rt["nics"]]
     finally:
-        process.cleanup(where)
+        where.cleanup()
 
 
 @pytest.mark.parametrize("controller,driver", [("lsi", "lsi53c895a"), ("megasas", "megasas"), ("virtio-scsi-pci", "virtio-scsi-pci")])
@@ -52,7 +64,7 @@ def test_four_scsi_disks_on_each_controller(runtime_dir, make_disk, controller, 
             chan, lun = qmp(where.qmp, ("qom-get", {"path": path, "property": "channel"}), ("qom-get", {"path": path, "property": "lun"}))
             assert (chan, lun) == (0, 0)
     finally:
-        process.cleanup(where)
+        where.cleanup()
 
 
 def test_scsi_cd_and_hd_mix_and_literal_comma_paths(runtime_dir, make_disk):
@@ -65,12 +77,19 @@ def test_scsi_cd_and_hd_mix_and_literal_comma_paths(runtime_dir, make_disk):
         assert_matches_runtime(where_cd.qmp, rt_cd)
         assert q(where_cd.qmp, "qom-get", {"path": f"/machine/peripheral/{rt_cd['disks'][0]['hvinfo']['id']}", "property": "type"}) == "scsi-cd"
         assert_matches_runtime(where.qmp, rt)
+        # QEMU opened nothing by name: each disk is the descriptor handed over, and that is the exact file
         files = {b["qdev"]: b["inserted"]["image"]["filename"] for b in q(where.qmp, "query-block") if b.get("inserted")}
-        assert files == {rt["disks"][0]["hvinfo"]["id"]: hd, rt["disks"][1]["hvinfo"]["id"]: evil}
+        sets = {fd["opaque"]: (s["fdset-id"], fd["fd"]) for s in q(where.qmp, "query-fdsets") for fd in s["fds"]}
+        pid = running_pid(runtime_dir, "mix1")
+        for disk, path in zip(rt["disks"], (hd, evil), strict=True):
+            dev_id = disk["hvinfo"]["id"]
+            fdset, fd = sets[dev_id]
+            assert files[dev_id] == f"/dev/fdset/{fdset}"
+            assert os.readlink(f"/proc/{pid}/fd/{fd}") == path
         assert [n["node-name"] for n in q(where.qmp, "query-named-block-nodes", {"flat": True}) if "file.filename" in n["node-name"]] == []
     finally:
-        process.cleanup(where)
-        process.cleanup(where_cd)
+        where.cleanup()
+        where_cd.cleanup()
 
 
 @pytest.mark.parametrize("nic_type", list(hvparams.NIC_DRIVERS))
@@ -82,11 +101,11 @@ def test_every_nic_type(runtime_dir, nic_type):
         assert q(where.qmp, "qom-get", {"path": f"/machine/peripheral/{dev_id}", "property": "type"}) == hvparams.NIC_DRIVERS[nic_type]
         assert q(where.qmp, "qom-get", {"path": f"/machine/peripheral/{dev_id}", "property": "mac"}) == "52:54:00:00:10:01"
     finally:
-        process.cleanup(where)
+        where.cleanup()
 
 
 def test_lsi_exhaustion_is_refused_before_qemu_starts(runtime_dir, make_disk):
     disks = [{"path": make_disk(f"e{i}.img", 1)} for i in range(8)]
     with pytest.raises(KvmError, match=r"lsi \(lsi53c895a\).*7 targets"):
         start_paused(runtime_dir, "full1", {"disk_type": "scsi-hd"}, disks, [])
-    assert runtime.list_names(runtime_dir) == []
+    assert list(Path(runtime_dir).glob("*.runtime.json")) == []

@@ -12,10 +12,9 @@ from pathlib import Path
 
 from ansible_runner import run_module
 from guest_report import guest_dir, guest_hvparams, latest_report, wait_for_report
-from helpers import alive, assert_matches_runtime, files_of, q
+from helpers import alive, assert_matches_runtime, files_of, q, tcp_uri, kill_instance
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
 
 def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:
@@ -37,7 +36,7 @@ def test_migrate_keeps_guest_and_devices(runtime_dir, tmp_path, make_disk):
     src = boot(runtime_dir, "mig1", make_disk, disk_type="scsi-hd", scsi_controller_type="virtio-scsi-pci")
     seen = latest_report(src["serial_log"])
     target_dir = str(tmp_path / "hv2")
-    uri = f"unix:{tmp_path}/mig.sock"
+    uri = tcp_uri()
     tgt = incoming("mig1", target_dir, src["runtime_file"], uri)
     assert tgt["changed"] is True and tgt["instance"]["status"] == "incoming", tgt
     assert tgt["instance"]["disks"] == src["disks"] and tgt["instance"]["nics"] == src["nics"]
@@ -62,7 +61,7 @@ def test_mismatched_target_fails_and_source_stays_up(runtime_dir, tmp_path, make
     wrong_file = tmp_path / "wrong.runtime.json"
     wrong_file.write_text(json.dumps(wrong))
     target_dir = str(tmp_path / "hv2")
-    uri = f"unix:{tmp_path}/mig.sock"
+    uri = tcp_uri()
     assert incoming("mig2", target_dir, str(wrong_file), uri)["changed"] is True
     before = Path(src["runtime_file"]).read_bytes()
     res = run_module("kvm_migrate", {"name": "mig2", "runtime_dir": runtime_dir, "target_uri": uri, "timeout": 60})
@@ -71,7 +70,7 @@ def test_mismatched_target_fails_and_source_stays_up(runtime_dir, tmp_path, make
     assert alive(src["pid"]) and Path(src["runtime_file"]).read_bytes() == before
     last = latest_report(src["serial_log"])
     wait_for_report(src["serial_log"], lambda r: True, after_seq=last.seq)  # the guest still runs
-    refused = run_module("kvm_migrate", {"name": "mig2", "runtime_dir": runtime_dir, "target_uri": f"unix:{tmp_path}/nobody.sock"})
+    refused = run_module("kvm_migrate", {"name": "mig2", "runtime_dir": runtime_dir, "target_uri": tcp_uri()})
     assert refused.get("failed") and alive(src["pid"]), refused
     run_module("kvm_instance", {"name": "mig2", "runtime_dir": target_dir, "state": "absent"})
     run_module("kvm_instance", {"name": "mig2", "runtime_dir": runtime_dir, "state": "absent"})
@@ -79,7 +78,7 @@ def test_mismatched_target_fails_and_source_stays_up(runtime_dir, tmp_path, make
 
 def test_legacy_runtime_instance_migrates(runtime_dir, tmp_path, make_disk):
     """A QEMU started by the legacy tooling (ids hot*-pci-N, -drive) migrates to a target built from its legacy file."""
-    where = runtime.paths(runtime_dir, "old1")
+    where = paths(runtime_dir, "old1")
     guest = guest_dir()
     disks = [make_disk("old-0.img", 2), make_disk("old-1.img", 3)]
     nic_uuid, disk_uuids = "11111111-2222-4333-8444-555555555555", ["aaaaaaaa-2222-4333-8444-555555555555", "bbbbbbbb-2222-4333-8444-555555555555"]
@@ -104,7 +103,7 @@ def test_legacy_runtime_instance_migrates(runtime_dir, tmp_path, make_disk):
     try:
         seen = wait_for_report(where.serial, lambda r: len(r.block) == 2 and len(r.net) == 1)
         target_dir = str(tmp_path / "hv2")
-        uri = f"unix:{tmp_path}/mig.sock"
+        uri = tcp_uri()
         tgt = incoming("old1", target_dir, where.runtime, uri)
         assert tgt["changed"] is True, tgt
         assert [d["id"] for d in tgt["instance"]["disks"]] == ["hotdisk-aaaaaaaa-pci-16", "hotdisk-bbbbbbbb-pci-17"]
@@ -113,7 +112,7 @@ def test_legacy_runtime_instance_migrates(runtime_dir, tmp_path, make_disk):
         after = wait_for_report(tgt["instance"]["serial_log"], lambda r: True, after_seq=seen.seq)
         assert after.block == seen.block and after.net == seen.net
     finally:
-        process.cleanup(where)
+        kill_instance(runtime_dir, "old1")
         run_module("kvm_instance", {"name": "old1", "runtime_dir": str(tmp_path / "hv2"), "state": "absent"})
     assert not os.path.exists(where.qmp)
 
@@ -122,7 +121,7 @@ def test_source_dying_mid_migration_is_reported_at_once(runtime_dir, tmp_path, m
     """The source QEMU killed while a slow migration runs: the module fails when QMP drops, not at its timeout."""
     src = boot(runtime_dir, "mig3", make_disk)
     target_dir = str(tmp_path / "hv2")
-    uri = f"unix:{tmp_path}/mig.sock"
+    uri = tcp_uri()
     tgt = incoming("mig3", target_dir, src["runtime_file"], uri)["instance"]
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:

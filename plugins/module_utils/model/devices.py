@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import uuid as uuidlib
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DISK_FORMATS = ("raw", "qcow2")
@@ -66,23 +64,6 @@ def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
         raise KvmError(f"disk {path}: mode {mode!r} is not one of: {', '.join(DISK_MODES)}")
     dev_uuid = hvi.check_uuid(spec["uuid"], f"disk {path} uuid") if "uuid" in spec else derived_uuid(instance_uuid, "disk", path)
     return {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
-
-
-def check_disk_path(disk: dict[str, Any], hvparams: dict[str, Any]) -> None:
-    """The disk must exist now; pass-through disk types need a real device node."""
-    path = disk["path"]
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        raise KvmError(f"disk {path}: {err.strerror}") from None
-    if hvparams["disk_type"] in hvp.PASSTHROUGH_DISK_TYPES:
-        if not (stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
-            raise KvmError(
-                f"disk {path}: disk_type {hvparams['disk_type']} passes a host SCSI device through "
-                "and needs a block or SCSI generic device, not a plain file; use scsi-hd"
-            )
-    elif not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
-        raise KvmError(f"disk {path}: not a regular file or block device")
 
 
 def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:
@@ -134,29 +115,35 @@ def network_record(net: Any) -> dict[str, Any] | None:
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 
-def blockdev_args(disk: dict[str, Any]) -> dict[str, Any]:
-    """QMP ``blockdev-add`` arguments: a format node named like the device over a file node."""
+def blockdev_args(disk: dict[str, Any], filename: str, host_device: bool = False) -> dict[str, Any]:
+    """QMP ``blockdev-add`` arguments (also ``-blockdev`` JSON): a format node named like the device.
+
+    ``filename`` is what QEMU opens: the ``/dev/fdset/N`` the module handed over.
+    """
     read_only = disk["mode"] == "ro"
-    file_driver = "host_device" if disk.get("host_device") else "file"
     return {
         "driver": disk["format"],
         "node-name": disk["hvinfo"]["id"],
         "read-only": read_only,
-        "file": {"driver": file_driver, "filename": disk["path"], "read-only": read_only},
+        "file": {"driver": "host_device" if host_device else "file", "filename": filename, "read-only": read_only},
     }
 
 
-def netdev_args(nic: dict[str, Any], fdname: str | None = None) -> dict[str, Any] | None:
-    """QMP ``netdev_add`` arguments, or None for a NIC without a backend link."""
+def netdev_args(nic: dict[str, Any], fd: str | None = None) -> dict[str, Any] | None:
+    """QMP ``netdev_add`` arguments (also ``-netdev`` JSON), or None for a NIC without a backend link.
+
+    A tap is always handed over as a descriptor ``fd`` (a number at start, a
+    ``getfd`` name at hotplug): QEMU never opens or configures a tap itself.
+    """
     net = nic.get("network")
     if not net:
         return None
     dev_id = nic["hvinfo"]["id"]
     if net["type"] == "user":
         return {"type": "user", "id": dev_id}
-    if fdname:
-        return {"type": "tap", "id": dev_id, "fd": fdname}
-    return {"type": "tap", "id": dev_id, "ifname": net["ifname"], "script": "no", "downscript": "no"}
+    if fd is None:
+        raise KvmError(f"nic {dev_id}: a tap needs its descriptor")
+    return {"type": "tap", "id": dev_id, "fd": fd}
 
 
 def disk_device_extra(disk: dict[str, Any]) -> dict[str, Any]:

@@ -1,33 +1,99 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The hvinfo model: one dict per device that fully describes its ``-device``.
+"""The hvinfo model: one dict per device that fully describes its placement.
 
-The same dict renders to a command-line option (every value escaped so no
-input can add a property) and to typed QMP ``device_add`` arguments (ints stay
-ints; QEMU >= 9.2 rejects wrongly typed arguments).
+The same dict gives the ``-device`` option (as JSON, which QEMU >= 6.2 reads
+with the same types as QMP) and the typed ``device_add`` arguments, so the
+command line and a hotplug can never disagree. hvinfo read from a runtime
+file is checked here before anything reaches QEMU: known keys only, each
+with its type and range, the driver from the driver tables, the bus and
+address in QEMU's grammar. A file cannot add a property or smuggle one in a
+value.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import HvInfo
 
 # QEMU's rule for a device/node/netdev id: a letter first, then letters,
 # digits, '.', '_' or '-'; block node names are capped at 32 characters.
 ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,31}$")
 ID_MAX = 32
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# Key order of a rendered -device: stable, so command lines are comparable.
-KEY_ORDER = ("id", "bus", "addr", "unit", "channel", "scsi-id", "lun")
-INT_KEYS = frozenset({"channel", "scsi-id", "lun", "unit"})
-PCI_KEYS = ("driver", "id", "bus", "addr")
-SCSI_KEYS = ("driver", "id", "bus", "channel", "scsi-id", "lun")
+# Bus names the collection (and Ganeti) use: the root PCI bus, bridges and
+# root ports (named after their id), SCSI controller buses, the IDE buses.
+PCI_BUS_RE = re.compile(r"^pcie?\.[0-9]{1,3}$")
+SCSI_BUS_RE = re.compile(r"^scsi[0-9]{0,3}\.0$")
+IDE_BUS_RE = re.compile(r"^ide\.[0-5]$")
+# A PCI address: slot (0x00-0x1f), optionally .function (0-7).
+ADDR_RE = re.compile(r"^0x([0-9a-fA-F]{1,2})(?:\.(?:0x)?([0-7]))?$")
 
 
-def check_id(dev_id: str) -> str:
+def _int_in(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+# key -> (check, what a good value looks like)
+_VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "addr": (lambda v: isinstance(v, str) and bool(ADDR_RE.match(v)) and int(ADDR_RE.match(v).group(1), 16) <= 0x1F,  # type: ignore[union-attr]
+             "a PCI address 0x00-0x1f[.0-7]"),
+    "multifunction": (_is_bool, "true or false"),
+    "channel": (_int_in(0, 0), "0"),
+    "scsi-id": (_int_in(0, 255), "an integer 0-255"),
+    "lun": (_int_in(0, 255), "an integer 0-255"),
+    "unit": (_int_in(0, 1), "0 or 1"),
+    "chassis_nr": (_int_in(1, 255), "an integer 1-255"),
+    "chassis": (_int_in(1, 255), "an integer 1-255"),
+    "port": (_int_in(0, 255), "an integer 0-255"),
+    "shpc": (_is_bool, "true or false"),
+    "io-reserve": (_int_in(0, 65535), "an integer 0-65535"),
+}
+# driver kind -> keys a stored hvinfo must have / may have
+_REQUIRED = {
+    "pci": ("driver", "id", "bus", "addr"),
+    "scsi": ("driver", "id", "bus", "channel", "scsi-id", "lun"),
+    "ide": ("driver", "id", "bus", "unit"),
+    "controller": ("driver", "id", "bus"),
+    "pci-bridge": ("driver", "id", "bus", "addr", "chassis_nr"),
+    "pcie-root-port": ("driver", "id", "bus", "addr", "chassis", "port"),
+}
+_OPTIONAL = {
+    "controller": ("addr", "multifunction"),
+    "pci": ("multifunction",),
+    "pci-bridge": ("shpc", "multifunction"),
+    "pcie-root-port": ("multifunction", "io-reserve"),
+}
+# Key order of a rendered device: stable, so command lines are comparable.
+KEY_ORDER = ("driver", "id", "bus", "addr", "multifunction", "unit", "channel", "scsi-id", "lun",
+             "chassis_nr", "chassis", "port", "shpc", "io-reserve")
+
+
+def driver_kind(driver: str) -> str | None:
+    """pci, scsi, ide, controller, pci-bridge or pcie-root-port; None for a driver we do not know."""
+    if driver in hvp.SCSI_DEVICE_DRIVERS:
+        return "scsi"
+    if driver in hvp.IDE_DEVICE_DRIVERS:
+        return "ide"
+    if driver in hvp.CONTROLLER_DRIVERS:
+        return "controller"
+    if driver in ("pci-bridge", "pcie-root-port"):
+        return driver
+    if driver in hvp.PCI_DEVICE_DRIVERS:
+        return "pci"
+    return None
+
+
+def check_id(dev_id: Any) -> str:
     if not isinstance(dev_id, str) or not ID_RE.match(dev_id):
         raise KvmError(
             f"invalid device id {dev_id!r}: it must start with a letter, hold at most {ID_MAX} "
@@ -59,7 +125,7 @@ def make_id(kind: str, uuid: str, taken: Iterable[str]) -> str:
 
 
 def escape(value: Any) -> str:
-    """One option value for QEMU's ``key=value,...`` syntax: commas doubled."""
+    """One value for QEMU's ``key=value,...`` (QemuOpts) syntax: commas doubled."""
     if isinstance(value, bool):
         return "on" if value else "off"
     text = str(value)
@@ -69,53 +135,48 @@ def escape(value: Any) -> str:
 
 
 def options(head: str | None, props: Mapping[str, Any]) -> str:
-    """Render ``head,k=v,...`` with every value escaped; None values are skipped."""
+    """Render ``head,k=v,...`` for a QemuOpts option, every value escaped; None values are skipped."""
     parts = [escape(head)] if head is not None else []
     parts += [f"{key}={escape(val)}" for key, val in props.items() if val is not None]
     return ",".join(parts)
 
 
-def _ordered(hvinfo: Mapping[str, Any]) -> dict[str, Any]:
-    props = {key: hvinfo[key] for key in KEY_ORDER if key in hvinfo}
-    props.update({k: v for k, v in hvinfo.items() if k not in props and k != "driver"})
-    return props
-
-
-def device_option(hvinfo: Mapping[str, Any], **extra: Any) -> str:
-    """The ``-device`` argument for ``hvinfo`` plus backend links (drive, netdev, mac)."""
-    return options(hvinfo["driver"], {**_ordered(hvinfo), **extra})
-
-
-def device_add_args(hvinfo: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """Typed QMP ``device_add`` arguments for the same device."""
-    args: dict[str, Any] = {"driver": hvinfo["driver"], **_ordered(hvinfo)}
+def device_args(hvinfo: HvInfo, **extra: Any) -> dict[str, Any]:
+    """Typed arguments of the device (QMP ``device_add``, and ``-device`` as JSON); None extras are dropped."""
+    info = cast("dict[str, Any]", hvinfo)
+    args = {key: info[key] for key in KEY_ORDER if key in info}
     args.update({k: v for k, v in extra.items() if v is not None})
-    for key in INT_KEYS & args.keys():
-        args[key] = int(args[key])
     return args
 
 
-def pci_hvinfo(driver: str, dev_id: str, bus: str, slot: int) -> dict[str, Any]:
-    return {"driver": driver, "id": check_id(dev_id), "bus": bus, "addr": hex(slot)}
+def pci_hvinfo(driver: str, dev_id: str, bus: str, slot: int, function: int | None = None) -> HvInfo:
+    addr = hex(slot) if function is None else f"{hex(slot)}.{function}"
+    return {"driver": driver, "id": check_id(dev_id), "bus": bus, "addr": addr}
 
 
-def scsi_hvinfo(driver: str, dev_id: str, bus: str, target: int) -> dict[str, Any]:
+def scsi_hvinfo(driver: str, dev_id: str, bus: str, target: int) -> HvInfo:
     return {"driver": driver, "id": check_id(dev_id), "bus": bus, "channel": 0, "scsi-id": target, "lun": 0}
 
 
-def ide_hvinfo(driver: str, dev_id: str, bus: str, unit: int) -> dict[str, Any]:
+def ide_hvinfo(driver: str, dev_id: str, bus: str, unit: int) -> HvInfo:
     return {"driver": driver, "id": check_id(dev_id), "bus": bus, "unit": unit}
+
+
+def pci_addr(hvinfo: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(slot, function) of a PCI hvinfo, None for non-PCI devices or an unaddressed controller."""
+    addr = hvinfo.get("addr")
+    if addr is None:
+        return None
+    match = ADDR_RE.match(str(addr))
+    if not match:
+        raise KvmError(f"device {hvinfo.get('id')}: bad PCI addr {addr!r}")
+    return int(match.group(1), 16), int(match.group(2) or 0)
 
 
 def pci_slot(hvinfo: Mapping[str, Any]) -> int | None:
     """The slot number of a PCI hvinfo, None for non-PCI devices."""
-    if "addr" not in hvinfo:
-        return None
-    addr = str(hvinfo["addr"]).split(".", maxsplit=1)[0]
-    try:
-        return int(addr, 16)
-    except ValueError:
-        raise KvmError(f"device {hvinfo.get('id')}: bad PCI addr {hvinfo['addr']!r}") from None
+    addr = pci_addr(hvinfo)
+    return None if addr is None else addr[0]
 
 
 def is_pci(hvinfo: Mapping[str, Any]) -> bool:
@@ -126,18 +187,49 @@ def is_scsi(hvinfo: Mapping[str, Any]) -> bool:
     return "scsi-id" in hvinfo
 
 
-def validate(hvinfo: Any, where: str) -> dict[str, Any]:
-    """Check a stored hvinfo has the keys its kind needs; return a plain copy."""
+def where(hvinfo: Mapping[str, Any]) -> str:
+    """A short human description of the address: ``pci.0 slot 0x10``, ``scsi.0 scsi-id 2``."""
+    if "addr" in hvinfo:
+        return f"{hvinfo['bus']} slot {hvinfo['addr']}"
+    if "scsi-id" in hvinfo:
+        return f"{hvinfo['bus']} scsi-id {hvinfo['scsi-id']}"
+    if "unit" in hvinfo:
+        return f"{hvinfo['bus']} unit {hvinfo['unit']}"
+    return f"{hvinfo.get('bus')} (placed by QEMU)"
+
+
+def validate(hvinfo: Any, where_: str, kinds: tuple[str, ...] | None = None) -> HvInfo:
+    """Check a stored hvinfo strictly; return a plain copy.
+
+    ``kinds`` limits the driver kinds accepted here (a disk cannot carry a
+    NIC driver, a controller list cannot hold a disk).
+    """
     if not isinstance(hvinfo, dict):
-        raise KvmError(f"{where}: hvinfo must be a mapping")
-    need = PCI_KEYS if "addr" in hvinfo else SCSI_KEYS if "scsi-id" in hvinfo else ("driver", "id", "bus")
-    missing = [key for key in need if key not in hvinfo]
+        raise KvmError(f"{where_}: hvinfo must be a mapping")
+    driver = hvinfo.get("driver")
+    kind = driver_kind(driver) if isinstance(driver, str) else None
+    if kind is None:
+        raise KvmError(f"{where_}: hvinfo driver {driver!r} is not a driver this collection knows")
+    if kinds is not None and kind not in kinds:
+        raise KvmError(f"{where_}: hvinfo driver {driver} does not belong here")
+    required, optional = _REQUIRED[kind], _OPTIONAL.get(kind, ())
+    missing = [key for key in required if key not in hvinfo]
     if missing:
-        raise KvmError(f"{where}: hvinfo lacks {', '.join(missing)}")
-    check_id(hvinfo["id"])
-    if is_pci(hvinfo):
-        pci_slot(hvinfo)
-    for key in INT_KEYS & hvinfo.keys():
-        if isinstance(hvinfo[key], bool) or not isinstance(hvinfo[key], int):
-            raise KvmError(f"{where}: hvinfo {key} must be an integer")
-    return dict(hvinfo)
+        raise KvmError(f"{where_}: hvinfo lacks {', '.join(missing)}")
+    unknown = sorted(set(hvinfo) - set(required) - set(optional))
+    if unknown:
+        raise KvmError(f"{where_}: hvinfo has unknown key(s) {', '.join(map(repr, unknown))}")
+    try:
+        check_id(hvinfo["id"])
+    except KvmError as err:
+        raise KvmError(f"{where_}: {err.msg}") from None
+    bus = hvinfo["bus"]
+    bus_re = {"scsi": SCSI_BUS_RE, "ide": IDE_BUS_RE}.get(kind, PCI_BUS_RE)
+    if not isinstance(bus, str) or not bus_re.match(bus):
+        raise KvmError(f"{where_}: hvinfo bus {bus!r} is not a {kind} bus name")
+    for key, value in hvinfo.items():
+        if key in _VALUE_RULES:
+            check, want = _VALUE_RULES[key]
+            if not check(value):
+                raise KvmError(f"{where_}: hvinfo {key} {value!r} must be {want}")
+    return cast(HvInfo, {key: hvinfo[key] for key in KEY_ORDER if key in hvinfo})

@@ -47,6 +47,11 @@ SCSI_CONTROLLERS: dict[str, tuple[str, int]] = {
     "virtio-scsi-pci": ("virtio-scsi-pci", 255),
 }
 SCSI_CONTROLLER_ID = "scsi"
+# Every driver a stored hvinfo may name, by where it sits.
+SCSI_DEVICE_DRIVERS = frozenset(DISK_DRIVERS[t] for t in SCSI_DISK_TYPES)
+IDE_DEVICE_DRIVERS = frozenset({"ide-hd", "ide-cd"})
+CONTROLLER_DRIVERS = frozenset(driver for driver, _limit in SCSI_CONTROLLERS.values())
+PCI_DEVICE_DRIVERS = frozenset({DISK_DRIVERS["paravirtual"], *NIC_DRIVERS.values()})
 SCSI_BUS = "scsi.0"
 PCI_BUS = "pci.0"
 PCI_LAST_SLOT = 0x1F
@@ -65,7 +70,13 @@ DEFAULTS: dict[str, Any] = {
     "kernel_args": None,
     "kvm_extra": None,
 }
-_MACHINE_RE = re.compile(r"^pc(-i440fx-[0-9.]+)?$")
+_MACHINE_RE = re.compile(r"^pc(-i440fx-[0-9]{1,2}\.[0-9]{1,2})?$")
+# -cpu is not QemuOpts: a comma always separates, so the value must follow
+# the grammar MODEL[,FEATURE...] where a feature is +flag, -flag or
+# flag=on|off|<number>; nothing else (no model-id=..., no escaping tricks).
+_CPU_MODEL = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_CPU_FEATURE = r"(?:[+-][a-z0-9][a-z0-9_.-]{0,63}|[a-z0-9][a-z0-9_.-]{0,63}=(?:on|off|true|false|[0-9]{1,10}|0x[0-9a-fA-F]{1,8}))"
+_CPU_RE = re.compile(rf"^{_CPU_MODEL}(?:,{_CPU_FEATURE})*$")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "disk_type": tuple(DISK_DRIVERS) + tuple(DISK_TYPE_ALIASES),
     "nic_type": tuple(NIC_DRIVERS),
@@ -114,6 +125,19 @@ def normalize(hvparams: dict[str, Any] | None, base: dict[str, Any] | None = Non
         )
     for key in ("cpu_type", "kernel_path", "initrd_path", "kernel_args", "kvm_extra"):
         _check_str(key, merged[key])
+        if merged[key] == "":
+            merged[key] = None  # Ganeti's way of saying "none"
+    cpu = merged["cpu_type"]
+    if cpu is not None and not _CPU_RE.match(cpu):
+        raise KvmError(
+            f"hvparam cpu_type={cpu!r} is not MODEL[,+flag|,-flag|,flag=on|off|NUMBER...] "
+            "(letters, digits, '.', '_', '-'); QEMU's -cpu cannot escape anything else"
+        )
+    for key in ("kernel_path", "initrd_path"):
+        if merged[key] is not None and (not merged[key].startswith("/") or "\x00" in merged[key]):
+            raise KvmError(f"hvparam {key}={merged[key]!r} must be an absolute path")
+    if merged["kernel_args"] is not None and "\x00" in merged["kernel_args"]:
+        raise KvmError("hvparam kernel_args contains a NUL character")
     if merged["initrd_path"] and not merged["kernel_path"]:
         raise KvmError("hvparam initrd_path needs kernel_path")
     extra_args(merged)

@@ -1,74 +1,80 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Verified, transactional hotplug of disks and NICs.
+"""``kvm_disk_hotplug`` and ``kvm_nic_hotplug``: one device present or absent, truthfully.
 
-Add: under the instance lock, allocate from the runtime file, add the
-backend (``blockdev-add`` / ``netdev_add``), ``device_add`` with the hvinfo,
-verify in QEMU (``query-pci`` for PCI, ``query-block`` on ``qdev`` for SCSI),
-then save the runtime. Any failure rolls back what was added and leaves the
-runtime file untouched; the error names the step and QEMU's message.
-
-Remove: ``device_del``, wait for ``DEVICE_DELETED`` of that id (event-driven,
-with a deadline, the request repeated while the guest stays silent;
-``DEVICE_UNPLUG_GUEST_ERROR`` fails), remove the backend, save the runtime.
-
-Re-runs reconcile: if a module run was killed after QEMU got the device but
-before the runtime was saved, the next run finds QEMU's leftover under the
-planned id (ids derive from uuids, so they are stable), removes it and plugs
-again; if the runtime still lists a device QEMU no longer has, removal just
-finishes the bookkeeping. An address taken in QEMU by a device the runtime
-does not know (drift) makes QEMU refuse the ``device_add``; this is
-reported as drift and rolled back, never double-used.
+Under the instance lock: settle a journal a killed run left, then compare the
+request with the runtime file *and* with QEMU. ``present`` for a device the
+runtime records but QEMU lost plugs it again at its recorded address; the
+same identity with another path, format, mode or network is an error, never
+"ok". A new device is journalled, plugged by the engine (verified, rolled
+back on failure), then saved; a save that fails unplugs it again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import tap
+from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-DELETE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
-REREQUEST_EVERY = 5.0  # seconds without DEVICE_DELETED before device_del is sent again
+# What must match for a request to be the device already plugged.
+PROPERTIES = {"disks": ("path", "format", "mode"), "nics": ("mac", "network")}
 
 
-def find(records: list[dict[str, Any]], key: str, value: Any) -> dict[str, Any] | None:
+def find(records: list[Any], key: str, value: Any) -> dict[str, Any] | None:
     return next((rec for rec in records if rec.get(key) == value), None)
 
 
 def identity(kind: str, spec: dict[str, Any]) -> tuple[str, Any]:
     """(key, value) that identifies a device: its uuid when given, else path / mac."""
     if spec.get("uuid"):
-        return "uuid", hvinfo.check_uuid(spec["uuid"])
+        return "uuid", hvi.check_uuid(spec["uuid"])
     if kind == "disks":
-        return "path", spec.get("path")
+        if not spec.get("path"):
+            raise KvmError("disk needs a 'uuid' or a 'path' to be identified")
+        return "path", spec["path"]
     if not spec.get("mac"):
         raise KvmError("nic needs a 'uuid' or a 'mac' to be identified")
-    return "mac", spec["mac"].lower()
+    return "mac", str(spec["mac"]).lower()
 
 
-def load_running(where: runtime.Paths) -> dict[str, Any]:
-    if not os.path.exists(where.runtime):
-        raise KvmError(f"instance {where.name} has no runtime file in {where.runtime_dir}")
-    rt = runtime.read_file(where.runtime)[0]
-    if not process.running_pid(where):
-        raise KvmError(f"instance {where.name} is not running; hotplug needs a running QEMU (start it with kvm_instance)")
-    return rt
+def new_record(kind: str, spec: dict[str, Any], rt: Runtime, name: str) -> dict[str, Any]:
+    """The runtime record a request describes (validated; not yet placed)."""
+    inst_uuid = rt.get("uuid") or devices.derived_uuid("instance", name)
+    return devices.disk_record(spec, inst_uuid) if kind == "disks" else devices.nic_record(spec, inst_uuid)
 
 
-def plan_add(rt: dict[str, Any], kind: str, record: dict[str, Any]) -> dict[str, Any]:
+def asked_properties(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The identity-independent properties a request states, normalised like a record."""
+    if kind == "disks":
+        return {k: spec[k] for k in PROPERTIES[kind] if k in spec}
+    asked: dict[str, Any] = {}
+    if "mac" in spec:
+        asked["mac"] = str(spec["mac"]).lower()
+    if "network" in spec:
+        asked["network"] = devices.network_record(spec["network"])
+    return asked
+
+
+def mismatch(kind: str, found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The properties in which the plugged device differs from the request."""
+    return [f"{key} {found.get(key)!r} (asked: {wanted.get(key)!r})" for key in PROPERTIES[kind] if found.get(key) != wanted.get(key)]
+
+
+def plan_add(rt: Runtime, kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """The record with the hvinfo the allocator gives it (the runtime is not changed)."""
     hvp = rt["hvparams"]
-    state = runtime.bus_state(rt)
+    state = construct.bus_state(rt)
     if kind == "disks":
         if hvp["disk_type"] == "ide":
             raise KvmError("disk_type ide cannot be hotplugged (QEMU's IDE bus has no hotplug); use a SCSI or paravirtual disk_type")
@@ -78,211 +84,158 @@ def plan_add(rt: dict[str, Any], kind: str, record: dict[str, Any]) -> dict[str,
     return {**record, "hvinfo": info}
 
 
-def _drift_hint(err: KvmError, info: dict[str, Any]) -> KvmError:
-    text = err.msg.lower()
-    if any(word in text for word in ("in use", "already", "duplicate", "not available")):
-        where = f"slot {info['addr']}" if hvinfo.is_pci(info) else f"scsi-id {info.get('scsi-id')}"
-        return KvmError(f"drift: QEMU already has something at {info['bus']} {where} or id {info['id']} "
-                        f"that the runtime file does not record ({err.msg}); run kvm_instance_info to see the drift",
-                        err.step)
-    return err
-
-
-async def _request_unplug(mon: qmp.Monitor, dev_id: str, step: str) -> bool:
-    """Send device_del; False if QEMU has no such device.
-
-    QEMU refuses a repeat while the VM is paused ("already in the process
-    of unplug"): the request it holds is still pending, so that is fine.
-    """
-    try:
-        await mon.cmd("device_del", {"id": dev_id}, step=step)
-    except KvmError as err:
-        if "not found" in err.msg.lower():
-            return False
-        if "in the process of unplug" not in err.msg.lower():
-            raise
-    return True
-
-
-async def _unplug(mon: qmp.Monitor, dev_id: str, timeout: float, step: str) -> bool:
-    """device_del and wait for its DEVICE_DELETED; False if QEMU has no such device.
-
-    A guest drops an ACPI unplug request that arrives while it boots (before
-    its hotplug driver is up) and never asks again, so while no answer comes
-    the request is repeated every REREQUEST_EVERY seconds until ``timeout``.
-    A repeat re-raises the ACPI event; QEMU allows it on a running VM.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    with mon.events(DELETE_EVENTS) as listener:
-        if not await _request_unplug(mon, dev_id, step):
-            return False
-        while True:
-            left = deadline - loop.time()
-            try:
-                event = await mon.wait_for(listener, lambda ev: ev["data"].get("device") == dev_id,
-                                           min(left, REREQUEST_EVERY), f"DEVICE_DELETED for {dev_id}")
-                break
-            except qmp.QmpClosed as err:
-                raise KvmError(f"{err.msg}; the runtime file still lists {dev_id}", step) from None
-            except KvmError:  # no answer in this slice
-                if left <= REREQUEST_EVERY:
-                    raise KvmError(f"no DEVICE_DELETED for {dev_id} within {timeout:g}s (the guest did not release it)") from None
-            if not await _request_unplug(mon, dev_id, step):
-                return True  # gone between the slice's end and the repeat
-    if event["event"] == "DEVICE_UNPLUG_GUEST_ERROR":
-        raise KvmError(f"the guest refused to release {dev_id}", step)
-    return True
-
-
-def _check_verify(kind: str, info: dict[str, Any], answer: Any) -> None:
-    """The device must sit where its hvinfo says: query-pci slot for PCI, query-block qdev for SCSI."""
-    if hvinfo.is_pci(info):
-        found = qmp.pci_devices(answer).get(hvinfo.pci_slot(info))  # type: ignore[arg-type]
-        if not found or found.get("qdev_id") != info["id"]:
-            raise KvmError(f"QEMU shows {found.get('qdev_id') if found else 'nothing'} at {info['bus']} slot {info['addr']}, "
-                           f"not {info['id']}", "verify")
-    elif kind == "disks" and qmp.block_for_device(answer, info["id"]) is None:
-        raise KvmError(f"QEMU has no disk attached to {info['id']}", "verify")
-
-
-def _backend(kind: str, rec: dict[str, Any], fdname: str | None) -> tuple[tuple[str, Any] | None, tuple[str, Any] | None]:
-    """(add command, undo command) of the device's backend, or (None, None) without one."""
-    dev_id = rec["hvinfo"]["id"]
-    if kind == "disks":
-        return ("blockdev-add", devices.blockdev_args(rec)), ("blockdev-del", {"node-name": dev_id})
-    args = devices.netdev_args(rec, fdname)
-    return (("netdev_add", args), ("netdev_del", {"id": dev_id})) if args else (None, None)
-
-
-def _is_duplicate(err: Any) -> bool:
-    return isinstance(err, KvmError) and ("duplicate" in err.msg.lower() or "already" in err.msg.lower())
-
-
-async def _plug(sock: str, kind: str, rec: dict[str, Any], timeout: float) -> None:
-    """Backend, device_add and the verify query, pipelined in one burst on one connection.
-
-    QEMU runs the commands in order, so a failed backend makes the device_add
-    fail too; the answers say exactly what to undo.
-    """
-    info = rec["hvinfo"]
-    dev_id = info["id"]
-    extra = devices.disk_device_extra(rec) if kind == "disks" else devices.nic_device_extra(rec)
-    async with qmp.connect(sock) as mon:
-        fdname = None
-        if kind == "nics" and (rec.get("network") or {}).get("type") == "tap":
-            fd, rec["tap_created"] = tap.open_tap(rec["network"]["ifname"], rec["network"].get("bridge"))
-            try:
-                mon.send_fd(fd)
-            finally:
-                os.close(fd)  # QEMU keeps its own copy (getfd); a tap we created lives as long as that copy
-            fdname = dev_id
-        backend, undo = _backend(kind, rec, fdname)
-        verify = ("query-pci", None) if hvinfo.is_pci(info) else ("query-block", None)
-        burst = [("getfd", {"fdname": fdname})] if fdname else []
-        burst += ([backend] if backend else []) + [("device_add", hvinfo.device_add_args(info, **extra)), verify]
-        answers = dict(zip([item[0] for item in burst], await mon.batch(burst), strict=True))
-        if backend and _is_duplicate(answers[backend[0]]):
-            # Left over from a run killed before it saved the runtime: remove it, plug again.
-            await _unplug(mon, dev_id, timeout, "reconcile")
-            await mon.try_cmd(*undo)  # type: ignore[misc]
-            burst = [cmd for cmd in burst if cmd[0] != "getfd"]
-            answers.update(zip([item[0] for item in burst], await mon.batch(burst), strict=True))
-        try:
-            for cmd in ("getfd", backend[0] if backend else None):
-                if isinstance(answers.get(cmd), KvmError):
-                    raise answers[cmd]
-            if isinstance(answers["device_add"], KvmError):
-                raise _drift_hint(answers["device_add"], info)
-            if isinstance(answers[verify[0]], KvmError):
-                raise answers[verify[0]]
-            try:
-                _check_verify(kind, info, answers[verify[0]])
-            except KvmError:
-                await _unplug(mon, dev_id, timeout, "rollback")
-                raise
-        except BaseException:
-            if backend and not isinstance(answers.get(backend[0]), KvmError):
-                await mon.try_cmd(*undo)  # type: ignore[misc]
-            if fdname:
-                await mon.try_cmd("closefd", {"fdname": fdname})
-            raise
-
-
-async def _unplug_all(sock: str, kind: str, rec: dict[str, Any], timeout: float) -> None:
-    info = rec["hvinfo"]
-    async with qmp.connect(sock) as mon:
-        await _unplug(mon, info["id"], timeout, "device_del")
-        if kind == "disks":
-            await mon.try_cmd("blockdev-del", {"node-name": info["id"]})
-        elif rec.get("network"):
-            await mon.try_cmd("netdev_del", {"id": info["id"]})
-
-
-def present(where: runtime.Paths, kind: str, spec: dict[str, Any], check: bool, timeout: float) -> tuple[bool, dict[str, Any], dict[str, Any]]:
-    """Make sure the device is plugged; returns (changed, record, diff)."""
-    rt = load_running(where)
-    key, value = identity(kind, spec)
-    found = find(rt[kind], key, value)
-    if found:
-        return False, found, {}
-    if kind == "disks":
-        rec = devices.disk_record(spec, rt["uuid"] or devices.derived_uuid("instance", where.name))
-        devices.check_disk_path(rec, rt["hvparams"])
-        if find(rt["disks"], "path", rec["path"]) and key == "uuid":
-            raise KvmError(f"disk {rec['path']} is already plugged under another uuid")
-    else:
-        rec = devices.nic_record(spec, rt["uuid"] or devices.derived_uuid("instance", where.name))
-        if find(rt["nics"], "mac", rec["mac"]):
-            raise KvmError(f"MAC {rec['mac']} is already used by another NIC of {where.name}")
-    rec = plan_add(rt, kind, rec)
-    after = {**rt, kind: [*rt[kind], rec]}  # rt was loaded for this call alone: no copy needed
-    diff = {"before": _layout(rt), "after": _layout(after)}
-    if check:
-        return True, rec, diff
-    qmp.run(_plug(where.qmp, kind, rec, timeout))
-    runtime.write_file(where.runtime, after)
-    return True, rec, diff
-
-
-def absent(where: runtime.Paths, kind: str, spec: dict[str, Any], check: bool, timeout: float) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
-    """Make sure the device is unplugged; returns (changed, removed record, diff)."""
-    rt = load_running(where)
-    key, value = identity(kind, spec)
-    found = find(rt[kind], key, value)
-    if not found:
-        return False, None, {}
-    after = {**rt, kind: [rec for rec in rt[kind] if rec is not found]}
-    diff = {"before": _layout(rt), "after": _layout(after)}
-    if check:
-        return True, found, diff
-    qmp.run(_unplug_all(where.qmp, kind, found, timeout))
-    runtime.write_file(where.runtime, after)
-    return True, found, diff
-
-
-def _layout(rt: dict[str, Any]) -> str:
-    lines = []
-    for kind in ("disks", "nics"):
-        for rec in rt[kind]:
-            info = rec["hvinfo"]
-            where = f"slot {info['addr']}" if hvinfo.is_pci(info) else f"scsi-id {info.get('scsi-id')}" if hvinfo.is_scsi(info) else f"unit {info.get('unit')}"
-            lines.append(f"{info['id']} {info['driver']} {info['bus']} {where}")
+def layout(rt: Runtime) -> str:
+    """The device layout as diff mode shows it, one device per line."""
+    lines = [f"{dev['hvinfo']['id']} {dev['hvinfo']['driver']} {hvi.where(dev['hvinfo'])}"
+             for kind in ("disks", "nics") for dev in rt[kind]]  # type: ignore[literal-required]
     return "\n".join(lines) + "\n"
 
 
-def module_action(module: Any, kind: str, option: str) -> dict[str, Any]:
+def load_running(rd: RunDir, where: Paths, check: bool) -> Runtime:
+    found = runtime_file.load(rd, where.name)
+    if found is None:
+        raise KvmError(f"instance {where.name} has no runtime file in {where.runtime_dir}")
+    pid = process.running_pid(rd, where)
+    if not pid:
+        raise KvmError(f"instance {where.name} is not running; hotplug needs a running QEMU (start it with kvm_instance)")
+    return lifecycle.settle_incoming(rd, where, found[0], pid, write=not check)
+
+
+async def settle_journal(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, call: Call, timeout: float) -> None:
+    """Finish or undo what a killed writer left in QEMU, then drop its journal."""
+    entries = journal.read(rd, where)
+    if not entries:
+        return
+    known = {dev["uuid"] for kind in ("disks", "nics") for dev in rt[kind]}  # type: ignore[literal-required]
+    items = [Item(kind, rec) for kind, rec in entries if rec.get("uuid") not in known]
+    committed, removed = await engine.reconcile(mon, items, timeout) if items else ([], [])
+    for item in committed:
+        rt[item.kind].append(item.record)  # type: ignore[literal-required]
+    if committed:
+        runtime_file.save(rd, where.name, rt)
+    journal.clear(rd, where)
+    for item in committed:
+        call.warn(f"an interrupted hotplug of {item.id} had completed in QEMU; the runtime file records it now")
+    for item in removed:
+        call.warn(f"an interrupted hotplug of {item.id} left parts in QEMU; they were removed")
+
+
+async def commit_add(mon: qmp.Monitor, rd: RunDir, where: Paths, before: Runtime, after: Runtime,
+                     items: list[Item], timeout: float) -> None:
+    """Journal, plug, save: the runtime file gets the devices only once QEMU has them all."""
+    journal.write(rd, where, [(item.kind, item.record) for item in items])
+    faults.point("journalled")
+    try:
+        await engine.plug(mon, items, before["hvparams"], timeout)
+    except PlugFailed as err:
+        if err.clean:
+            journal.clear(rd, where)
+        raise
+    try:
+        faults.point("before-save")
+        runtime_file.save(rd, where.name, after)
+    except KvmError as err:
+        _gone, stuck = await engine.unplug(mon, items, timeout, "rollback")
+        if stuck:
+            raise KvmError(f"{err.msg}; the new device(s) could not be unplugged again, the next run reconciles them", "save") from None
+        journal.clear(rd, where)
+        raise KvmError(f"{err.msg}; the new device(s) were unplugged again, nothing changed", "save") from None
+    journal.clear(rd, where)
+
+
+class HotplugOp:
+    def __init__(self, call: Call, rd: RunDir, where: Paths, kind: str, spec: dict[str, Any]) -> None:
+        self.call, self.rd, self.where, self.kind, self.spec = call, rd, where, kind, spec
+        self.timeout = float(call.params["unplug_timeout"])
+
+    async def _present(self, mon: Any, rt: Runtime) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+        if not self.call.check:
+            await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
+        key, value = identity(self.kind, self.spec)
+        found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
+        if found is not None:
+            differs = mismatch(self.kind, found, {**found, **asked_properties(self.kind, self.spec)})
+            if differs:
+                raise KvmError(f"{self.kind[:-1]} {found['hvinfo']['id']} is plugged with {', '.join(differs)}; "
+                               "unplug it first (state=absent) to plug it again with other properties")
+            sock = self.where.qmp if mon is not None else lifecycle.query_socket(self.rd, self.where)
+            present = await _has_device(mon, sock, found["hvinfo"]["id"])
+            if present:
+                return False, found, {}
+            self.call.warn(f"QEMU had lost {found['hvinfo']['id']}; "
+                           + ("it would be plugged again" if self.call.check else "plugged it again") + " at its recorded address")
+            if not self.call.check:
+                await engine.replug(mon, Item(self.kind, found), rt["hvparams"], self.timeout)
+            return True, found, {}
+        wanted = new_record(self.kind, self.spec, rt, self.where.name)
+        clash = find(rt[self.kind], "path" if self.kind == "disks" else "mac", wanted["path" if self.kind == "disks" else "mac"])  # type: ignore[literal-required]
+        if clash is not None:
+            what = f"disk {wanted['path']}" if self.kind == "disks" else f"MAC {wanted['mac']}"
+            raise KvmError(f"{what} is already used by {clash['hvinfo']['id']} of {self.where.name} (another uuid)")
+        record = plan_add(rt, self.kind, wanted)
+        after = runtime_file.copy(rt)
+        after[self.kind].append(record)  # type: ignore[literal-required]
+        diff = {"before": layout(rt), "after": layout(after)}
+        if self.call.check:
+            return True, record, diff
+        await commit_add(mon, self.rd, self.where, rt, after, [Item(self.kind, record)], self.timeout)
+        return True, record, diff
+
+    async def _absent(self, mon: Any, rt: Runtime) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+        if not self.call.check:
+            await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
+        key, value = identity(self.kind, self.spec)
+        found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
+        if found is None:
+            return False, None, {}
+        after = runtime_file.copy(rt)
+        after[self.kind] = [rec for rec in after[self.kind] if rec["uuid"] != found["uuid"]]  # type: ignore[literal-required]
+        diff = {"before": layout(rt), "after": layout(after)}
+        if self.call.check:
+            return True, found, diff
+        _gone, stuck = await engine.unplug(mon, [Item(self.kind, found)], self.timeout)
+        if stuck:
+            raise stuck[0][1]
+        try:
+            runtime_file.save(self.rd, self.where.name, after)
+        except KvmError as err:
+            raise KvmError(f"{err.msg}; QEMU already released {found['hvinfo']['id']}: run again to finish", "save") from None
+        return True, found, diff
+
+    async def run(self, state: str) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+        rt = load_running(self.rd, self.where, self.call.check)
+        handler = self._present if state == "present" else self._absent
+        if self.call.check:
+            return await handler(None, rt)
+        async with qmp.connect(self.where.qmp) as mon:
+            return await handler(mon, rt)
+
+
+async def _has_device(mon: qmp.Monitor | None, sock: str, dev_id: str) -> bool:
+    """Whether QEMU has a device ``dev_id`` (on the open monitor, or a short read-only connection)."""
+    if mon is not None:
+        return dev_id in query.peripherals(await mon.cmd("qom-list", {"path": "/machine/peripheral"}))
+    async with qmp.connect(sock, timeout=5) as ro:
+        return dev_id in query.peripherals(await ro.cmd("qom-list", {"path": "/machine/peripheral"}))
+
+
+def apply(call: Call, kind: str, option: str) -> dict[str, Any]:
     """The whole kvm_disk_hotplug / kvm_nic_hotplug call, under the instance lock."""
-    params = module.params
-    where = runtime.paths(params["runtime_dir"], params["instance"])
+    params = call.params
+    where = paths(params["runtime_dir"], params["instance"])
     spec = {k: v for k, v in (params[option] or {}).items() if v is not None}
-    handler = present if params["state"] == "present" else absent
-    if module.check_mode:
-        changed, rec, diff = handler(where, kind, spec, True, params["unplug_timeout"])
-    else:
-        with runtime.locked(where):
-            changed, rec, diff = handler(where, kind, spec, False, params["unplug_timeout"])
+    identity(kind, spec)  # bad input fails before anything is opened or locked
+    rd = open_rundir(where.runtime_dir, create=False)
+    with rd:
+        if rd.missing or not rd.exists(where.name + ".runtime.json"):
+            raise KvmError(f"instance {where.name} has no runtime file in {where.runtime_dir}")
+        op = HotplugOp(call, rd, where, kind, spec)
+        if call.check:
+            changed, rec, diff = qmp.run(op.run(params["state"]))
+        else:
+            with rd.lock(where.name, keep_if=where.name + ".runtime.json"):
+                changed, rec, diff = qmp.run(op.run(params["state"]))
     result: dict[str, Any] = {"changed": changed, "device": devices.public(rec) if rec else None}
-    if module._diff and changed:
+    if call.diff and changed and diff:
         result["diff"] = diff
     return result

@@ -1,42 +1,40 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Instance lifecycle behind ``kvm_instance``: plan, start, stop, remove, incoming.
+"""``kvm_instance``: make an instance running, stopped, absent or a migration target.
 
-The runtime file is written before QEMU starts and removed again if the
-start fails, so a runtime file always describes what runs (or what ran, for
-a stopped instance). A stopped instance keeps its runtime file with
-``"stopped": true``; starting it again reuses every recorded hvinfo, so all
-devices keep their addresses. A runtime file without that mark and without a
-live QEMU means QEMU died behind our back: ``running`` restarts it from the
-file and reports ``recovered``.
+A stopped instance keeps its runtime file marked ``stopped``; starting it
+again reuses every recorded hvinfo, so all devices keep their addresses. A
+runtime file without a mark and without a live QEMU means QEMU died behind
+our back: ``running`` restarts it from the file and reports ``recovered``.
+A runtime file marked ``incoming`` belongs to a migration target: once QEMU
+there runs the migrated guest the mark is dropped; if that QEMU is gone the
+migration failed and the instance lives on the source, so nothing here
+ever boots a second copy of it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file as runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams, uri
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING, STOPPED, base
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-SPEC_KEYS = ("memory", "vcpus", "hvparams")
+MIN_MEMORY = 64
 
 
 def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
-    """Validate the module parameters into an instance spec (no I/O but stat of disks)."""
-    name = runtime.check_name(params["name"])
+    """Validate the module parameters into an instance spec (pure)."""
+    name = params["name"]
     uuid = hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else devices.derived_uuid("instance", name)
-    for key, low in (("memory", 16), ("vcpus", 1)):
+    for key, low in (("memory", MIN_MEMORY), ("vcpus", 1)):
         if params[key] < low:
             raise KvmError(f"{key} must be at least {low}")
     hvp = hvparams.normalize(params.get("hvparams") or {})
@@ -51,13 +49,13 @@ def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
             "hvparams": hvp, "disks": disks, "nics": nics}
 
 
-def _dev_key(dev: dict[str, Any], kind: str) -> tuple:
+def _dev_key(dev: Any, kind: str) -> tuple[Any, ...]:
     if kind == "disks":
         return (dev["uuid"], dev["path"], dev["format"], dev["mode"])
     return (dev["uuid"], dev["mac"], repr(dev.get("network")))
 
 
-def summary(spec: dict[str, Any]) -> dict[str, Any]:
+def summary(spec: Any) -> dict[str, Any]:
     """The comparable part of a spec or runtime (for diff and idempotence)."""
     return {
         "memory": spec.get("memory"),
@@ -68,7 +66,7 @@ def summary(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def differences(rt: dict[str, Any], spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+def differences(rt: Any, spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(pending spec changes, device list changes) between a runtime and a request."""
     pending = [f"{key}: {rt.get(key)!r} -> {spec[key]!r}" for key in ("memory", "vcpus") if rt.get(key) != spec[key]]
     pending += [f"hvparams.{key}: {rt['hvparams'].get(key)!r} -> {value!r}"
@@ -83,7 +81,7 @@ def differences(rt: dict[str, Any], spec: dict[str, Any]) -> tuple[list[str], li
     return pending, device_changes
 
 
-def merge_devices(old: list[dict[str, Any]], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     """New device records that keep the recorded hvinfo of devices already known.
 
     A recorded hvinfo is kept when the same uuid is asked for again and the
@@ -98,122 +96,174 @@ def merge_devices(old: list[dict[str, Any]], new: list[dict[str, Any]], hvp: dic
         prev = recorded.get(dev["uuid"])
         info = prev.get("hvinfo") if prev else None
         if info and info["driver"] == driver and (not hvinfo.is_pci(info) or hvinfo.pci_slot(info) in window):
-            kept = {key: prev[key] for key in ("tap_created",) if key in prev}
-            merged.append({**dev, **kept, "hvinfo": info})
+            merged.append({**dev, "hvinfo": info})
         else:
             merged.append(dev)
     return merged
 
 
-def plan_runtime(spec: dict[str, Any], binary: str, old: dict[str, Any] | None = None) -> dict[str, Any]:
+def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None) -> Runtime:
     """The runtime a start of ``spec`` would write (reusing ``old``'s addresses)."""
     disks = [dict(d) for d in spec["disks"]]
     nics = [dict(n) for n in spec["nics"]]
     if old:
         disks = merge_devices(old["disks"], disks, spec["hvparams"], "disks")
         nics = merge_devices(old["nics"], nics, spec["hvparams"], "nics")
-    return runtime.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary, disks, nics)
+    return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary, disks, nics)
 
 
-async def _query_status(sock: str) -> str:
-    async with qmp.connect(sock, timeout=5) as mon:
-        return (await mon.cmd("query-status"))["status"]
+class InstanceOp:
+    """One kvm_instance call: each state honours check mode before it acts."""
 
+    def __init__(self, call: Call, rd: RunDir, where: Paths) -> None:
+        self.call = call
+        self.params = call.params
+        self.check = call.check
+        self.rd = rd
+        self.where = where
 
-def status(where: runtime.Paths) -> tuple[str, int | None]:
-    """(status, pid): running/paused/incoming/... from QEMU, stopped, or absent."""
-    pid = process.running_pid(where)
-    if pid:
-        try:
-            state = qmp.run(_query_status(where.qmp))
-        except KvmError:
-            state = "unknown"
-        return ("incoming" if state == "inmigrate" else state), pid
-    return ("stopped" if os.path.exists(where.runtime) else "absent"), None
+    def _load(self) -> Runtime | None:
+        found = runtime_file.load(self.rd, self.where.name)
+        return found[0] if found else None
 
+    def _save(self, rt: Runtime) -> None:
+        if not self.check:
+            runtime_file.save(self.rd, self.where.name, rt)
 
-def load(where: runtime.Paths) -> dict[str, Any] | None:
-    if not os.path.exists(where.runtime):
-        return None
-    return runtime.read_file(where.runtime)[0]
-
-
-def start(rt: dict[str, Any], where: runtime.Paths, incoming: str | None = None) -> int:
-    """Write the runtime file, then start QEMU; undo the write if QEMU fails."""
-    existed = os.path.exists(where.runtime)
-    before = open(where.runtime, encoding="utf-8").read() if existed else None
-    rt.pop("stopped", None)
-    runtime.write_file(where.runtime, rt)
-    try:
-        pid = process.start(rt, where, "defer" if incoming else None)[0]
-        if incoming:
-            qmp.run(_listen(where.qmp, incoming))
-    except BaseException:
-        process.cleanup(where)
-        if before is None:
-            for name in (where.runtime, where.serial):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name)
+    def _result(self, changed: bool, rt: Runtime | None, before: dict[str, Any] | None = None,
+                after: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+        state, pid = lifecycle.status(self.rd, self.where)
+        if rt is not None and rt.get("mark") == INCOMING and pid is None:
+            state = "incoming-failed"
+        result: dict[str, Any] = {"changed": changed, "pending": [], "recovered": False, **extra}
+        if rt is not None:
+            result["instance"] = lifecycle.public(rt, self.where, state, pid)
         else:
-            runtime.write_file(where.runtime, before)
-        raise
-    return pid
+            uuid = self.params.get("uuid") or devices.derived_uuid("instance", self.where.name)
+            result["instance"] = {"name": self.where.name, "uuid": uuid, "status": state, "pid": pid,
+                                  "qmp_socket": self.where.qmp, "runtime_file": self.where.runtime,
+                                  "serial_log": self.where.serial, "disks": [], "nics": [], "cmdline": []}
+        if self.call.diff and changed:
+            result["diff"] = {"before": before or {}, "after": after or {}}
+        return result
+
+    def running(self) -> dict[str, Any]:
+        spec = requested_spec(self.params)
+        old = self._load()
+        pid = process.running_pid(self.rd, self.where)
+        if pid and old is None:
+            raise KvmError(f"a QEMU (pid {pid}) runs for {self.where.name} without a runtime file; stop it first with state=stopped")
+        if old is not None:
+            old = lifecycle.settle_incoming(self.rd, self.where, old, pid, write=not self.check)
+        if pid and old is not None:
+            pending, device_changes = differences(old, spec)
+            for note in pending:
+                self.call.warn(f"{note} is pending: it takes effect at the next start")
+            for note in device_changes:
+                self.call.warn(note)
+            return self._result(False, old, pending=pending + device_changes)
+        recovered = old is not None and old.get("mark") != STOPPED
+        if old is not None and recovered:
+            # QEMU died behind our back: bring back exactly what ran (hotplugs included).
+            planned = old
+            pending, device_changes = differences(old, spec)
+            for note in pending + device_changes:
+                self.call.warn(f"recovering from the runtime file; not applied: {note}")
+        else:
+            planned = plan_runtime(spec, self.params["qemu_binary"], old)
+        user = process.resolve_user(self.params["qemu_user"])
+        for disk in planned["disks"]:
+            host.check_disk(dict(disk), planned["hvparams"])
+        before = summary(old) if old else {}
+        after = summary(planned)
+        if self.check:
+            result = self._result(True, planned, before, after, recovered=recovered)
+            result["instance"]["status"] = "running"
+            return result
+        lifecycle.start(self.rd, self.where, planned, user)
+        if recovered:
+            self.call.warn(f"instance {self.where.name} had died; started it again from its runtime file")
+        return self._result(True, planned, before, after, recovered=recovered)
+
+    def stopped(self) -> dict[str, Any]:
+        old = self._load()
+        pid = process.running_pid(self.rd, self.where)
+        if old is not None and old.get("mark") == INCOMING and pid is None:
+            return self._result(False, old)  # a failed migration target: nothing runs, nothing to mark
+        if not pid:
+            if old is None or old.get("mark") == STOPPED:
+                return self._result(False, old)
+            old["mark"] = STOPPED  # QEMU died: it stays down until asked to run
+            if not self.check:
+                self._save(old)
+                lifecycle.remove_plumbing(self.rd, self.where)
+            return self._result(True, old, {"status": "died"}, {"status": "stopped"})
+        if not self.check:
+            lifecycle.stop(self.rd, self.where, self.params["shutdown_timeout"])
+            if old is not None:
+                old.pop("mark", None)
+                old["mark"] = STOPPED
+                self._save(old)
+        return self._result(True, old, {"status": "running"}, {"status": "stopped"})
+
+    def absent(self) -> dict[str, Any]:
+        old = None
+        try:
+            old = self._load()
+        except KvmError:
+            pass  # a damaged runtime file is removed all the same
+        pid = process.running_pid(self.rd, self.where)
+        exists = pid is not None or any(self.rd.exists(n) for n in self.where.all_names() if not n.endswith(".lock"))
+        if not self.check:
+            lifecycle.stop(self.rd, self.where, 0, graceful=False)
+            lifecycle.remove_all(self.rd, self.where)
+        result = self._result(exists, None, {"status": "present"}, {"status": "absent"})
+        if old is not None:
+            result["instance"]["uuid"] = old.get("uuid") or result["instance"]["uuid"]
+            if self.check:
+                result["instance"] = lifecycle.public(old, self.where, "absent", None)
+        return result
+
+    def incoming(self) -> dict[str, Any]:
+        target = uri.parse(self.params["migration_uri"], "migration_uri")
+        source = runtime_file.read_path(self.params["runtime"])[0]
+        source.pop("mark", None)
+        source.pop("pending", None)
+        state, pid = lifecycle.status(self.rd, self.where)
+        current = self._load()
+        if pid:
+            if state == "incoming" and current is not None and summary(current) == summary(source) \
+                    and [d["hvinfo"] for d in current["disks"] + current["nics"]] == \
+                    [d["hvinfo"] for d in source["disks"] + source["nics"]]:
+                return self._result(False, current)
+            raise KvmError(f"instance {self.where.name} already runs here ({state}); remove it first with state=absent")
+        if current is not None and current.get("mark") != INCOMING:
+            raise KvmError(f"instance {self.where.name} already has a runtime file here ({self.where.runtime}); "
+                           "remove it first with state=absent")
+        user = process.resolve_user(self.params["qemu_user"])
+        for disk in source["disks"]:
+            host.check_disk(dict(disk), source["hvparams"])
+        if self.check:
+            result = self._result(True, source, {}, summary(source))
+            result["instance"]["status"] = "incoming"
+            return result
+        if target.kind == "unix" and target.path:
+            lifecycle.check_unix_target(target.path)
+        lifecycle.start(self.rd, self.where, source, user, incoming_uri=target.uri)
+        return self._result(True, source, {}, summary(source))
 
 
-# The return path lets the target tell the source that loading failed, so
-# the source never counts a migration as done that the target could not use.
-MIGRATION_CAPS = [{"capability": "events", "state": True}, {"capability": "return-path", "state": True}]
-
-
-async def _listen(sock: str, uri: str) -> None:
-    """Make a ``-incoming defer`` QEMU listen on ``uri`` with our migration capabilities."""
-    async with qmp.connect(sock) as mon:
-        await mon.cmd("migrate-set-capabilities", {"capabilities": MIGRATION_CAPS}, step="incoming")
-        await mon.cmd("migrate-incoming", {"uri": uri}, step="incoming")
-
-
-async def _powerdown(sock: str, pid: int, timeout: float) -> None:
-    """Ask the guest to power off; wait for QEMU to exit, else quit it."""
-    async with qmp.connect(sock) as mon:
-        await mon.try_cmd("system_powerdown")
-        loop = asyncio.get_running_loop()
-        exited = await loop.run_in_executor(None, process.wait_exit, pid, timeout)
-        if not exited:
-            await mon.try_cmd("quit")
-
-
-def stop(where: runtime.Paths, timeout: float, graceful: bool = True) -> None:
-    """Stop QEMU: ACPI powerdown with a deadline, then ``quit``, then SIGKILL."""
-    pid = process.running_pid(where)
-    if not pid:
-        return
-    if graceful:
-        with contextlib.suppress(KvmError):
-            qmp.run(_powerdown(where.qmp, pid, timeout))
-    else:
-        with contextlib.suppress(KvmError):
-            qmp.run(_quit(where.qmp))
-    if not process.wait_exit(pid, 10):
-        process.stop_hard(where)
-    process.remove_files(where)
-
-
-async def _quit(sock: str) -> None:
-    async with qmp.connect(sock, timeout=5) as mon:
-        await mon.try_cmd("quit")
-
-
-def public(rt: dict[str, Any], where: runtime.Paths, state: str, pid: int | None) -> dict[str, Any]:
-    """The ``instance`` a module returns."""
-    return {
-        "name": where.name,
-        "uuid": rt.get("uuid"),
-        "status": state,
-        "pid": pid,
-        "qmp_socket": where.qmp,
-        "runtime_file": where.runtime,
-        "serial_log": where.serial,
-        "disks": [devices.public(d) for d in rt["disks"]],
-        "nics": [devices.public(n) for n in rt["nics"]],
-        "cmdline": cmdline.launch_argv(rt, where.qmp, where.pidfile, where.serial),
-    }
+def apply(call: Call) -> dict[str, Any]:
+    """The whole kvm_instance call: validate, then act under the instance lock."""
+    where = paths(call.params["runtime_dir"], call.params["name"])
+    state = call.params["state"]
+    if state == "running":
+        requested_spec(call.params)  # bad input fails before anything is created or locked
+    rd = open_rundir(where.runtime_dir, create=not call.check and state in ("running", "incoming"))
+    with rd:
+        op = InstanceOp(call, rd, where)
+        handler = getattr(op, state)
+        if call.check or rd.missing:
+            return handler()
+        with rd.lock(where.name, keep_if=base(where.runtime)):
+            return handler()

@@ -4,35 +4,57 @@
 """The QEMU command line, built as an argv list (never a shell string).
 
 It has three parts so that migration can rebuild it on another host:
-``kvm_cmd`` (fixed: machine, memory, cpus, kernel, SCSI controller) and
-``kvm_extra`` are recorded in the runtime file; the devices come from the
-recorded disks and NICs (their hvinfo); the host plumbing (QMP socket, pid
-file, serial log, ``-daemonize``, ``-incoming``) is added at launch for the
-host's own runtime directory.
+``kvm_cmd`` (fixed: machine, memory, cpus, kernel) and ``kvm_extra`` are
+recorded in the runtime file; the devices come from the recorded records
+(their hvinfo); the host plumbing (sandbox, QMP monitors, serial log,
+``-incoming``) is added at launch for this host.
+
+QEMU opens nothing by name that the module can open for it: the monitors
+are listening sockets, the serial log, disks and taps are descriptors
+(``fd=N``, ``-add-fd`` fdsets), so QEMU can run as an unprivileged user
+without access to the runtime directory or the disk images. Devices,
+block nodes and netdevs are given as JSON, which QEMU parses with the same
+types as QMP: no value needs escaping and no value can add a property.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices as devs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+
+# seccomp: no obsolete syscalls, no set*id, no fork/exec, no scheduler or
+# resource changes. QEMU needs none of them: it is handed everything.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+SERIAL_FDSET = 1
+FIRST_DISK_FDSET = 2
 
 
-def flatten(args: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested QMP arguments -> the dotted keys of QEMU's key=value syntax."""
-    flat: dict[str, Any] = {}
-    for key, value in args.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+@dataclass
+class HostFds:
+    """Descriptors the module opened for one start, by what they are for."""
+
+    qmp: int
+    qmp_ro: int
+    serial: int
+    disks: dict[str, tuple[int, bool]] = field(default_factory=dict)  # device id -> (fd, is a block device)
+    taps: dict[str, int] = field(default_factory=dict)  # device id -> fd
+
+    def all(self) -> list[int]:
+        return [self.qmp, self.qmp_ro, self.serial, *(fd for fd, _blk in self.disks.values()), *self.taps.values()]
+
+
+def to_json(args: dict[str, Any]) -> str:
+    return json.dumps(args, separators=(",", ":"))
 
 
 def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any]) -> list[str]:
-    """Everything but devices, extras and host plumbing."""
+    """Everything but devices, extras and host plumbing (the runtime's ``kvm_cmd``)."""
     argv = [
         binary,
         "-name", hvi.escape(name),
@@ -44,9 +66,9 @@ def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvpar
         "-display", "none",
     ]
     if hvparams.get("cpu_type"):
-        argv += ["-cpu", hvi.escape(hvparams["cpu_type"])]
+        argv += ["-cpu", hvparams["cpu_type"]]  # not QemuOpts: checked against a strict grammar instead
     if hvparams.get("kernel_path"):
-        argv += ["-kernel", hvparams["kernel_path"]]  # a plain file name, not key=value
+        argv += ["-kernel", hvparams["kernel_path"]]  # plain file names and text, not key=value
         if hvparams.get("initrd_path"):
             argv += ["-initrd", hvparams["initrd_path"]]
         if hvparams.get("kernel_args"):
@@ -57,40 +79,41 @@ def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvpar
     return argv
 
 
-def device_argv(disks: list[dict[str, Any]], nics: list[dict[str, Any]]) -> list[str]:
-    """A block node + ``-device`` per disk, then ``-netdev`` + ``-device`` per NIC."""
-    argv: list[str] = []
-    for disk in disks:
-        argv += ["-blockdev", hvi.options(None, flatten(devs.blockdev_args(disk)))]
-        argv += ["-device", hvi.device_option(disk["hvinfo"], **devs.disk_device_extra(disk))]
-    for nic in nics:
-        netdev = devs.netdev_args(nic)
-        if netdev:
-            argv += ["-netdev", hvi.options(netdev.pop("type"), netdev)]
-        argv += ["-device", hvi.device_option(nic["hvinfo"], **devs.nic_device_extra(nic))]
-    return argv
-
-
-def plumbing_argv(qmp_socket: str, pidfile: str, serial_log: str, incoming: str | None = None) -> list[str]:
-    """Host-local options: QMP control socket, pid file, serial log, daemonize."""
+def plumbing_argv(fds: HostFds, incoming: bool = False) -> list[str]:
+    """Host-local options: sandbox, two QMP monitors, the serial log, ``-incoming defer``."""
     argv = [
-        "-chardev", hvi.options("socket", {"id": "qmp", "path": qmp_socket, "server": True, "wait": False}),
+        "-sandbox", SANDBOX,
+        "-chardev", f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
-        "-chardev", hvi.options("file", {"id": "serial0", "path": serial_log}),
+        "-chardev", f"socket,id=qmp-ro,fd={fds.qmp_ro},server=on,wait=off",
+        "-mon", "chardev=qmp-ro,mode=control",
+        "-add-fd", f"fd={fds.serial},set={SERIAL_FDSET},opaque=serial",
+        "-chardev", f"file,id=serial0,path=/dev/fdset/{SERIAL_FDSET}",
         "-serial", "chardev:serial0",
-        "-pidfile", pidfile,
-        "-daemonize",
     ]
     if incoming:
-        argv += ["-incoming", incoming]
+        argv += ["-incoming", "defer"]
     return argv
 
 
-def launch_argv(runtime: dict[str, Any], qmp_socket: str, pidfile: str, serial_log: str, incoming: str | None = None) -> list[str]:
+def device_argv(runtime: Runtime, fds: HostFds) -> list[str]:
+    """Per disk an fdset, a block node and a ``-device``; per NIC a ``-netdev`` and a ``-device``."""
+    argv: list[str] = []
+    for fdset, disk in enumerate(runtime["disks"], start=FIRST_DISK_FDSET):
+        dev_id = disk["hvinfo"]["id"]
+        fd, block_device = fds.disks[dev_id]
+        argv += ["-add-fd", f"fd={fd},set={fdset},opaque={hvi.escape(dev_id)}"]
+        argv += ["-blockdev", to_json(devs.blockdev_args(dict(disk), f"/dev/fdset/{fdset}", block_device))]
+        argv += ["-device", to_json(hvi.device_args(disk["hvinfo"], **devs.disk_device_extra(dict(disk))))]
+    for nic in runtime["nics"]:
+        dev_id = nic["hvinfo"]["id"]
+        netdev = devs.netdev_args(dict(nic), str(fds.taps[dev_id]) if dev_id in fds.taps else None)
+        if netdev:
+            argv += ["-netdev", to_json(netdev)]
+        argv += ["-device", to_json(hvi.device_args(nic["hvinfo"], **devs.nic_device_extra(dict(nic))))]
+    return argv
+
+
+def launch_argv(runtime: Runtime, fds: HostFds, incoming: bool = False) -> list[str]:
     """The full argv for ``runtime`` on this host: fixed, plumbing, devices, extras last."""
-    return [
-        *runtime["kvm_cmd"],
-        *plumbing_argv(qmp_socket, pidfile, serial_log, incoming),
-        *device_argv(runtime["disks"], runtime["nics"]),
-        *runtime.get("kvm_extra", []),
-    ]
+    return [*runtime["kvm_cmd"], *plumbing_argv(fds, incoming), *device_argv(runtime, fds), *runtime.get("kvm_extra", [])]

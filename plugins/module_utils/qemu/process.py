@@ -1,102 +1,144 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Starting QEMU and telling whether it still runs.
+"""Starting QEMU as an unprivileged user, and knowing it is still the same process.
 
-QEMU is started daemonized from an argv list (no shell); its parent exits
-only once the VM is set up, so a bad option or a missing file is an error
-here, with QEMU's own message. Liveness is the pid file's process being a
-QEMU that still has our pid file on its command line.
+The module (root) spawns QEMU itself, directly as the QEMU user (never
+root, unless ``qemu_user: root`` asks for it), in a new session, with a
+minimal environment and exactly the descriptors it needs. The module writes
+the pid file itself, with the process's start time: a pid is only ever
+signalled after the start time in ``/proc`` matched, through a pidfd, so a
+recycled pid or a QEMU this module did not start is never killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import select
+import signal
 import subprocess
-from typing import Any
+from dataclasses import dataclass
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.runtime_file import Paths, ensure_dir
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 
-START_TIMEOUT = 120
+DEFAULT_QEMU_USER = "kvmhv-qemu"
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
-def read_pid(where: Paths) -> int | None:
+@dataclass(frozen=True)
+class QemuUser:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+def resolve_user(name: str) -> QemuUser:
+    """The account QEMU runs as; a missing one is a clear error naming the role that creates it."""
     try:
-        with open(where.pidfile, encoding="ascii") as handle:
-            return int(handle.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise KvmError(
+            f"QEMU user {name!r} does not exist on this host: create it with the kvmhv.qemu.kvm_host role "
+            "(or set qemu_user: root to run QEMU as root, without the privilege separation)"
+        ) from None
+    groups = tuple(os.getgrouplist(name, entry.pw_gid))
+    me = os.geteuid()
+    if me not in (0, entry.pw_uid):
+        raise KvmError(f"running QEMU as {name!r} needs root; the module runs as uid {me}")
+    return QemuUser(name, entry.pw_uid, entry.pw_gid, groups)
 
 
-def pid_alive(pid: int | None, where: Paths) -> bool:
-    """True if ``pid`` is a live process whose command line names our pid file."""
-    if not pid:
-        return False
+def group_name(gid: int) -> str:
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            argv = handle.read().split(b"\0")
-    except OSError:
-        return False
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def starttime(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), None if it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
-            if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False
+            fields = handle.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return False
-    return where.pidfile.encode() in argv
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
-def running_pid(where: Paths) -> int | None:
-    pid = read_pid(where)
-    return pid if pid_alive(pid, where) else None
-
-
-def start(runtime: dict[str, Any], where: Paths, incoming: str | None = None) -> tuple[int, list[str]]:
-    """Launch QEMU for ``runtime`` on this host; return (pid, argv).
-
-    On failure nothing is left behind: no process, socket or pid file.
-    """
-    ensure_dir(where.runtime_dir)
-    for stale in (where.qmp, where.pidfile):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stale)
-    argv = cmdline.launch_argv(runtime, where.qmp, where.pidfile, where.serial, incoming)
+def read_pid(rd: RunDir, where: Paths) -> tuple[int, int | None] | None:
+    """(pid, start time) from the pid file; the start time is None in files QEMU wrote itself."""
+    text = rd.read_text(os.path.basename(where.pidfile))
+    if not text:
+        return None
+    parts = text.split()
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=START_TIMEOUT, check=False)
+        pid = int(parts[0])
+        started = int(parts[1]) if len(parts) > 1 else None
+    except (ValueError, IndexError):
+        return None
+    return (pid, started) if pid > 0 else None
+
+
+def _cmdline_names(pid: int, path: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return path.encode() in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def running_pid(rd: RunDir, where: Paths) -> int | None:
+    """The instance's QEMU pid if that very process still runs.
+
+    A pid file with a start time (written by this module) must match
+    ``/proc``; one without (written by QEMU's ``-pidfile``, as earlier
+    versions and Ganeti do) must name itself on the process's command line.
+    """
+    found = read_pid(rd, where)
+    if found is None:
+        return None
+    pid, started = found
+    now = starttime(pid)
+    if now is None:
+        return None
+    if started is not None:
+        return pid if now == started else None
+    return pid if _cmdline_names(pid, where.pidfile) else None
+
+
+def write_pid(rd: RunDir, where: Paths, pid: int) -> None:
+    started = starttime(pid)
+    rd.write_atomic(os.path.basename(where.pidfile), f"{pid} {started or 0}\n")
+
+
+def spawn(argv: list[str], pass_fds: list[int], user: QemuUser, log_fd: int) -> subprocess.Popen[bytes]:
+    """Start QEMU as ``user`` with exactly ``pass_fds`` open; stdout and stderr go to ``log_fd``."""
+    as_other = user.uid != os.geteuid()
+    try:
+        return subprocess.Popen(
+            argv,
+            pass_fds=pass_fds,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            cwd="/",
+            env=ENV,
+            start_new_session=True,
+            user=user.uid if as_other else None,
+            group=user.gid if as_other else None,
+            extra_groups=list(user.groups) if as_other else None,
+        )
     except FileNotFoundError:
         raise KvmError(f"QEMU binary {argv[0]} not found; install qemu-system-x86 or set qemu_binary") from None
-    except subprocess.TimeoutExpired:
-        cleanup(where)
-        raise KvmError(f"QEMU did not finish starting within {START_TIMEOUT}s") from None
-    pid = read_pid(where)
-    if done.returncode != 0 or not pid_alive(pid, where):
-        cleanup(where)
-        lines = [ln.strip() for ln in (done.stderr or "").splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"exit status {done.returncode}"
-        raise KvmError(f"QEMU failed to start: {reason}")
-    os.chmod(where.qmp, 0o600)
-    return pid, argv
-
-
-def kill(where: Paths) -> None:
-    """Hard stop (SIGKILL) of the instance's QEMU, if it runs."""
-    pid = running_pid(where)
-    if pid:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, 9)
-
-
-def cleanup(where: Paths) -> None:
-    """Kill a QEMU that still runs and remove socket and pid file."""
-    kill(where)
-    for stale in (where.qmp, where.pidfile):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(stale)
+    except OSError as err:
+        raise KvmError(f"cannot start QEMU ({argv[0]}): {err.strerror}") from None
 
 
 def wait_exit(pid: int, timeout: float) -> bool:
@@ -106,27 +148,44 @@ def wait_exit(pid: int, timeout: float) -> bool:
     except ProcessLookupError:
         return True
     try:
-        return bool(select.select([fd], [], [], timeout)[0])
+        return bool(select.select([fd], [], [], timeout)[0]) or starttime(pid) is None
     finally:
         os.close(fd)
 
 
-def stop_hard(where: Paths, timeout: float = 10.0) -> bool:
-    """SIGKILL the instance's QEMU and wait for it to be gone; True if one ran."""
-    pid = running_pid(where)
-    if not pid:
+def kill_verified(pid: int, started: int | None, timeout: float = 10.0) -> bool:
+    """SIGKILL ``pid`` only if it is still the process that started at ``started``; wait for it.
+
+    The pidfd pins the process between the check and the signal, so a pid
+    recycled in between is never hit. True if a process was killed.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
         return False
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, 9)
-    wait_exit(pid, timeout)
-    return True
+    try:
+        now = starttime(pid)
+        if now is None or (started is not None and now != started):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        select.select([fd], [], [], timeout)
+        return True
+    finally:
+        os.close(fd)
 
 
-def remove_files(where: Paths, keep_runtime: bool = True) -> None:
-    """Remove socket and pid file (and the runtime file, serial log and lock unless kept)."""
-    files = [where.qmp, where.pidfile]
-    if not keep_runtime:
-        files += [where.runtime, where.serial, where.lock]
-    for name in files:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
+def stop_hard(rd: RunDir, where: Paths, timeout: float = 10.0) -> bool:
+    """SIGKILL the instance's QEMU (if that very process still runs) and wait for it."""
+    found = read_pid(rd, where)
+    pid = running_pid(rd, where)
+    if not pid or not found:
+        return False
+    return kill_verified(pid, found[1] if found[1] is not None else starttime(pid), timeout)
+
+
+def log_tail(rd: RunDir, where: Paths, offset: int) -> str:
+    """The last meaningful line QEMU wrote to its log since ``offset``."""
+    text = rd.read_text(os.path.basename(where.log)) or ""
+    lines = [ln.strip() for ln in text[offset:].splitlines() if ln.strip()]
+    return lines[-1] if lines else ""

@@ -16,7 +16,7 @@ import contextlib
 import traceback
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 
 try:
     from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError, Runstate
@@ -40,18 +40,17 @@ def run(coro: Awaitable[T]) -> T:
 class Monitor:
     """One connection to an instance's QMP socket."""
 
-    def __init__(self, client: Any, socket_path: str) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
-        self.socket_path = socket_path
 
     async def _execute(self, command: str, args: dict[str, Any] | None, step: str | None) -> Any:
-        """Execute ``command`` (no deadline); QEMU's refusal becomes KvmError(step or command)."""
+        """Execute ``command`` (no deadline); QEMU's refusal becomes KvmError(step or command) with its class."""
         try:
             return await self.client.execute(command, args)
         except ExecuteError as err:
-            raise KvmError(f"QEMU refused {command}: {err}", step or command) from None
+            raise KvmError(f"QEMU refused {command}: {err}", step or command, err.error_class) from None
         except QMPError as err:
-            raise KvmError(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
+            raise QmpClosed(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
 
     async def cmd(self, command: str, args: dict[str, Any] | None = None, step: str | None = None,
                   timeout: float = COMMAND_TIMEOUT) -> Any:
@@ -59,7 +58,7 @@ class Monitor:
         try:
             return await asyncio.wait_for(self._execute(command, args, step), timeout)
         except asyncio.TimeoutError:
-            raise KvmError(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
+            raise KvmTimeout(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
 
     async def batch(self, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
         """Send ``commands`` back to back without waiting in between (one round trip).
@@ -74,7 +73,7 @@ class Monitor:
         for (cmd, _args), task in zip(commands, tasks, strict=True):
             if not task.done():
                 task.cancel()
-                answers.append(KvmError(f"QEMU did not answer {cmd} within {timeout:g}s", cmd))
+                answers.append(KvmTimeout(f"QEMU did not answer {cmd} within {timeout:g}s", cmd))
             else:
                 answers.append(task.exception() or task.result())
         return answers
@@ -103,7 +102,7 @@ class Monitor:
     async def wait_for(self, listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
         """The first event from ``listener`` that ``match``es.
 
-        KvmError at the deadline, and QmpClosed as soon as the connection
+        KvmTimeout at the deadline, and QmpClosed as soon as the connection
         drops: a QEMU that dies during the wait is reported at once, not at
         the deadline.
         """
@@ -125,56 +124,27 @@ class Monitor:
             return waiter.result()
         if closed in done:
             raise QmpClosed(f"QEMU closed its QMP connection (it exited) while waiting for {what}")
-        raise KvmError(f"no {what} within {timeout:g}s")
-
-
-class QmpClosed(KvmError):
-    """The QMP connection dropped during a wait: QEMU is gone."""
+        raise KvmTimeout(f"no {what} within {timeout:g}s")
 
 
 @contextlib.asynccontextmanager
 async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[Monitor]:
     """Open a QMP session to ``socket_path``; KvmError if nothing listens there."""
-    if not HAS_QMP:
-        raise KvmError("the Python library qemu.qmp is not installed")
     client = QMPClient("kvmhv")
     try:
         await asyncio.wait_for(client.connect(socket_path), timeout)
-    except (ConnectError, OSError, asyncio.TimeoutError) as err:
+    except asyncio.TimeoutError:
         with contextlib.suppress(Exception):
             await client.disconnect()
-        reason = getattr(err, "exc", None) or err or "timed out"
-        raise KvmError(f"cannot connect to QMP socket {socket_path}: {reason}") from None
+        raise KvmTimeout(f"cannot connect to QMP socket {socket_path}: timed out after {timeout:g}s "
+                         "(another client may hold it)") from None
+    except (ConnectError, OSError) as err:
+        with contextlib.suppress(Exception):
+            await client.disconnect()
+        reason = getattr(err, "exc", None) or err
+        raise KvmError(f"cannot connect to QMP socket {socket_path}: {getattr(reason, 'strerror', None) or reason}") from None
     try:
-        yield Monitor(client, socket_path)
+        yield Monitor(client)
     finally:
         with contextlib.suppress(Exception):
             await client.disconnect()
-
-
-def device_qom_prefix(dev_id: str) -> str:
-    return f"/machine/peripheral/{dev_id}/"
-
-
-def block_for_device(blocks: list[dict[str, Any]], dev_id: str) -> dict[str, Any] | None:
-    """The ``query-block`` entry attached to device ``dev_id``.
-
-    With ``-blockdev`` the ``device`` field is empty; ``qdev`` names either the
-    device id (SCSI) or a QOM path below it (virtio-blk's backend child).
-    """
-    for block in blocks:
-        qdev = block.get("qdev") or ""
-        if qdev == dev_id or qdev.startswith(device_qom_prefix(dev_id)) or qdev == device_qom_prefix(dev_id)[:-1]:
-            return block
-    return None
-
-
-def pci_devices(query_pci: list[dict[str, Any]], bus: int = 0) -> dict[int, dict[str, Any]]:
-    """slot -> device on PCI bus ``bus`` from a ``query-pci`` answer."""
-    found: dict[int, dict[str, Any]] = {}
-    for entry in query_pci:
-        if entry.get("bus") == bus:
-            for dev in entry.get("devices", []):
-                if dev.get("function", 0) == 0:
-                    found[dev["slot"]] = dev
-    return found

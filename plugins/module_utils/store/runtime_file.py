@@ -1,183 +1,86 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Runtime files: where an instance's state lives and how it is read and written.
+"""Runtime files on disk: read through the upgrader, written atomically.
 
-One JSON file per instance in the runtime directory, the source of truth for
-its device tree. Writes are atomic (temp file, fsync, rename, fsync of the
-directory) with mode 0600; writers hold a per-instance ``flock``. Every read
-goes through the upgrader.
+One JSON file per instance, ``<runtime_dir>/<name>.runtime.json``, the
+source of truth for its device tree. Reads and writes go through a trusted
+``RunDir`` (no symlink is followed, foreign or group-writable files are
+refused). A file given by path (``kvm_instance_info path=``, the source
+runtime of ``state=incoming``) must be a regular file of the module's user,
+not writable by others, and is opened without following a symlink.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import re
-import tempfile
-from dataclasses import dataclass
-from typing import Any, Iterator
+import stat
+from typing import Any, cast
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as cmdline
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model.hvparams import extra_args
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION, upgrade
-
-DEFAULT_RUNTIME_DIR = "/run/kvmhv"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-SUFFIX = ".runtime.json"
-UNIX_PATH_MAX = 107
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RUNTIME_SUFFIX, RunDir
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
-def check_name(name: Any) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise KvmError(f"instance name {name!r} must be 1-63 of A-Z a-z 0-9 . _ - and start with a letter or digit")
-    return name
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Every file an instance owns in its runtime directory."""
-
-    runtime_dir: str
-    name: str
-
-    def _file(self, suffix: str) -> str:
-        return os.path.join(self.runtime_dir, self.name + suffix)
-
-    @property
-    def runtime(self) -> str:
-        return self._file(SUFFIX)
-
-    @property
-    def qmp(self) -> str:
-        return self._file(".qmp")
-
-    @property
-    def pidfile(self) -> str:
-        return self._file(".pid")
-
-    @property
-    def serial(self) -> str:
-        return self._file(".serial.log")
-
-    @property
-    def lock(self) -> str:
-        return self._file(".lock")
-
-    def all_files(self) -> list[str]:
-        return [self.runtime, self.qmp, self.pidfile, self.serial, self.lock]
-
-
-def paths(runtime_dir: str, name: str) -> Paths:
-    result = Paths(os.path.abspath(runtime_dir), check_name(name))
-    if len(result.qmp) > UNIX_PATH_MAX:
-        raise KvmError(f"QMP socket path {result.qmp} is longer than {UNIX_PATH_MAX} bytes; use a shorter runtime_dir")
-    return result
-
-
-def ensure_dir(runtime_dir: str) -> None:
-    """Create the runtime directory (0700): it holds sockets that control VMs."""
-    os.makedirs(runtime_dir, mode=0o700, exist_ok=True)
-
-
-def read_file(path: str) -> tuple[dict[str, Any], int]:
-    """Load a runtime file through the upgrader: (runtime, stored version)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise KvmError(f"runtime file {path} does not exist") from None
-    except OSError as err:
-        raise KvmError(f"cannot read runtime file {path}: {err.strerror}") from None
-    except ValueError as err:
-        raise KvmError(f"runtime file {path} is not valid JSON: {err}") from None
-    try:
-        return upgrade(data, fresh=True)
-    except KvmError as err:
-        raise KvmError(f"runtime file {path}: {err}") from None
-
-
-def dumps(runtime: dict[str, Any]) -> str:
-    """Indented, sorted JSON: operators read and diff these files.
-
-    Indentation costs the pure-Python encoder (about 0.1 ms for a typical
-    instance, a few ms at 200 devices), small next to the QMP round trips.
-    """
+def dumps(runtime: Runtime) -> str:
+    """Indented, sorted JSON: operators read and diff these files."""
     return json.dumps(runtime, indent=2, sort_keys=True) + "\n"
 
 
-def write_file(path: str, data: Any) -> None:
-    """Atomically replace ``path`` with ``data`` as JSON (0600)."""
-    text = data if isinstance(data, str) else dumps(data)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+def parse(text: str, where: str) -> tuple[Runtime, int]:
+    """(runtime in the current format, the version it was stored in)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+        data = json.loads(text)
+    except ValueError as err:
+        raise KvmError(f"runtime file {where} is not valid JSON: {err}") from None
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        return upgrade.upgrade(data, fresh=True)
+    except KvmError as err:
+        raise KvmError(f"runtime file {where}: {err.msg}") from None
 
 
-@contextlib.contextmanager
-def locked(where: Paths) -> Iterator[None]:
-    """Hold the instance's writer lock (blocking ``flock``, released on exit or death)."""
-    ensure_dir(where.runtime_dir)
-    fd = os.open(where.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def load(rd: RunDir, name: str) -> tuple[Runtime, int] | None:
+    """Instance ``name``'s runtime from ``rd``, or None when it has none."""
+    text = rd.read_text(name + RUNTIME_SUFFIX)
+    if text is None:
+        return None
+    return parse(text, rd.join(name + RUNTIME_SUFFIX))
 
 
-def list_names(runtime_dir: str) -> list[str]:
+def save(rd: RunDir, name: str, runtime: Runtime) -> None:
+    rd.write_atomic(name + RUNTIME_SUFFIX, dumps(runtime))
+
+
+def read_path(path: str) -> tuple[Runtime, int]:
+    """A runtime file given by path (any format the upgrader reads), opened safely."""
     try:
-        entries = os.listdir(runtime_dir)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        return []
-    return sorted(e[: -len(SUFFIX)] for e in entries if e.endswith(SUFFIX) and NAME_RE.match(e[: -len(SUFFIX)]))
+        raise KvmError(f"runtime file {path} does not exist") from None
+    except OSError as err:
+        if os.path.islink(path):
+            raise KvmError(f"runtime file {path} is a symlink; give the file itself") from None
+        raise KvmError(f"cannot read runtime file {path}: {err.strerror}") from None
+    with os.fdopen(fd, encoding="utf-8") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KvmError(f"runtime file {path} is not a regular file")
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise KvmError(f"runtime file {path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
+                           "only files of root or the module's user, not writable by others, are trusted")
+        try:
+            text = handle.read()
+        except (OSError, UnicodeDecodeError) as err:
+            raise KvmError(f"cannot read runtime file {path}: {err}") from None
+    return parse(text, path)
 
 
-def new_runtime(
-    name: str,
-    uuid: str,
-    memory: int,
-    vcpus: int,
-    hvparams: dict[str, Any],
-    binary: str,
-    disks: list[dict[str, Any]],
-    nics: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """A current-format runtime for a new start; places devices without hvinfo."""
-    allocator.assign(disks, nics, hvparams)
-    return {
-        "version": FORMAT_VERSION,
-        "name": name,
-        "uuid": uuid,
-        "memory": memory,
-        "vcpus": vcpus,
-        "hvparams": dict(hvparams),
-        "kvm_cmd": cmdline.fixed_argv(binary, name, uuid, memory, vcpus, hvparams),
-        "kvm_extra": extra_args(hvparams),
-        "disks": disks,
-        "nics": nics,
-    }
+def copy(runtime: Runtime) -> Runtime:
+    """A deep copy (plain JSON data)."""
+    return cast(Runtime, json.loads(json.dumps(runtime)))
 
 
-def bus_state(runtime: dict[str, Any]) -> allocator.BusState:
-    return allocator.BusState.from_devices([*runtime["disks"], *runtime["nics"]])
+def as_dict(runtime: Runtime) -> dict[str, Any]:
+    return cast("dict[str, Any]", runtime)

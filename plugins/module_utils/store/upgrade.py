@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The runtime upgrader: every runtime format ever written -> the current one.
 
-Formats:
+Formats, each brought to the next by one step function:
 
 * version 0, the legacy layout ``[kvm_cmd, [nic, ...], hvparams,
   [[disk, link, uri], ...]]``. NIC and disk dicts carry ``hvinfo`` or an
@@ -13,26 +13,34 @@ Formats:
   ``-serial``, ``-daemonize``, ``-incoming``) are dropped: they are added
   again per host at launch. hvparams this collection does not know are kept
   aside in ``legacy_hvparams`` so a downgrade export gives them back.
-* version 1, a JSON object (see ``runtime.new_runtime``).
+* version 1, a JSON object; a stopped instance carries ``stopped: true``.
+* version 2: the mark is ``mark: stopped|incoming``; a hotplug in flight is
+  journalled in ``pending``.
 
-A file newer than this code is refused, naming both versions.
+A file newer than this code is refused, naming both versions. Every result
+is validated strictly (``validate``) before anyone uses it.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+import re
+from typing import Any, Callable, cast
 
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
-from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LEGACY_VERSION = 0
+MARKS = ("stopped", "incoming")
 # Options of a legacy kvm_cmd that only make sense on the host that wrote it.
 _PLUMBING_WITH_ARG = frozenset({"-pidfile", "-qmp", "-monitor", "-serial", "-incoming"})
 _PLUMBING_FLAGS = frozenset({"-daemonize"})
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def _strip_plumbing(argv: list[str]) -> list[str]:
@@ -62,15 +70,16 @@ def _int_or_none(text: str | None) -> int | None:
 
 def _legacy_hvinfo(dev: dict[str, Any], kind: str, driver: str, where: str) -> dict[str, Any]:
     if dev.get("hvinfo"):
-        return hvi.validate(dev["hvinfo"], where)
+        return dict(dev["hvinfo"])
     slot = dev.get("pci")
     if isinstance(slot, bool) or not isinstance(slot, int):
         raise KvmError(f"{where}: neither hvinfo nor an integer pci slot")
     uuid = hvi.check_uuid(dev.get("uuid"), f"{where} uuid")
-    return hvi.pci_hvinfo(driver, f"hot{kind}-{uuid.split('-')[0]}-pci-{slot}", hvp.PCI_BUS, slot)
+    return dict(hvi.pci_hvinfo(driver, f"hot{kind}-{uuid.split('-')[0]}-pci-{slot}", hvp.PCI_BUS, slot))
 
 
 def from_legacy(data: list[Any]) -> dict[str, Any]:
+    """Version 0 (the legacy list layout) -> version 1."""
     if len(data) != 4 or not isinstance(data[0], list) or not isinstance(data[1], list) \
             or not isinstance(data[2], dict) or not isinstance(data[3], list):
         raise KvmError("legacy runtime must be [kvm_cmd, [nic, ...], hvparams, [[disk, link, uri], ...]]")
@@ -106,82 +115,131 @@ def from_legacy(data: list[Any]) -> dict[str, Any]:
             "network": nic.get("network"),
             "hvinfo": _legacy_hvinfo(nic, "nic", hvp.nic_driver(hvparams), where),
         })
-    name = _argv_value(kvm_cmd, "-name")
+    argv = [str(a) for a in kvm_cmd]
+    name = _argv_value(argv, "-name")
     return {
-        "version": FORMAT_VERSION,
+        "version": 1,
         "name": (name or "").split(",")[0] or None,
-        "uuid": _argv_value(kvm_cmd, "-uuid"),
-        "memory": _int_or_none(_argv_value(kvm_cmd, "-m")),
-        "vcpus": _int_or_none(_argv_value(kvm_cmd, "-smp")),
+        "uuid": _argv_value(argv, "-uuid"),
+        "memory": _int_or_none(_argv_value(argv, "-m")),
+        "vcpus": _int_or_none(_argv_value(argv, "-smp")),
         "hvparams": hvparams,
         "legacy_hvparams": {k: v for k, v in hv_in.items() if k not in known},
-        "kvm_cmd": _strip_plumbing([str(a) for a in kvm_cmd]),
+        "kvm_cmd": _strip_plumbing(argv),
         "kvm_extra": [],
         "disks": disks,
         "nics": nics,
     }
 
 
-def _from_v1(data: dict[str, Any]) -> dict[str, Any]:
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2: ``stopped: true`` becomes ``mark: stopped``."""
+    if data.pop("stopped", False):
+        data["mark"] = "stopped"
+    data["version"] = 2
     return data
 
 
-# version found -> function bringing it to the next known version
-_UPGRADERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _from_v1}
+# version found -> the step bringing it to the next version
+_STEPS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
-def upgrade(data: Any, fresh: bool = False) -> tuple[dict[str, Any], int]:
+def upgrade(data: Any, fresh: bool = False) -> tuple[Runtime, int]:
     """Return (runtime in the current format, version it was stored in).
 
     ``data`` is left untouched unless ``fresh`` says the caller just parsed
     it and hands it over (then it is upgraded in place, without a copy).
     """
     if isinstance(data, list):
-        return validate(from_legacy(data)), LEGACY_VERSION
-    if not isinstance(data, dict):
+        version = LEGACY_VERSION
+        runtime = from_legacy(data)
+    elif isinstance(data, dict):
+        version = data.get("version")  # type: ignore[assignment]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise KvmError(f"runtime has no integer format version (found {version!r})")
+        if version > FORMAT_VERSION:
+            raise KvmError(
+                f"runtime format version {version} is newer than this collection understands "
+                f"(version {FORMAT_VERSION}); upgrade kvmhv.qemu"
+            )
+        if version != FORMAT_VERSION and version not in _STEPS:
+            raise KvmError(f"runtime format version {version} is unknown")
+        runtime = data if fresh else copy.deepcopy(data)
+    else:
         raise KvmError("runtime is neither a JSON object nor the legacy list layout")
-    version = data.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise KvmError(f"runtime has no integer format version (found {version!r})")
-    if version > FORMAT_VERSION:
-        raise KvmError(
-            f"runtime format version {version} is newer than this collection understands "
-            f"(version {FORMAT_VERSION}); upgrade kvmhv.qemu"
-        )
-    if version not in _UPGRADERS:
-        raise KvmError(f"runtime format version {version} is unknown")
-    runtime = data if fresh else copy.deepcopy(data)
-    for step in sorted(v for v in _UPGRADERS if v >= version):
-        runtime = _UPGRADERS[step](runtime)
-    runtime["version"] = FORMAT_VERSION
+    while runtime["version"] != FORMAT_VERSION:
+        runtime = _STEPS[runtime["version"]](runtime)
     return validate(runtime), version
 
 
-def validate(runtime: dict[str, Any]) -> dict[str, Any]:
-    """Structural checks so a damaged file fails here, not halfway through a hotplug."""
+def _check_disk(dev: dict[str, Any], where: str) -> None:
+    path, uri = dev.get("path"), dev.get("uri")
+    if path is not None and (not isinstance(path, str) or not path.startswith("/") or "\x00" in path):
+        raise KvmError(f"{where}: path {path!r} must be an absolute path")
+    if uri is not None and not isinstance(uri, str):
+        raise KvmError(f"{where}: uri must be a string")
+    if dev.get("format", "raw") not in devices.DISK_FORMATS:
+        raise KvmError(f"{where}: format {dev.get('format')!r} is not one of {', '.join(devices.DISK_FORMATS)}")
+    if dev.get("mode", "rw") not in devices.DISK_MODES:
+        raise KvmError(f"{where}: mode {dev.get('mode')!r} is not one of {', '.join(devices.DISK_MODES)}")
+    dev.setdefault("format", "raw")
+    dev.setdefault("mode", "rw")
+
+
+def _check_nic(dev: dict[str, Any], where: str) -> None:
+    if not isinstance(dev.get("mac"), str) or not _MAC_RE.match(dev["mac"]):
+        raise KvmError(f"{where}: mac {dev.get('mac')!r} is not a MAC address")
+    try:
+        dev["network"] = devices.network_record(dev.get("network"))
+    except KvmError as err:
+        raise KvmError(f"{where}: {err.msg}") from None
+
+
+def validate(runtime: dict[str, Any]) -> Runtime:
+    """Strict checks so a damaged or hostile file fails here, before QEMU or a hotplug sees it."""
     for key, kind in (("kvm_cmd", list), ("hvparams", dict), ("disks", list), ("nics", list)):
         if not isinstance(runtime.get(key), kind):
             raise KvmError(f"runtime field {key!r} is missing or not a {kind.__name__}")
+    for key in ("kvm_cmd", "kvm_extra"):
+        if not all(isinstance(arg, str) and "\x00" not in arg for arg in runtime.get(key, [])):
+            raise KvmError(f"runtime field {key!r} must be a list of strings")
     runtime["hvparams"] = hvp.normalize(runtime["hvparams"])
     runtime.setdefault("kvm_extra", [])
+    mark = runtime.get("mark")
+    if mark is not None and mark not in MARKS:
+        raise KvmError(f"runtime mark {mark!r} is not one of {', '.join(MARKS)}")
+    kinds = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
     for kind in ("disks", "nics"):
         for pos, dev in enumerate(runtime[kind]):
             where = f"runtime {kind[:-1]} {pos}"
-            if not isinstance(dev, dict) or "uuid" not in dev:
-                raise KvmError(f"{where} must be a mapping with a uuid")
-            dev["hvinfo"] = hvi.validate(dev.get("hvinfo"), where)
+            if not isinstance(dev, dict):
+                raise KvmError(f"{where} must be a mapping")
+            dev["uuid"] = hvi.check_uuid(dev.get("uuid"), f"{where} uuid")
+            dev["hvinfo"] = hvi.validate(dev.get("hvinfo"), where, kinds[kind])
+            if kind == "disks":
+                _check_disk(dev, where)
+            else:
+                _check_nic(dev, where)
+    pending = runtime.get("pending", [])
+    if not isinstance(pending, list) or not all(isinstance(p, dict) and p.get("kind") in kinds and isinstance(p.get("record"), dict)
+                                                for p in pending):
+        raise KvmError("runtime field 'pending' is damaged")
+    for entry in pending:
+        entry["record"]["hvinfo"] = hvi.validate(entry["record"].get("hvinfo"), "pending hotplug", kinds[entry["kind"]])
+    if not pending:
+        runtime.pop("pending", None)
     BusState.from_devices([*runtime["disks"], *runtime["nics"]])
-    return runtime
+    return cast(Runtime, runtime)
 
 
-def to_legacy(runtime: dict[str, Any]) -> list[Any]:
+def to_legacy(runtime: Runtime) -> list[Any]:
     """Downgrade export: only possible when every device is a PCI device on pci.0.
 
     The legacy reader derives ids from the slot, so export a stopped
     instance (a running QEMU knows the current ids).
     """
     for kind in ("disks", "nics"):
-        for dev in runtime[kind]:
+        for dev in runtime[kind]:  # type: ignore[literal-required]
             info = dev["hvinfo"]
             if not hvi.is_pci(info) or info["bus"] != hvp.PCI_BUS:
                 raise KvmError(

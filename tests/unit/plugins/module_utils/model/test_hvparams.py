@@ -94,13 +94,3 @@ def test_identities_and_macs_are_deterministic():
     assert devices.nic_record({"mac": "52:54:00:AA:BB:CC"}, INST)["mac"] == "52:54:00:aa:bb:cc"
 
 
-def test_passthrough_disk_types_need_a_device(tmp_path):
-    img = tmp_path / "x.img"
-    img.write_bytes(b"\0" * 512)
-    disk = devices.disk_record({"path": str(img)}, INST)
-    for kind in ("scsi-block", "scsi-generic"):
-        with pytest.raises(KvmError, match="needs a block or SCSI generic device, not a plain file"):
-            devices.check_disk_path(disk, hvparams.normalize({"disk_type": kind}))
-    devices.check_disk_path(disk, hvparams.normalize({"disk_type": "scsi-hd"}))
-    with pytest.raises(KvmError, match="No such file"):
-        devices.check_disk_path(devices.disk_record({"path": str(tmp_path / "missing")}, INST), hvparams.normalize({}))

@@ -1,0 +1,34 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Migration URIs: the one grammar both ends of a migration accept."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+
+_TCP_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})$")
+_UNIX_RE = re.compile(r"^unix:(/[^\x00-\x1f]+)$")
+
+
+class MigrationUri(NamedTuple):
+    uri: str
+    kind: str  # tcp or unix
+    host: str | None
+    port: int | None
+    path: str | None
+
+
+def parse(uri: object, option: str) -> MigrationUri:
+    """``tcp:HOST:PORT`` or ``unix:/PATH``, else a KvmError naming ``option``."""
+    if isinstance(uri, str):
+        tcp = _TCP_RE.match(uri)
+        if tcp and 0 < int(tcp.group(2)) < 65536:
+            return MigrationUri(uri, "tcp", tcp.group(1), int(tcp.group(2)), None)
+        unix = _UNIX_RE.match(uri)
+        if unix:
+            return MigrationUri(uri, "unix", None, None, unix.group(1))
+    raise KvmError(f"{option} {uri!r} must be tcp:HOST:PORT (port 1-65535) or unix:/PATH")

@@ -1,0 +1,100 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the module opens on the host so that QEMU never has to.
+
+Disks are opened here with the module's privileges (following the operator's
+path, symlinks included, as ``ls`` would) and handed to QEMU as descriptors:
+QEMU's user needs no access to any image, and what QEMU gets is exactly the
+file that was checked. Taps are opened (created if missing), attached to
+their bridge and brought up here, then handed over the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import tap
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+
+
+def disk_type(disk: dict[str, Any], hvparams: dict[str, Any]) -> str:
+    return str(disk.get("type") or hvparams["disk_type"])
+
+
+def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool]:
+    """(descriptor, is a block device) for a disk's path, opened read-only or read-write by its mode."""
+    path = disk["path"]
+    flags = (os.O_RDONLY if disk["mode"] == "ro" else os.O_RDWR) | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        raise KvmError(f"disk {path}: {err.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    kind = disk_type(disk, hvparams)
+    problem = None
+    if kind in hvp.PASSTHROUGH_DISK_TYPES:
+        if not (stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
+            problem = (f"disk_type {kind} passes a host SCSI device through and needs a block or SCSI generic "
+                       "device (or a uri QEMU reaches itself, like iscsi://), not a plain file; use scsi-hd")
+    elif not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        problem = "not a regular file or block device"
+    if problem:
+        os.close(fd)
+        raise KvmError(f"disk {path}: {problem}")
+    return fd, stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+
+
+def check_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> None:
+    """What a start would check for the disk, without keeping anything open (check mode)."""
+    fd, _block = open_disk(disk, hvparams)
+    os.close(fd)
+
+
+@dataclass
+class Opened:
+    """Everything opened for one start; ``close`` drops the module's copies once QEMU holds its own."""
+
+    fds: HostFds
+    sockets: list[socket.socket] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        for fd in [self.fds.serial, *(fd for fd, _b in self.fds.disks.values()), *self.fds.taps.values(), *self.extra]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.sockets, self.extra = [], []
+        self.fds.disks, self.fds.taps, self.fds.serial = {}, {}, -1
+
+
+def open_for_start(rd: RunDir, where: Paths, rt: Runtime) -> Opened:
+    """Monitors, serial log, disks and taps for a start of ``rt``; all or nothing."""
+    sockets: list[socket.socket] = []
+    disks: dict[str, tuple[int, bool]] = {}
+    taps: dict[str, int] = {}
+    serial = -1
+    try:
+        sockets.append(rd.listen(os.path.basename(where.qmp)))
+        sockets.append(rd.listen(os.path.basename(where.qmp_ro)))
+        serial = rd.open_append(os.path.basename(where.serial))
+        for disk in rt["disks"]:
+            disks[disk["hvinfo"]["id"]] = open_disk(dict(disk), rt["hvparams"])
+        for nic in rt["nics"]:
+            net = nic.get("network") or {}
+            if net.get("type") == "tap":
+                taps[nic["hvinfo"]["id"]] = tap.open_tap(net["ifname"], net.get("bridge"))[0]
+    except BaseException:
+        Opened(HostFds(-1, -1, serial, disks, taps), sockets).close()
+        raise
+    return Opened(HostFds(sockets[0].fileno(), sockets[1].fileno(), serial, disks, taps), sockets)

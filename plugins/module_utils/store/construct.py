@@ -1,0 +1,36 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Building a runtime for a new start: every device placed, the fixed command line recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.hvparams import extra_args
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+
+
+def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any], binary: str,
+                disks: list[dict[str, Any]], nics: list[dict[str, Any]]) -> Runtime:
+    """A current-format runtime; devices without hvinfo are placed by the allocator."""
+    allocator.assign(disks, nics, hvparams)
+    return {
+        "version": FORMAT_VERSION,
+        "name": name,
+        "uuid": uuid,
+        "memory": memory,
+        "vcpus": vcpus,
+        "hvparams": dict(hvparams),
+        "kvm_cmd": argv.fixed_argv(binary, name, uuid, memory, vcpus, hvparams),
+        "kvm_extra": extra_args(hvparams),
+        "disks": disks,  # type: ignore[typeddict-item]
+        "nics": nics,  # type: ignore[typeddict-item]
+    }
+
+
+def bus_state(runtime: Runtime) -> allocator.BusState:
+    return allocator.BusState.from_devices([*runtime["disks"], *runtime["nics"]])  # type: ignore[list-item]

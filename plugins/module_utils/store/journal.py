@@ -1,0 +1,47 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The hotplug journal, ``<name>.pending.json``: what a writer is about to add to QEMU.
+
+Written (atomically) before the first QMP command of a burst and removed
+after the runtime file records the devices, or after a rollback that left
+QEMU as it was. If a writer dies in between, the next writer finds it and
+reconciles (``ops.engine.reconcile``). Keeping it out of the runtime file
+means a failed save can always be undone: removing a file needs no space.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
+
+KINDS = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
+
+
+def read(rd: RunDir, where: Paths) -> list[tuple[str, dict[str, Any]]]:
+    text = rd.read_text(os.path.basename(where.journal))
+    if text is None:
+        return []
+    try:
+        data = json.loads(text)
+        entries = [(entry["kind"], entry["record"]) for entry in data]
+        for kind, record in entries:
+            if kind not in KINDS or not isinstance(record, dict):
+                raise ValueError(kind)
+            record["hvinfo"] = hvi.validate(record.get("hvinfo"), "journal", KINDS[kind])
+    except (ValueError, TypeError, KeyError) as err:
+        raise KvmError(f"hotplug journal {where.journal} is damaged ({err}); check QEMU with kvm_instance_info, then remove it") from None
+    return entries
+
+
+def write(rd: RunDir, where: Paths, entries: list[tuple[str, dict[str, Any]]]) -> None:
+    rd.write_atomic(os.path.basename(where.journal), json.dumps([{"kind": k, "record": r} for k, r in entries], sort_keys=True))
+
+
+def clear(rd: RunDir, where: Paths) -> None:
+    rd.unlink(os.path.basename(where.journal))

@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The runtime contract as types: what a runtime file holds, key by key.
+
+These are ``TypedDict``s (not classes) because the runtime *is* JSON: the
+same dicts are read, checked by the upgrader, handed to QEMU and written back.
+Every key is optional to the type checker; ``store.upgrade.validate`` is the
+one place that decides which keys a stored record must have.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+# The placement of one device: everything its -device needs besides backend
+# links. PCI devices have addr; SCSI devices channel/scsi-id/lun; IDE unit.
+# Controllers, bridges and ports add their own properties (chassis, ...).
+HvInfo = TypedDict(
+    "HvInfo",
+    {
+        "driver": str,
+        "id": str,
+        "bus": str,
+        "addr": str,
+        "multifunction": bool,
+        "channel": int,
+        "scsi-id": int,
+        "lun": int,
+        "unit": int,
+        "chassis_nr": int,
+        "chassis": int,
+        "port": int,
+        "shpc": bool,
+        "io-reserve": int,
+    },
+    total=False,
+)
+
+
+class Network(TypedDict, total=False):
+    """A NIC's backend link: a tap (opened by the module) or QEMU's user networking."""
+
+    type: str
+    ifname: str
+    bridge: str
+
+
+class DiskRecord(TypedDict, total=False):
+    uuid: str
+    path: str | None  # a host file or block device the module opens and hands over
+    uri: str | None  # a network disk QEMU reaches itself (iscsi://, nbd://)
+    format: str
+    mode: str
+    type: str  # paravirtual, scsi-hd, scsi-cd, ... (the instance's disk_type when omitted)
+    hvinfo: HvInfo
+    ganeti: dict[str, Any]  # fields of a Ganeti disk kept for a downgrade export
+
+
+class NicRecord(TypedDict, total=False):
+    uuid: str
+    mac: str
+    network: Network | None
+    uuid_from_mac: bool  # a legacy NIC without uuid: derived from its MAC
+    hvinfo: HvInfo
+    ganeti: dict[str, Any]
+
+
+class Controller(TypedDict, total=False):
+    """A bus provider the instance's devices sit on: SCSI controller, pci-bridge, pcie-root-port."""
+
+    kind: str  # scsi, pci-bridge, pcie-root-port
+    hvinfo: HvInfo
+
+
+class Runtime(TypedDict, total=False):
+    version: int
+    name: str | None
+    uuid: str | None
+    memory: int | None
+    vcpus: int | None
+    hvparams: dict[str, Any]
+    legacy_hvparams: dict[str, Any]
+    kvm_cmd: list[str]
+    kvm_extra: list[str]
+    controllers: list[Controller]
+    disks: list[DiskRecord]
+    nics: list[NicRecord]
+    fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable
+    mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
+    adopted: dict[str, Any]  # a QEMU started by something else: its qmp socket and pid file
+

@@ -1,0 +1,44 @@
+"""The command line: kvm_cmd, plumbing by descriptors, devices as JSON, extras last."""
+
+from __future__ import annotations
+
+import json
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
+
+from ..store.test_upgrade import make_runtime
+
+
+def test_order_descriptors_and_json_devices():
+    rt = make_runtime("scsi-hd")
+    rt["kvm_extra"] = ["-S"]
+    ids = [d["hvinfo"]["id"] for d in rt["disks"]]
+    nic = rt["nics"][0]["hvinfo"]["id"]
+    fds = argv.HostFds(3, 4, 5, {ids[0]: (6, False), ids[1]: (7, True)}, {})
+    cmd = argv.launch_argv(rt, fds)
+    assert cmd[cmd.index("-device") + 1] == "lsi53c895a,id=scsi"
+    assert cmd[-1] == "-S"
+    assert cmd[cmd.index("-sandbox") + 1] == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+    assert "socket,id=qmp,fd=3,server=on,wait=off" in cmd and "socket,id=qmp-ro,fd=4,server=on,wait=off" in cmd
+    assert "fd=5,set=1,opaque=serial" in cmd and "file,id=serial0,path=/dev/fdset/1" in cmd
+    assert f"fd=6,set=2,opaque={ids[0]}" in cmd and f"fd=7,set=3,opaque={ids[1]}" in cmd
+    blockdevs = [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-blockdev"]
+    assert [b["file"] for b in blockdevs] == [{"driver": "file", "filename": "/dev/fdset/2", "read-only": False},
+                                              {"driver": "host_device", "filename": "/dev/fdset/3", "read-only": False}]
+    devices = [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-device" and cmd[i + 1].startswith("{")]
+    assert [d["id"] for d in devices] == [*ids, nic]
+    assert devices[0] == {**rt["disks"][0]["hvinfo"], "drive": ids[0]} and isinstance(devices[0]["scsi-id"], int)
+    assert "-daemonize" not in cmd and "-pidfile" not in cmd
+    assert not any("/" in a and a.startswith("/") and "fdset" not in a for a in cmd[len(rt["kvm_cmd"]):])  # no host path reaches QEMU
+
+
+def test_tap_nics_get_their_descriptor_and_incoming_defers():
+    rt = make_runtime()
+    rt["nics"][0]["network"] = {"type": "tap", "ifname": "tap0", "bridge": "br0"}
+    nic = rt["nics"][0]["hvinfo"]["id"]
+    fds = argv.HostFds(3, 4, 5, {d["hvinfo"]["id"]: (6 + i, False) for i, d in enumerate(rt["disks"])}, {nic: 9})
+    cmd = argv.launch_argv(rt, fds, incoming=True)
+    netdev = json.loads(cmd[cmd.index("-netdev") + 1])
+    assert netdev == {"type": "tap", "id": nic, "fd": "9"}
+    assert cmd[cmd.index("-incoming") + 1] == "defer"
+    assert sorted(fds.all()) == [3, 4, 5, 6, 7, 9]
