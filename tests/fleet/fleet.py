@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A fleet of stand-in hypervisor hosts on one machine, for testing kvmhv.qemu across hosts.
 
 Each host h<i> is a network namespace kvf-h<i> (10.76.0.<10+i>/24 on the bridge
@@ -189,7 +188,7 @@ def cleanup(state_dir: Path = DEFAULT_STATE, children: Iterable[subprocess.Popen
         run(["ssh", "-F", "/dev/null", "-o", f"ControlPath={sock}", "-O", "exit", "fleet"], check=False, timeout=10)
     kill_and_wait(master_pids(state_dir), deadline)
     namespaces = fleet_namespaces()
-    for _ in range(50):  # processes may fork while being killed: repeat until none is left
+    for _attempt in range(50):  # processes may fork while being killed: repeat until none is left
         pids = namespace_pids(namespaces)
         if not pids:
             break
@@ -423,7 +422,7 @@ class Fleet:
         deadline = time.monotonic() + DEADLINE
         for host, proc in procs.items():
             assert proc.stdout is not None
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            ready = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]
             line = proc.stdout.readline() if ready else b""
             proc.stdout.close()
             if line.strip() != b"ready":

@@ -38,7 +38,7 @@ with socket.create_connection((%r, 7001), timeout=10) as c:
 
 def readline(stream, timeout: float = 20) -> str:
     """One line from a child's pipe, or '' at the deadline (no test waits forever)."""
-    ready, _, _ = select.select([stream], [], [], timeout)
+    ready = select.select([stream], [], [], timeout)[0]
     return stream.readline().decode() if ready else ""
 
 
