@@ -50,6 +50,18 @@ def alive(pid: int) -> bool:
         return False
 
 
+def processes_in(netns: str) -> list[tuple[int, str]]:
+    """(pid, command line) of each process in a network namespace."""
+    out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=False).stdout
+    found = []
+    for pid in map(int, out.split()):
+        try:
+            found.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except OSError:
+            continue
+    return found
+
+
 def assert_clean(pids: set[int] = frozenset()) -> None:
     """Nothing of a fleet is left, checked without trusting the harness: namespaces, links, processes, mounts, files."""
     assert "kvf-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
@@ -177,12 +189,15 @@ def test_up_after_a_crash_mid_up() -> None:
         crashed.wait()
         crashed.stderr.close()
     assert any(item.startswith("namespace ") for item in leftovers())  # the crash did leave something
+    crashed_pids = {pid for host in ("h1", "h2", "h3") for pid, _cmd in processes_in(f"kvf-{host}")}
 
     subprocess.run([*cmd, "up", "--hosts", "3"], check=True, capture_output=True)
+    assert [pid for pid in crashed_pids if alive(pid)] == []
     fleet = Fleet.attach()
-    for host in fleet.hosts:  # only this run's anchor and sshd: the crashed run's processes are gone
-        pids = subprocess.run(["ip", "netns", "pids", f"kvf-{host}"], capture_output=True, text=True, check=True).stdout.split()
-        assert len(pids) == 2
+    for host in fleet.hosts:  # one anchor and one sshd listener each: this run's
+        cmds = [cmd for _pid, cmd in processes_in(f"kvf-{host}")]
+        assert sum(cmd.startswith(f"kvf-anchor-{host}") for cmd in cmds) == 1
+        assert sum(cmd.startswith("sshd: ") and "[listener]" in cmd for cmd in cmds) == 1
         assert fleet.ssh(host, ["hostname"]).stdout == f"{host}\n"
     started = time.monotonic()
     subprocess.run([*cmd, "down"], check=True, capture_output=True)
