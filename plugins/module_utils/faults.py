@@ -7,8 +7,9 @@ With ``KVMHV_FAULT_STOP=<step>[,<step>...]`` and ``KVMHV_FAULT_DIR=<dir>`` in
 its environment, the module writes ``<dir>/<step>`` (holding its pid) when
 it reaches that step and stops itself with SIGSTOP. A test then kills it
 there, or changes the world (fills the disk) and lets it continue: faults
-land exactly on a step, never on a timing guess. Without the variables a
-point costs one dictionary lookup.
+land exactly on a step, never on a timing guess. ``KVMHV_FAULT_MARK`` names
+steps that only leave the marker. Without the variables a point costs two
+dictionary lookups.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ import os
 import signal
 
 
+def _named(variable: str, step: str) -> bool:
+    return step in os.environ.get(variable, "").split(",")
+
+
 def point(step: str) -> None:
-    wanted = os.environ.get("KVMHV_FAULT_STOP")
-    if not wanted or step not in wanted.split(","):
+    stop = _named("KVMHV_FAULT_STOP", step)
+    if not stop and not _named("KVMHV_FAULT_MARK", step):
         return
     marker_dir = os.environ.get("KVMHV_FAULT_DIR")
     if marker_dir:
         tmp = os.path.join(marker_dir, f".{step}.{os.getpid()}")
         with open(tmp, "w", encoding="ascii") as handle:
             handle.write(f"{os.getpid()}\n")
-        os.rename(tmp, os.path.join(marker_dir, step))
-    os.kill(os.getpid(), signal.SIGSTOP)
+        os.rename(tmp, os.path.join(marker_dir, f"{step}.{os.getpid()}"))
+    if stop:
+        os.kill(os.getpid(), signal.SIGSTOP)

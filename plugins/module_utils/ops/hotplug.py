@@ -101,11 +101,11 @@ def load_running(rd: RunDir, where: Paths, check: bool) -> Runtime:
     return lifecycle.settle_incoming(rd, where, found[0], pid, write=not check)
 
 
-async def settle_journal(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, call: Call, timeout: float) -> None:
-    """Finish or undo what a killed writer left in QEMU, then drop its journal."""
+async def settle_journal(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, call: Call, timeout: float) -> bool:
+    """Finish or undo what a killed writer left in QEMU, then drop its journal; True if QEMU or the runtime changed."""
     entries = journal.read(rd, where)
     if not entries:
-        return
+        return False
     known = {dev["uuid"] for kind in ("disks", "nics") for dev in rt[kind]}  # type: ignore[literal-required]
     items = [Item(kind, rec) for kind, rec in entries if rec.get("uuid") not in known]
     committed, removed = await engine.reconcile(mon, items, timeout) if items else ([], [])
@@ -118,6 +118,7 @@ async def settle_journal(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime
         call.warn(f"an interrupted hotplug of {item.id} had completed in QEMU; the runtime file records it now")
     for item in removed:
         call.warn(f"an interrupted hotplug of {item.id} left parts in QEMU; they were removed")
+    return bool(committed or removed)
 
 
 async def commit_add(mon: qmp.Monitor, rd: RunDir, where: Paths, before: Runtime, after: Runtime,
@@ -140,6 +141,7 @@ async def commit_add(mon: qmp.Monitor, rd: RunDir, where: Paths, before: Runtime
             raise KvmError(f"{err.msg}; the new device(s) could not be unplugged again, the next run reconciles them", "save") from None
         journal.clear(rd, where)
         raise KvmError(f"{err.msg}; the new device(s) were unplugged again, nothing changed", "save") from None
+    faults.point("committed")
     journal.clear(rd, where)
 
 
@@ -149,8 +151,7 @@ class HotplugOp:
         self.timeout = float(call.params["unplug_timeout"])
 
     async def _present(self, mon: Any, rt: Runtime) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
-        if not self.call.check:
-            await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
+        settled = False if self.call.check else await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
         key, value = identity(self.kind, self.spec)
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
         if found is not None:
@@ -161,7 +162,7 @@ class HotplugOp:
             sock = self.where.qmp if mon is not None else lifecycle.query_socket(self.rd, self.where)
             present = await _has_device(mon, sock, found["hvinfo"]["id"])
             if present:
-                return False, found, {}
+                return settled, found, {}
             self.call.warn(f"QEMU had lost {found['hvinfo']['id']}; "
                            + ("it would be plugged again" if self.call.check else "plugged it again") + " at its recorded address")
             if not self.call.check:
@@ -182,12 +183,11 @@ class HotplugOp:
         return True, record, diff
 
     async def _absent(self, mon: Any, rt: Runtime) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
-        if not self.call.check:
-            await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
+        settled = False if self.call.check else await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
         key, value = identity(self.kind, self.spec)
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
         if found is None:
-            return False, None, {}
+            return settled, None, {}
         after = runtime_file.copy(rt)
         after[self.kind] = [rec for rec in after[self.kind] if rec["uuid"] != found["uuid"]]  # type: ignore[literal-required]
         diff = {"before": layout(rt), "after": layout(after)}

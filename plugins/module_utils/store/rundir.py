@@ -32,6 +32,7 @@ import stat
 from dataclasses import dataclass
 from typing import Iterator
 
+from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DEFAULT_RUNTIME_DIR = "/run/kvmhv"
@@ -356,6 +357,7 @@ class RunDir:
                     raise KvmError(f"{self.join(lock_name)} is a symlink; refusing to follow it (remove it)") from None
                 raise _oserror(err, f"cannot create lock {self.join(lock_name)}", "check that runtime_dir is writable") from None
             try:
+                faults.point("lock-wait")
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 held = os.fstat(fd)
                 now = self.lstat(lock_name)
@@ -366,6 +368,7 @@ class RunDir:
                 raise
             os.close(fd)
         try:
+            faults.point("locked")
             self.remove_temps(name)
             yield
         finally:

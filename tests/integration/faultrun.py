@@ -1,0 +1,68 @@
+"""Run a module in the background and stop it at a named step (the collection's fault points).
+
+The module itself stops (SIGSTOP) where ``KVMHV_FAULT_STOP`` says and leaves
+a marker with its pid, so a test kills exactly the module process at an
+exact step boundary: never the ``ansible`` CLI's process group (Ansible's
+worker calls setsid) and never after a guessed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ansible_runner import VENV_BIN, ansible_env
+
+
+class FaultRun:
+    def __init__(self, module: str, args: dict[str, Any], stop: tuple[str, ...] = (), mark: tuple[str, ...] = (),
+                 netns: str | None = None) -> None:
+        self.markers = tempfile.mkdtemp(prefix="kvmhv-fault-")
+        env = ansible_env({"KVMHV_FAULT_DIR": self.markers, "KVMHV_FAULT_STOP": ",".join(stop), "KVMHV_FAULT_MARK": ",".join(mark)})
+        argv = [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-i", "localhost,", "-m", f"kvmhv.qemu.{module}",
+                "-a", json.dumps(args)]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self, step: str, timeout: float = 120) -> int:
+        """The pid of the module process once it reached ``step`` (polling the marker directory)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = sorted(Path(self.markers).glob(f"{step}.*"))
+            if found:
+                return int(found[0].read_text())
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the module ended before reaching {step}: {self.result()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the module did not reach {step} within {timeout}s")
+            time.sleep(0.02)
+
+    def stopped(self, pid: int, timeout: float = 30) -> None:
+        """Wait until ``pid`` is stopped (state T) after it announced its stop."""
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline, f"module {pid} never stopped"
+            time.sleep(0.01)
+
+    def kill(self, step: str) -> None:
+        pid = self.wait(step)
+        self.stopped(pid)
+        os.kill(pid, signal.SIGKILL)
+        self.proc.wait(120)
+
+    def resume(self, pid: int) -> None:
+        os.kill(pid, signal.SIGCONT)
+
+    def result(self) -> dict[str, Any]:
+        out, err = self.proc.communicate(timeout=300)
+        try:
+            return json.loads(out)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+        except (ValueError, KeyError, IndexError):
+            return {"failed": True, "msg": f"no JSON result (rc={self.proc.returncode}): {out[-500:]} {err[-500:]}"}
