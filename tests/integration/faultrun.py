@@ -51,6 +51,17 @@ class FaultRun:
             assert time.monotonic() < deadline, f"module {pid} never stopped"
             time.sleep(0.01)
 
+    def blocked_on_lock(self, pid: int, timeout: float = 30) -> bool:
+        """Wait until ``pid`` sleeps in flock (True), or stops at its ``locked`` point instead (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if list(Path(self.markers).glob(f"locked.{pid}")):
+                return False
+            if Path(f"/proc/{pid}/wchan").read_text() == "locks_lock_inode_wait":
+                return True
+            time.sleep(0.01)
+        raise AssertionError(f"module {pid} neither waited for the lock nor took it within {timeout}s")
+
     def kill(self, step: str) -> None:
         pid = self.wait(step)
         self.stopped(pid)

@@ -84,16 +84,22 @@ def files_of(runtime_dir: str, name: str) -> list[str]:
 
 
 def qemu_pids_in(runtime_dir: str) -> list[int]:
-    """Live processes whose command line mentions ``runtime_dir`` (our QEMUs there)."""
+    """Live QEMU processes of ``runtime_dir``: they hold a file there (the serial log) or name it on their command line."""
+    prefix = runtime_dir.rstrip("/") + "/"
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and alive(int(entry)):
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if runtime_dir.encode() in handle.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
+        if not entry.isdigit() or not alive(int(entry)):
+            continue
+        try:
+            if not os.readlink(f"/proc/{entry}/exe").endswith("qemu-system-x86_64"):
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                named = runtime_dir.encode() in handle.read()
+            held = any(os.readlink(f"/proc/{entry}/fd/{fd}").startswith(prefix) for fd in os.listdir(f"/proc/{entry}/fd"))
+        except OSError:
+            continue
+        if named or held:
+            pids.append(int(entry))
     return pids
 
 

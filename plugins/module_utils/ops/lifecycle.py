@@ -128,6 +128,7 @@ def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, incomin
     if incoming_uri:
         rt["mark"] = INCOMING
     runtime_file.save(rd, where.name, rt)
+    rd.unlink(base(where.journal))  # hotplugs a previous QEMU left in flight went with it
     child: subprocess.Popen[bytes] | None = None
     log_fd = rd.open_append(base(where.log))
     offset = os.fstat(log_fd).st_size
