@@ -24,8 +24,10 @@ if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp_want" ] \
   exit 0
 fi
 
-mkdir -p "$out" 2>/dev/null && [ -w "$out" ] \
-  || { echo "build-guest: cannot write $out (set KVMHV_GUEST_DIR)" >&2; exit 1; }
+if ! mkdir -p "$out" 2>/dev/null || [ ! -w "$out" ]; then
+  echo "build-guest: cannot write $out (set KVMHV_GUEST_DIR)" >&2
+  exit 1
+fi
 chmod 0755 "$out"
 
 need_apt=()
