@@ -23,7 +23,7 @@ KERNEL_ARGS = "console=ttyS0 quiet panic=-1 mitigations=off"
 # The first three tokens are fixed; newer guests add key=value tokens after.
 _LINE = re.compile(r"KVMHV-REPORT seq=(\d+) block=(\S*) net=(\S*)((?: [a-z]+=\S*)*)")
 _PATTERN = re.compile(r"(?P<dev>[^:]+):g(?P<gen>\d+):"
-                      r"(?:(?P<state>waiting|writing|verifying|ok)|BAD@(?P<bad>\d+))"
+                      r"(?:(?P<state>waiting|writing|verifying|ok|ERR)|BAD@(?P<bad>\d+))"
                       r"(?::(?P<activity>writing|verifying))?")
 PATTERN_LINE = 64  # bytes of one pattern line, newline included (tests/guest/init)
 
@@ -46,13 +46,15 @@ class PatternState:
 
     ``gen`` is the pass being written/verified (state ``writing``/
     ``verifying``, no pass verified yet), the last pass verified (state
-    ``ok``; ``activity`` is then what pass gen+1 is doing) or the pass that
-    found block ``bad_block`` wrong (state ``bad``: the guest stops there).
+    ``ok``; ``activity`` is then what pass gen+1 is doing), the pass that
+    found block ``bad_block`` wrong (state ``bad``) or the pass that could
+    not be carried out (state ``error``: a tool killed, say out of memory).
+    The guest stops after ``bad`` and ``error``.
     """
 
     dev: str | None  # None while waiting for the disk
     gen: int
-    state: str  # waiting | writing | verifying | ok | bad
+    state: str  # waiting | writing | verifying | ok | bad | error
     activity: str | None = None  # writing | verifying, after ok
     bad_block: int | None = None
 
@@ -67,7 +69,8 @@ class PatternState:
         if not m or (m["activity"] and m["state"] != "ok"):
             raise ValueError(f"bad pattern= token: {text!r}")
         bad = m["bad"]
-        return cls(None if m["dev"] == "-" else m["dev"], int(m["gen"]), "bad" if bad else m["state"],
+        state = "bad" if bad else "error" if m["state"] == "ERR" else m["state"]
+        return cls(None if m["dev"] == "-" else m["dev"], int(m["gen"]), state,
                    m["activity"], int(bad) if bad else None)
 
 

@@ -71,6 +71,7 @@ def test_unknown_tokens_are_kept():
     ("vdb:g2:ok", PatternState("vdb", 2, "ok"), 2),
     ("vdb:g2:ok:verifying", PatternState("vdb", 2, "ok", "verifying"), 2),
     ("sdb:g5:BAD@17", PatternState("sdb", 5, "bad", None, 17), 4),
+    ("vdb:g2:ERR", PatternState("vdb", 2, "error"), 1),
 ])
 def test_pattern_tokens(token, want, verified):
     (report,) = parse_reports(f"KVMHV-REPORT seq=1 block= net= ping= scsi= pattern={token}\n")
@@ -78,7 +79,8 @@ def test_pattern_tokens(token, want, verified):
     assert report.pattern.verified == verified
 
 
-@pytest.mark.parametrize("token", ["vdb:3:ok", "vdb:g3:fine", "vdb:g3:writing:verifying", "vdb:g3:BAD@x", "vdb:g3:ok:done"])
+@pytest.mark.parametrize("token", ["vdb:3:ok", "vdb:g3:fine", "vdb:g3:writing:verifying", "vdb:g3:BAD@x", "vdb:g3:ok:done",
+                                   "vdb:g3:ERR:writing"])
 def test_bad_pattern_tokens_raise(token):
     with pytest.raises(ValueError, match="pattern"):
         parse_reports(f"KVMHV-REPORT seq=1 block= net= ping= scsi= pattern={token}\n")
