@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
 # Build the test guest from Debian packages: a distribution kernel plus a tiny
 # busybox initramfs that reports the disks and NICs it sees on the serial
-# console. The result is cached outside the repository; nothing is committed.
+# console. The result is cached outside the repository (default
+# /var/cache/kvmhv-qemu/guest, or $KVMHV_GUEST_DIR); nothing is committed.
+# Directories are 0755 and files 0644: QEMU may run as an unprivileged system
+# user that must read the kernel and the initrd.
 # The generic kernel is used, not the cloud one: only it has the drivers for
 # QEMU's lsi53c895a (sym53c8xx), megasas (megaraid_sas) and the emulated NICs.
 # Prints the guest directory (vmlinuz, initrd.img) as its last line.
 set -euo pipefail
+umask 022
 
 here=$(cd "$(dirname "$0")" && pwd)
-out=${KVMHV_GUEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kvmhv-qemu/guest}
+out=${KVMHV_GUEST_DIR:-/var/cache/kvmhv-qemu/guest}
 stamp_want=$(cat "$0" "$here/init" "$here/modules.txt" | sha256sum | cut -c1-16)
 
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp_want" ] \
    && [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
+  # A cache made by an older script may be private: open it up if it is ours.
+  chmod 0755 "$out" 2>/dev/null || true
+  chmod 0644 "$out/vmlinuz" "$out/initrd.img" 2>/dev/null || true
   echo "$out"
   exit 0
 fi
+
+if ! mkdir -p "$out" 2>/dev/null || [ ! -w "$out" ]; then
+  echo "build-guest: cannot write $out (set KVMHV_GUEST_DIR)" >&2
+  exit 1
+fi
+chmod 0755 "$out"
 
 need_apt=()
 command -v cpio >/dev/null || need_apt+=(cpio)
@@ -77,9 +90,9 @@ with open(os.path.join(dest, "order"), "w") as out:
         out.write(name + "\n")
 PY
 
-mkdir -p "$out"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img.tmp"
 cp "$work/pkg/boot/vmlinuz-$kver" "$out/vmlinuz.tmp"
+chmod 0644 "$out/initrd.img.tmp" "$out/vmlinuz.tmp"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 echo "$kver" > "$out/kernel-version"
