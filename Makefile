@@ -13,11 +13,13 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(COLLECTIONS)
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_PYTHON_INTERPRETER := $(VENV)/bin/python
-export KVMHV_GUEST_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kvmhv-qemu/guest
+export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
+# QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
+QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest demo test lint sanity units integration molecule bench clean
+.PHONY: setup apt venv link guest qemu-user demo test lint sanity units integration molecule fleet bench clean
 
-setup: apt venv link guest
+setup: apt venv link guest qemu-user
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)
@@ -40,6 +42,10 @@ link:
 
 guest:
 	bash tests/guest/build-guest.sh >/dev/null
+
+qemu-user:
+	getent passwd $(QEMU_USER) >/dev/null || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $(QEMU_USER)
+	if getent group kvm >/dev/null; then usermod -a -G kvm $(QEMU_USER); fi
 
 demo: setup
 	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml -e guest_dir=$(KVMHV_GUEST_DIR)

@@ -52,10 +52,12 @@ def _parse(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def run_module(module: str, args: dict[str, Any], check: bool = False, diff: bool = False,
-               timeout: int = 300) -> dict[str, Any]:
-    """``ansible localhost -m kvmhv.qemu.<module> -a <json>``; returns the host's result."""
+               timeout: int = 300, netns: str | None = None) -> dict[str, Any]:
+    """``ansible localhost -m kvmhv.qemu.<module> -a <json>`` (inside network namespace ``netns``); the host's result."""
     argv = [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
             "-m", module if "." in module else f"kvmhv.qemu.{module}", "-a", json.dumps(args)]
+    if netns:
+        argv = ["ip", "netns", "exec", netns, *argv]
     if check:
         argv.append("--check")
     if diff:

@@ -31,7 +31,7 @@ def start_paused(runtime_dir: str, name: str, hv: dict, disks: list[dict], nics:
     inst = devices.derived_uuid("instance", name)
     disk_recs = [devices.disk_record(d, inst) for d in disks]
     nic_recs = [devices.nic_record(n, inst, i) for i, n in enumerate(nics)]
-    rt = construct.new_runtime(name, inst, 64, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
+    rt = construct.new_runtime(name, inst, 128, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
     start_runtime(runtime_dir, name, dict(rt))
     return dict(rt), Started(runtime_dir, name)
 

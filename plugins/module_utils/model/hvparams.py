@@ -133,11 +133,12 @@ def normalize(hvparams: dict[str, Any] | None, base: dict[str, Any] | None = Non
             f"hvparam cpu_type={cpu!r} is not MODEL[,+flag|,-flag|,flag=on|off|NUMBER...] "
             "(letters, digits, '.', '_', '-'); QEMU's -cpu cannot escape anything else"
         )
+    for key in ("kernel_path", "initrd_path", "kernel_args"):
+        if merged[key] is not None and any(ord(ch) < 0x20 for ch in merged[key]):
+            raise KvmError(f"hvparam {key}={merged[key]!r} contains a control character")
     for key in ("kernel_path", "initrd_path"):
-        if merged[key] is not None and (not merged[key].startswith("/") or "\x00" in merged[key]):
+        if merged[key] is not None and not merged[key].startswith("/"):
             raise KvmError(f"hvparam {key}={merged[key]!r} must be an absolute path")
-    if merged["kernel_args"] is not None and "\x00" in merged["kernel_args"]:
-        raise KvmError("hvparam kernel_args contains a NUL character")
     if merged["initrd_path"] and not merged["kernel_path"]:
         raise KvmError("hvparam initrd_path needs kernel_path")
     extra_args(merged)

@@ -27,7 +27,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct,
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-MIN_MEMORY = 64
+MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the test guest needs 88 MiB)
 
 
 def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
