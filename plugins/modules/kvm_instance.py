@@ -237,6 +237,8 @@ def main() -> None:
             "runtime": {"type": "path"},
             "migration_uri": {"type": "str"},
             "shutdown_timeout": {"type": "int", "default": 30},
+            "purge": {"type": "bool", "default": False},
+            "unplug_timeout": {"type": "int", "default": 30},
         },
         required_if=[("state", "incoming", ("runtime", "migration_uri"))],
     )

@@ -31,6 +31,15 @@ options:
     description: Write an older runtime file back in the current format.
     type: bool
     default: false
+  export:
+    description:
+      - Also return the instance's runtime in an older layout, as RV(instance.exported), for tools that
+        only read that layout. Refused, with the reason, when the devices do not fit it.
+      - C(runtime-v1) is this collection's format version 1 (one PCI bus, one SCSI controller placed by QEMU,
+        every disk of the instance's C(disk_type)); C(legacy) is the list layout with integer C(pci) slots
+        (every device on C(pci.0)).
+    type: str
+    choices: [runtime-v1, legacy]
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -115,6 +124,10 @@ instance:
       description: The QMP socket path.
       type: str
       sample: /run/kvmhv/web1.qmp
+    exported:
+      description: The runtime in the layout O(export) asked for.
+      type: raw
+      returned: when O(export) is given
     drift:
       description: Differences between QEMU's device tree and the runtime file (empty when they agree).
       type: list
@@ -138,6 +151,7 @@ def main() -> None:
             "name": {"type": "str"},
             "path": {"type": "path"},
             "upgrade": {"type": "bool", "default": False},
+            "export": {"type": "str", "choices": ["runtime-v1", "legacy"]},
         },
         mutually_exclusive=[("name", "path")],
     )
