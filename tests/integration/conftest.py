@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from faultrun import kill_leftovers
 from helpers import qemu_pids_in
 
 if shutil.which("qemu-system-x86_64") is None:  # pragma: no cover - setup problem, not a skip
@@ -48,6 +49,7 @@ def no_qemu_left(tmp_path: Path) -> Iterator[None]:
     """QEMUs holding a file in the test's tmp_path (migration targets live there) are killed after
     it, so a failing test leaves no process behind; other tests' QEMUs are never touched."""
     yield
+    kill_leftovers()
     for pid in qemu_pids_in(str(tmp_path)):
         os.kill(pid, 9)
 

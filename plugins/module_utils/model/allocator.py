@@ -37,7 +37,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, HvInfo
 
-BRIDGE_SLOTS = range(1, 32)  # slot 0 of a pci-bridge is not hotpluggable
+BRIDGE_SLOTS = range(1, 32)  # 31 slots: slot 0 of a pci-bridge is left alone (SHPC cannot hotplug it)
+BRIDGE_RESERVE = 2 << 20
 PORTS_PER_SLOT = 8
 BRIDGE_KIND, PORT_KIND, SCSI_KIND = "pci-bridge", "pcie-root-port", "scsi"
 
@@ -235,8 +236,10 @@ def _add_bridge(state: BusState) -> bool:
     if not free:
         return False
     number = len(state.of_kind(BRIDGE_KIND)) + 1
+    # ACPI hotplug (no SHPC: Linux cannot drive it here), and memory windows reserved for
+    # what gets hotplugged behind it (without SHPC's BAR the firmware would give it none).
     info: HvInfo = {"driver": "pci-bridge", "id": f"pci.{number}", "bus": state.root, "addr": hex(free[-1]),
-                    "chassis_nr": number, "shpc": False}
+                    "chassis_nr": number, "shpc": False, "mem-reserve": BRIDGE_RESERVE, "pref64-reserve": BRIDGE_RESERVE}
     state.add_controller({"kind": BRIDGE_KIND, "hvinfo": info})
     return True
 

@@ -21,7 +21,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
@@ -41,9 +41,10 @@ def identity(kind: str, spec: dict[str, Any]) -> tuple[str, Any]:
     if spec.get("uuid"):
         return "uuid", hvi.check_uuid(spec["uuid"])
     if kind == "disks":
-        if not spec.get("path"):
-            raise KvmError("disk needs a 'uuid' or a 'path' to be identified")
-        return "path", spec["path"]
+        for key in ("path", "uri"):
+            if spec.get(key):
+                return key, spec[key]
+        raise KvmError("disk needs a 'uuid', a 'path' or a 'uri' to be identified")
     if not spec.get("mac"):
         raise KvmError("nic needs a 'uuid' or a 'mac' to be identified")
     return "mac", str(spec["mac"]).lower()
@@ -162,7 +163,10 @@ class HotplugOp:
         key, value = identity(self.kind, self.spec)
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
         if found is not None:
-            differs = mismatch(self.kind, found, {**found, **asked_properties(self.kind, self.spec)})
+            asked = asked_properties(self.kind, self.spec)
+            differs = mismatch(self.kind, found, {**found, **asked})
+            if differs and found.get("type") == "scsi-cd" and all(d.startswith(("path ", "format ")) for d in differs):
+                return await self._change_medium(mon, rt, found, asked)
             if differs:
                 raise KvmError(f"{self.kind[:-1]} {found['hvinfo']['id']} is plugged with {', '.join(differs)}; "
                                "unplug it first (state=absent) to plug it again with other properties")
@@ -191,6 +195,17 @@ class HotplugOp:
         items = [Item("controllers", dict(c)) for c in controllers] + [Item(self.kind, record)]
         await commit_add(mon, self.rd, self.where, rt, after, items, self.timeout)
         return True, record, diff
+
+    async def _change_medium(self, mon: Any, rt: Runtime, cd: dict[str, Any], asked: dict[str, Any]) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+        """A scsi-cd asked with another image: its medium changes live."""
+        after = runtime_file.copy(rt)
+        changed = next(d for d in after["disks"] if d["uuid"] == cd["uuid"])
+        changed.update({"path": asked.get("path"), "format": asked.get("format", cd["format"])})
+        diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path')}\n", "after": f"{cd['hvinfo']['id']} medium {changed['path']}\n"}
+        if not self.call.check:
+            await media.change(mon, cd, changed, rt["hvparams"])
+            runtime_file.save(self.rd, self.where.name, after)
+        return True, dict(changed), diff
 
     async def _absent(self, mon: Any, rt: Runtime) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
         settled = False if self.call.check else await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)

@@ -37,7 +37,8 @@ def test_pc_disks_first_then_nics_from_0x10_and_one_bridge_on_top():
     assert d[0]["type"] == "paravirtual"
     # 5 cold devices + 32 for hotplug > the 16-slot window: one bridge, at the top of the window
     assert ctl == [{"kind": "pci-bridge", "hvinfo": {"driver": "pci-bridge", "id": "pci.1", "bus": "pci.0", "addr": "0x1f",
-                                                      "chassis_nr": 1, "shpc": False}}]
+                                                      "chassis_nr": 1, "shpc": False, "mem-reserve": 2 << 20,
+                                                      "pref64-reserve": 2 << 20}}]
     assert len(state.free_pci_leaves()) == 10 + 31
 
 
