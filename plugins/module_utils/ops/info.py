@@ -115,7 +115,7 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
             at = f" at {got['bus']} slot {got['addr'] >> 3:#04x}" if isinstance(got.get("addr"), int) else \
                 f" at {got.get('bus')} scsi-id {got['scsi-id']}" if "scsi-id" in got else ""
             problems.append(f"QEMU has {kind} {dev_id}{at}, missing from the runtime")
-    window = range(rt["hvparams"]["kvm_pci_reservations"], hvp.PCI_LAST_SLOT + 1)
+    window = construct.bus_state(rt).window()
     for slot, dev in sorted(root_slots.items()):
         qdev = dev.get("qdev_id") or ""
         if slot in window and slot not in known_slots and qdev not in present:

@@ -118,7 +118,7 @@ def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any]
     return merged
 
 
-def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None) -> Runtime:
+def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None, warn: Any = None) -> Runtime:
     """The runtime a start of ``spec`` would write (reusing ``old``'s controllers and addresses)."""
     disks = [dict(d) for d in spec["disks"]]
     nics = [dict(n) for n in spec["nics"]]
@@ -130,7 +130,7 @@ def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None) 
         disks = merge_devices(old["disks"], disks, spec["hvparams"], "disks", buses)
         nics = merge_devices(old["nics"], nics, spec["hvparams"], "nics", buses)
     return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary,
-                                 disks, nics, controllers)
+                                 disks, nics, controllers, warn)
 
 
 class InstanceOp:
@@ -186,7 +186,7 @@ class InstanceOp:
             for note in pending + device_changes:
                 self.call.warn(f"recovering from the runtime file; not applied: {note}")
         else:
-            planned = plan_runtime(spec, self.params["qemu_binary"], old)
+            planned = plan_runtime(spec, self.params["qemu_binary"], old, self.call.warn)
         user = process.resolve_user(self.params["qemu_user"])
         for disk in planned["disks"]:
             host.check_disk(dict(disk), planned["hvparams"])
