@@ -156,7 +156,7 @@ def network_record(net: Any) -> dict[str, Any] | None:
                 raise KvmError(f"nic network {key} {net[key]!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)")
         if "ifname" not in net:
             raise KvmError("nic network type tap needs an 'ifname'")
-        return net
+        return dict(net)
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 
