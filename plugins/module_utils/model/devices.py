@@ -32,6 +32,11 @@ def derived_uuid(*parts: str) -> str:
     return str(uuidlib.uuid5(UUID_NS, "/".join(parts)))
 
 
+def instance_uuid(name: str, given: str | None = None) -> str:
+    """An instance's uuid: the one given (or recorded), else one derived from its name."""
+    return given or derived_uuid("instance", name)
+
+
 def mac_from_uuid(dev_uuid: str) -> str:
     """A stable locally administered MAC in QEMU's 52:54:00 range."""
     digits = dev_uuid.replace("-", "")[-6:]

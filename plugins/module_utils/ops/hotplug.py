@@ -52,7 +52,7 @@ def identity(kind: str, spec: dict[str, Any]) -> tuple[str, Any]:
 
 def new_record(kind: str, spec: dict[str, Any], rt: Runtime, name: str) -> dict[str, Any]:
     """The runtime record a request describes (validated; not yet placed)."""
-    inst_uuid = rt.get("uuid") or devices.derived_uuid("instance", name)
+    inst_uuid = devices.instance_uuid(name, rt.get("uuid"))
     return devices.disk_record(spec, inst_uuid) if kind == "disks" else devices.nic_record(spec, inst_uuid)
 
 

@@ -33,7 +33,7 @@ MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the tes
 def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
     """Validate the module parameters into an instance spec (pure)."""
     name = params["name"]
-    uuid = hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else devices.derived_uuid("instance", name)
+    uuid = devices.instance_uuid(name, hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else None)
     for key, low in (("memory", MIN_MEMORY), ("vcpus", 1)):
         if params[key] < low:
             raise KvmError(f"{key} must be at least {low}")
@@ -159,7 +159,7 @@ class InstanceOp:
         if rt is not None:
             result["instance"] = lifecycle.public(rt, self.where, state, pid)
         else:
-            uuid = self.params.get("uuid") or devices.derived_uuid("instance", self.where.name)
+            uuid = devices.instance_uuid(self.where.name, self.params.get("uuid"))
             result["instance"] = {"name": self.where.name, "uuid": uuid, "status": state, "pid": pid,
                                   "qmp_socket": self.where.qmp, "runtime_file": self.where.runtime,
                                   "serial_log": self.where.serial, "disks": [], "nics": [], "cmdline": []}
