@@ -25,7 +25,7 @@ options:
     default: qemu-system-x86_64
   qemu_user:
     description:
-      - System user QEMU runs as (the M(kvmhv.qemu.kvm_host) role creates C(kvmhv-qemu)). QEMU is started directly
+      - System user QEMU runs as (the C(kvmhv.qemu.kvm_host) role creates C(kvmhv-qemu)). QEMU is started directly
         as that user under C(-sandbox) and gets every file, socket and tap from the module as a descriptor.
       - C(root) runs QEMU as root, without the privilege separation, for hosts that need it.
     type: str
