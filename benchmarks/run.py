@@ -212,7 +212,8 @@ def bench_converge(tmp: str, images: str) -> dict[str, Any]:
             args = {**base, "disks": [{"path": boot_disk}, *({"path": p} for p in disks)], "purge": purge}
             results[key].append(playbook([{"name": key, "kvmhv.qemu.kvm_instance": args}], tmp))
             if key in ("add1", "add20"):
-                wait_for_report(inst["serial_log"], lambda r, n=len(disks): len(r.block) == 1 + n, 120)
+                seen = 1 + len(disks)
+                wait_for_report(inst["serial_log"], lambda r, seen=seen: len(r.block) == seen, 120)
         tasks = [{"name": f"plug {i}", "kvmhv.qemu.kvm_disk_hotplug": {"instance": name, "runtime_dir": tmp, "disk": {"path": p}}}
                  for i, p in enumerate(many[:10] + [make_disk(images, f"cx{rep}-{i}.img") for i in range(10)])]
         instance_call(tmp, name, disks=[{"path": boot_disk}], purge=True, memory=384, hvparams=hv)
