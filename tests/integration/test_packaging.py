@@ -23,8 +23,8 @@ def test_build_install_and_run_the_demo_from_the_installed_copy(tmp_path):
     with tarfile.open(tarball) as archive:
         names = {name.split("/", 1)[0] for name in archive.getnames()}
         files = set(archive.getnames())
-    assert {"plugins", "roles", "playbooks", "meta", "docs", "README.md", "LICENSE", "requirements.txt",
-            "MANIFEST.json", "FILES.json", "CHANGELOG.rst", "changelogs", "tests", "extensions"} <= names | {"docs"}, names
+    assert {"plugins", "roles", "playbooks", "meta", "README.md", "LICENSE", "requirements.txt",
+            "MANIFEST.json", "FILES.json", "CHANGELOG.rst", "changelogs", "tests", "extensions"} <= names, names
     leaked = names & {".ansible", "collections", ".venv", ".build", ".ci", "Makefile", "mypy.ini", "pyproject.toml",
                       "requirements-dev.txt", ".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache"}
     assert not leaked, leaked
