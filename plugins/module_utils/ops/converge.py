@@ -130,9 +130,11 @@ def after(rt: Runtime, the_plan: Plan) -> Runtime:
     return result
 
 
-async def converge(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, the_plan: Plan, call: Call,
-                   timeout: float) -> Runtime:
-    """Carry out the plan; returns the runtime as saved. Unplugs first, media changes, then one burst of adds."""
+async def converge(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, spec: dict[str, Any], purge: bool,
+                   call: Call, timeout: float) -> Runtime:
+    """Make QEMU match ``spec``; returns the runtime as saved. Unplugs first, media changes, then one burst of adds,
+    placed around whatever is really there by then (a device that did not leave keeps its address)."""
+    the_plan = plan(rt, spec, purge)
     current = rt
     failed: list[tuple[Item, KvmError]] = []
     if the_plan.removes:
@@ -144,9 +146,10 @@ async def converge(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, the_
         await media.change(mon, cd, want, current["hvparams"])
         current = after(current, Plan(media=[(cd, want)]))
         runtime_file.save(rd, where.name, current)
-    if the_plan.adds:
-        target = after(current, Plan(adds=the_plan.adds))
-        await hotplug.commit_add(mon, rd, where, current, target, the_plan.adds, timeout)
+    adds = plan(current, spec, purge=False).adds if failed else the_plan.adds
+    if adds:
+        target = after(current, Plan(adds=adds))
+        await hotplug.commit_add(mon, rd, where, current, target, adds, timeout)
         current = target
     if failed:
         names = ", ".join(f"{item.id} ({err.msg})" for item, err in failed)

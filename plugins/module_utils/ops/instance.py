@@ -219,8 +219,8 @@ class InstanceOp:
         async def go() -> Runtime:
             async with qmp.connect(self.where.qmp) as mon:
                 await hotplug.settle_journal(mon, self.rd, self.where, old, self.call, timeout)
-                fresh = converge.plan(old, spec, bool(self.params.get("purge")))
-                return await converge.converge(mon, self.rd, self.where, old, fresh, self.call, timeout)
+                return await converge.converge(mon, self.rd, self.where, old, spec, bool(self.params.get("purge")),
+                                               self.call, timeout)
 
         done = qmp.run(go())
         return self._result(True, done, before, hotplug.layout(done), pending=pending, devices=the_plan.report())
