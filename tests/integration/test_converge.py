@@ -91,3 +91,18 @@ def test_a_burst_with_one_bad_device_leaves_everything_as_it_was(runtime_dir, ma
     assert_matches_runtime(inst["qmp_socket"], read_rt(inst["runtime_file"]))
     wait_for_report(inst["serial_log"], lambda r: set(r.disks_by_size()) == {2048}, 60)  # the guest saw them go
     run_module("kvm_instance", {**args, "state": "absent"})
+
+
+def test_an_unplug_that_times_out_stays_recorded_and_adds_go_around_it(runtime_dir, make_disk):
+    """Without a guest OS no PCI unplug is acknowledged: that device stays (recorded, named in the failure)
+    and the adds of the same task take other addresses instead of colliding with it."""
+    first, second = make_disk("a.img", 2), make_disk("b.img", 3)
+    args = {"name": "cv3", "runtime_dir": runtime_dir, "hvparams": {"accel": "tcg"}, "disks": disk_list([first])}
+    inst = run_module("kvm_instance", args)["instance"]
+    res = run_module("kvm_instance", {**args, "disks": disk_list([second]), "purge": True, "unplug_timeout": 2})
+    assert res.get("failed") and "did not leave and stay recorded" in res["msg"], res
+    rt = read_rt(inst["runtime_file"])
+    assert [d["path"] for d in rt["disks"]] == [first, second]
+    assert rt["disks"][0]["hvinfo"]["addr"] != rt["disks"][1]["hvinfo"]["addr"]
+    assert_matches_runtime(inst["qmp_socket"], rt)
+    run_module("kvm_instance", {**args, "state": "absent"})
