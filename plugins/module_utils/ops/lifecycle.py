@@ -25,7 +25,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process, qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
@@ -217,7 +217,8 @@ def illustrative_argv(rt: Runtime, incoming: bool = False) -> list[str]:
     """The argv a start would use; descriptor numbers are placeholders (each start gets its own)."""
     disks = {d["hvinfo"]["id"]: (10 + i, False) for i, d in enumerate(rt["disks"])}
     taps = {n["hvinfo"]["id"]: 100 + i for i, n in enumerate(rt["nics"]) if (n.get("network") or {}).get("type") == "tap"}
-    return qargv.launch_argv(rt, qargv.HostFds(3, 4, 5, disks, taps), incoming)
+    fixed_disks, fixed_taps = fixed.placeholder_fds(rt)
+    return qargv.launch_argv(rt, qargv.HostFds(3, 4, 5, {**disks, **fixed_disks}, {**taps, **fixed_taps}), incoming)
 
 
 def public(rt: Runtime, where: Paths, state: str, pid: int | None) -> dict[str, Any]:
