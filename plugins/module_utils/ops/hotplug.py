@@ -23,7 +23,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -168,7 +168,14 @@ class HotplugOp:
             if not self.call.check:
                 await engine.replug(mon, Item(self.kind, found), rt["hvparams"], self.timeout)
             return True, found, {}
+        placed = ganeti.find_fixed(dict(rt), self.kind, key, value)
+        if placed is not None:  # there, placed by QEMU (read from Ganeti): present, but not ours to plug
+            self.call.warn(f"{self.kind[:-1]} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
+            return settled, None, {}
         wanted = new_record(self.kind, self.spec, rt, self.where.name)
+        prop = "path" if self.kind == "disks" else "mac"
+        if ganeti.find_fixed(dict(rt), self.kind, prop, wanted[prop]) is not None:
+            raise KvmError(f"{self.kind[:-1]} {wanted[prop]} is already used by a device QEMU placed itself in {self.where.name}")
         clash = find(rt[self.kind], "path" if self.kind == "disks" else "mac", wanted["path" if self.kind == "disks" else "mac"])  # type: ignore[literal-required]
         if clash is not None:
             what = f"disk {wanted['path']}" if self.kind == "disks" else f"MAC {wanted['mac']}"
@@ -186,6 +193,9 @@ class HotplugOp:
         settled = False if self.call.check else await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
         key, value = identity(self.kind, self.spec)
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
+        if found is None and ganeti.find_fixed(dict(rt), self.kind, key, value) is not None:
+            raise KvmError(f"{self.kind[:-1]} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
+                           "unplugged; it goes with the next start without it")
         if found is None:
             return settled, None, {}
         after = runtime_file.copy(rt)
@@ -229,7 +239,7 @@ def apply(call: Call, kind: str, option: str) -> dict[str, Any]:
     with rd:
         if rd.missing or not rd.exists(where.name + ".runtime.json"):
             raise KvmError(f"instance {where.name} has no runtime file in {where.runtime_dir}")
-        op = HotplugOp(call, rd, where, kind, spec)
+        op = HotplugOp(call, rd, lifecycle.locate(rd, where), kind, spec)
         if call.check:
             changed, rec, diff = qmp.run(op.run(params["state"]))
         else:

@@ -25,7 +25,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams a
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
@@ -117,6 +117,8 @@ async def drift(sock: str, rt: Runtime, pid: int) -> list[str]:
 
 def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Paths | None) -> dict[str, Any]:
     """One instance as the module returns it."""
+    if rd is not None and where is not None:
+        where = lifecycle.locate(rd, where)  # an adopted QEMU's socket and pid file
     pid = process.running_pid(rd, where) if rd is not None and where is not None else None
     status = "alive" if pid else "down"
     if rt.get("mark") == INCOMING:
@@ -136,6 +138,7 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "qmp_socket": where.qmp if where else None,
         "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] if rd and where else [],
         "drift": [],
+        "notes": ganeti.notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
     }
     if pid is not None and rd is not None and where is not None:
         report["drift"] = qmp.run(drift(lifecycle.query_socket(rd, where), rt, pid))

@@ -93,6 +93,7 @@ def apply(call: Call) -> dict[str, Any]:
     where = paths(params["runtime_dir"], params["name"])
     rd = open_rundir(where.runtime_dir, create=False)
     with rd:
+        where = lifecycle.locate(rd, where)
         if call.check:
             if not process.running_pid(rd, where):
                 raise KvmError(f"instance {where.name} is not running in {where.runtime_dir}")

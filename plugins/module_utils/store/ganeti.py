@@ -391,11 +391,13 @@ def _hvparams(ganeti_hv: dict[str, Any], argv: list[str], notes: list[str]) -> t
     res = ganeti_hv.get("kvm_pci_reservations")
     if isinstance(res, bool) or not isinstance(res, int):
         res = GANETI_DEFAULT_RESERVATIONS
+        ours["reservations_default"] = True  # taken out again below; tells read() the file predates the parameter
         notes.append(f"hvparam kvm_pci_reservations is missing: new devices go from slot {res:#04x} up (Ganeti's default)")
     elif res < hvp.MIN_PCI_RESERVATIONS:
         notes.append(f"hvparam kvm_pci_reservations={res} raised to {hvp.MIN_PCI_RESERVATIONS} (QEMU's own devices need the low slots)")
         res = hvp.MIN_PCI_RESERVATIONS
     ours["kvm_pci_reservations"] = min(res, hvp.PCI_LAST_SLOT + 1)
+    defaulted = ours.pop("reservations_default", False)
     machine, accel = machine_of(argv)
     if accel:
         ours["accel"] = accel
@@ -411,6 +413,8 @@ def _hvparams(ganeti_hv: dict[str, Any], argv: list[str], notes: list[str]) -> t
         notes.append(f"machine {machine} is recorded as machine_type pc (kvm_cmd keeps {machine})")
         normalized = hvp.normalize(ours)
     legacy = {k: v for k, v in ganeti_hv.items() if not (k in normalized and normalized[k] == v)}
+    if defaulted:
+        legacy["reservations_default"] = True
     return normalized, legacy
 
 
@@ -548,6 +552,7 @@ def read(data: list[Any]) -> dict[str, Any]:
         notes.append("Ganeti runtime with three elements (before 2.10): its disks are -drive options in kvm_cmd")
     original = _strings(data[0])
     hv, legacy = _hvparams(data[2], original, notes)
+    reservations_default = legacy.pop("reservations_default", False)
     argv, drives = _rewrite_kvm_cmd(original, notes, plumbing)
     nics, fixed_nics = _nics(data[1], hv, notes)
     disks, fixed_disks = _disks(data[3] if len(data) == 4 else [], hv, notes)
@@ -567,7 +572,9 @@ def read(data: list[Any]) -> dict[str, Any]:
         "kvm_extra": [],
         "disks": disks,
         "nics": nics,
-        "ganeti": {"layout": layout_of(data), "plumbing": plumbing, "notes": notes},
+        "ganeti": {"layout": layout_of(data), "plumbing": plumbing, "notes": notes,
+                   # the file predates kvm_pci_reservations: adoption packs new devices after QEMU's own
+                   "reservations_default": reservations_default},
     }
     # Tail order matters for QEMU's placement: NICs, then disks of the disk list, then kvm_cmd's drives.
     fixed = fixed_nics + fixed_disks + drives
