@@ -28,9 +28,20 @@ options:
     description: Path of one runtime file (any format this collection can read).
     type: path
   upgrade:
-    description: Write an older runtime file back in the current format.
+    description:
+      - Write an older runtime file back in the current format.
+      - Never on a file Ganeti still uses (its C(conf/<name>.runtime)): Ganeti cannot read the current format.
     type: bool
     default: false
+  ganeti_layout:
+    description:
+      - Also return the runtime as Ganeti writes it (RV(instance.ganeti_runtime)), for handing an instance back to
+        Ganeti. C(3) is the layout of Ganeti 2.16 to 3.1 (hvinfo), C(2) that of Ganeti 2.10 to 2.15 (integer pci slots).
+      - Refused, naming the device, when a device does not fit the layout (not on C(pci.0), or for C(3) not a SCSI
+        target 0-15 on C(scsi.0); a non-raw disk; bridges or extra controllers), and for a running instance when
+        Ganeti 2.x would call a device by another id.
+    type: str
+    choices: ["2", "3"]
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -55,6 +66,16 @@ EXAMPLES = r"""
 - name: Every instance on the host
   kvmhv.qemu.kvm_instance_info:
     runtime_dir: /run/kvmhv
+
+- name: Read a Ganeti runtime file (any layout from 2.0 to 3.1)
+  kvmhv.qemu.kvm_instance_info:
+    path: /var/run/ganeti/kvm-hypervisor/conf/vm1.example.org.runtime
+
+- name: An instance as Ganeti 3.x would record it
+  kvmhv.qemu.kvm_instance_info:
+    name: web1
+    ganeti_layout: "3"
+  register: for_ganeti
 
 - name: Upgrade a legacy runtime file in place
   kvmhv.qemu.kvm_instance_info:
@@ -120,6 +141,17 @@ instance:
       type: list
       elements: str
       sample: ["QEMU has hd9 at pci.0 slot 0x15, missing from the runtime"]
+    notes:
+      description: What reading a Ganeti runtime changed or assumed (rewritten options, a uuid derived from a MAC,
+        devices QEMU placed itself).
+      type: list
+      elements: str
+      sample: ["nic 0 (aa:00:00:11:22:33) had no uuid (written before Ganeti 2.8): uuid 04d005cd-6a1b-57e1-9961-f035e1fdbbf6 derived from its MAC"]
+    ganeti_runtime:
+      description: The runtime in Ganeti's layout O(ganeti_layout) (JSON data; Ganeti stores it as one line).
+      returned: with ganeti_layout
+      type: list
+      sample: [["/usr/bin/kvm", "-pidfile", "/var/run/ganeti/kvm-hypervisor/pid/web1"], [], {}, []]
 instances:
   description: Every instance read (one item when O(name) or O(path) was given), with the keys of RV(instance).
   returned: always
@@ -138,6 +170,7 @@ def main() -> None:
             "name": {"type": "str"},
             "path": {"type": "path"},
             "upgrade": {"type": "bool", "default": False},
+            "ganeti_layout": {"type": "str", "choices": ["2", "3"]},
         },
         mutually_exclusive=[("name", "path")],
     )

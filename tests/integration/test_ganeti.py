@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module
+from ansible_runner import run_module, run_playbook
 from ganeti_launcher import SerialPump
 from guest_report import KERNEL_ARGS, guest_dir, latest_report, wait_for_report
 from helpers import alive, files_of, q, tcp_uri
@@ -34,6 +34,7 @@ NIC0_UUID, NIC1_UUID, DISK1_UUID = ("3b9e1c2d-7f6a-4e5b-8c9d-112233445566", "1a2
                                     "44444444-5555-4666-8777-888888888888")
 INSTANCE_UUID = "0f7b3c1e-2a44-4d0b-8f3e-6c1d2b3a4f50"
 HERE = Path(__file__).parent
+FIXTURES = HERE.parent / "unit" / "plugins" / "module_utils" / "store" / "ganeti_fixtures"
 
 
 def ip(*args: str) -> str:
@@ -179,6 +180,11 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
     assert info["runtime"]["hvparams"]["machine_type"] == "pc-i440fx-7.2" and info["runtime"]["hvparams"]["accel"] == "tcg"
     assert info["bus"]["pci"]["window"][0] == "0x06" and info["bus"]["pci"]["free"][0] == "0x08"
 
+    back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "ganeti_layout": "2"}, netns=netns)
+    kvm_cmd, nics, _hv, disks = back["instance"]["ganeti_runtime"]  # as Ganeti 2.15 wrote it, plumbing included
+    assert [n.get("pci") for n in nics] == [None, 6] and [d[0]["pci"] for d in disks] == [7] and kvm_cmd[kvm_cmd.index("-m") + 1] == 256
+    assert node.pidfile in kvm_cmd and f"file={node.root}/instance-disks/{NAME}:0,format=raw,if=virtio" in kvm_cmd
+
     disk = run_module("kvm_disk_hotplug", {"instance": NAME, "runtime_dir": runtime_dir, "disk": {"path": make_disk("hot.img", 4)}},
                       netns=netns)
     assert disk["changed"] is True and disk["device"]["hvinfo"]["addr"] == "0x8", disk
@@ -193,6 +199,10 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
                            60, after_seq=seen.seq)
     info = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir}, netns=netns)["instance"]
     assert info["drift"] == [], info["drift"]
+    one_line(run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "ganeti_layout": "2"}, netns=netns),
+             "cannot export a running instance to Ganeti 2.x", "would be called hotdisk-")
+    back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "ganeti_layout": "3"}, netns=netns)
+    assert [d[0]["hvinfo"]["addr"] for d in back["instance"]["ganeti_runtime"][3]] == ["0x7", "0x8"]
     source_tree = device_tree(node.qmp)
 
     target_dir = str(tmp_path / "hv2")
@@ -260,3 +270,16 @@ def test_absent_on_an_adopted_instance_stops_its_qemu(runtime_dir, netns, ganeti
     gone = run_module("kvm_instance", {"name": NAME, "runtime_dir": runtime_dir, "state": "absent"}, netns=netns)
     assert gone["changed"] is True and not alive(pid) and files_of(runtime_dir, NAME) == []
     assert Path(node.runtime).read_bytes() == before  # only this collection's files went
+
+
+def test_info_reads_every_ganeti_layout_without_a_python_error():
+    """Every fixture through a real ansible run: read, upgraded, notes, never a traceback."""
+    fixtures = sorted(FIXTURES.glob("*.json"))
+    assert len(fixtures) >= 17
+    res = run_playbook([{"name": f.stem, "kvmhv.qemu.kvm_instance_info": {"path": str(f)}} for f in fixtures])
+    assert res["rc"] == 0, res["stderr"]
+    for name, _host, result in res["tasks"]:
+        inst = result["instance"]
+        assert not result.get("failed") and inst["format_version"] == 0 and inst["current_version"] == 2, (name, result)
+        assert inst["notes"] and inst["runtime"]["kvm_cmd"][-2:] == ["-net", "none"], name
+        assert all(isinstance(a, str) for a in inst["runtime"]["kvm_cmd"]), name

@@ -195,7 +195,7 @@ class HotplugOp:
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
         if found is None and ganeti.find_fixed(dict(rt), self.kind, key, value) is not None:
             raise KvmError(f"{self.kind[:-1]} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
-                           "unplugged; it goes with the next start without it")
+                           "unplugged; stop the instance and start it without it")
         if found is None:
             return settled, None, {}
         after = runtime_file.copy(rt)

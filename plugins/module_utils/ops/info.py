@@ -202,6 +202,8 @@ def apply(call: Call) -> dict[str, Any]:
                 if not call.check:
                     version = rt["version"]
             reports.append(describe(path, rt, version, rd if where else None, where))
+            if params.get("ganeti_layout"):  # a downgrade export, refused with the reason when a device does not fit
+                reports[-1]["ganeti_runtime"] = ganeti.export(dict(rt), params["ganeti_layout"], running=reports[-1]["alive"])
     result: dict[str, Any] = {"changed": changed, "instances": reports}
     if len(targets) == 1 and (params["name"] or params["path"]):
         result["instance"] = reports[0]
