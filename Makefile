@@ -8,7 +8,7 @@ SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 BUILD := $(CURDIR)/.build
 COLLECTIONS := $(BUILD)/collections
-APT_PACKAGES := qemu-system-x86 qemu-utils busybox-static cpio iproute2 git shellcheck
+APT_PACKAGES := qemu-system-x86 qemu-utils qemu-block-extra busybox-static cpio iproute2 git shellcheck tgt
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export PYTHONPATH := $(COLLECTIONS)
 export PATH := $(VENV)/bin:$(PATH)
@@ -25,8 +25,13 @@ apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)
 	if [ -n "$$missing" ]; then
 	  echo "installing: $$missing"
-	  apt-get update -qq
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	  # tgt (the tests' iSCSI target) must not start as a system service: tests run their own
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
+	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	  fi
+	  apt-get -o DPkg::Lock::Timeout=600 update -qq
+	  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing >/dev/null
 	fi
 
 venv: $(VENV)/.stamp

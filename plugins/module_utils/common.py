@@ -38,9 +38,11 @@ HOTPLUG_ARGS: dict[str, Any] = {
 # (doc fragments kvmhv.qemu.disk and kvmhv.qemu.nic).
 DISK_OPTIONS: dict[str, Any] = {
     "path": {"type": "path"},
+    "uri": {"type": "str"},
     "format": {"type": "str", "choices": ["raw", "qcow2"], "default": "raw"},
-    "mode": {"type": "str", "choices": ["rw", "ro"], "default": "rw"},
+    "mode": {"type": "str", "choices": ["rw", "ro"]},
     "uuid": {"type": "str"},
+    "type": {"type": "str", "choices": ["paravirtual", "scsi-hd", "scsi-cd", "scsi-block", "scsi-generic", "ide", "scsi"]},
 }
 NIC_OPTIONS: dict[str, Any] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
 

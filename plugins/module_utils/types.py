@@ -33,6 +33,8 @@ HvInfo = TypedDict(
         "port": int,
         "shpc": bool,
         "io-reserve": int,
+        "mem-reserve": int,
+        "pref64-reserve": int,
     },
     total=False,
 )

@@ -268,7 +268,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
 
 
 def main() -> None:
-    disk_spec = {**DISK_OPTIONS, "path": {"type": "path", "required": True}}
     module = new_module(
         {
             "name": {"type": "str", "required": True},
@@ -276,12 +275,14 @@ def main() -> None:
             "uuid": {"type": "str"},
             "memory": {"type": "int", "default": 256},
             "vcpus": {"type": "int", "default": 1},
-            "disks": {"type": "list", "elements": "dict", "options": disk_spec, "default": []},
+            "disks": {"type": "list", "elements": "dict", "options": DISK_OPTIONS, "default": []},
             "nics": {"type": "list", "elements": "dict", "options": NIC_OPTIONS, "default": []},
             "hvparams": {"type": "dict", "default": {}},
             "runtime": {"type": "path"},
             "migration_uri": {"type": "str"},
             "shutdown_timeout": {"type": "int", "default": 30},
+            "purge": {"type": "bool", "default": False},
+            "unplug_timeout": {"type": "int", "default": 30},
             "adopt": {"type": "dict", "options": {"runtime": {"type": "path", "required": True},
                                                   "qmp": {"type": "path", "required": True},
                                                   "pidfile": {"type": "path", "required": True}}},

@@ -33,15 +33,20 @@ options:
       - Never on a file Ganeti still uses (its C(conf/<name>.runtime)): Ganeti cannot read the current format.
     type: bool
     default: false
-  ganeti_layout:
+  export:
     description:
-      - Also return the runtime as Ganeti writes it (RV(instance.ganeti_runtime)), for handing an instance back to
-        Ganeti. C(3) is the layout of Ganeti 2.16 to 3.1 (hvinfo), C(2) that of Ganeti 2.10 to 2.15 (integer pci slots).
-      - Refused, naming the device, when a device does not fit the layout (not on C(pci.0), or for C(3) not a SCSI
-        target 0-15 on C(scsi.0); a non-raw disk; bridges or extra controllers), and for a running instance when
-        Ganeti 2.x would call a device by another id.
+      - Also return the instance's runtime in an older layout, as RV(instance.exported), for tools that
+        only read that layout. Refused, with the reason, when the devices do not fit it.
+      - C(runtime-v1) is this collection's format version 1 (one PCI bus, one SCSI controller placed by QEMU,
+        every disk of the instance's C(disk_type)); C(legacy) is the list layout with integer C(pci) slots
+        (every device on C(pci.0)).
+      - C(ganeti-3) is the runtime as Ganeti 2.16 to 3.1 writes it (hvinfo), C(ganeti-2) as Ganeti 2.10 to 2.15 writes
+        it (integer pci slots), for handing an instance (adopted or not) back to Ganeti; Ganeti's host options
+        (pid file, monitor, serial socket) are put back into C(kvm_cmd). Refused, naming the device, when a device
+        does not fit (not on C(pci.0), or for C(ganeti-3) not a SCSI target 0-15 on C(scsi.0); a non-raw disk;
+        bridges or controllers in use), and for a running instance when Ganeti 2.x would call a device by another id.
     type: str
-    choices: ["2", "3"]
+    choices: [runtime-v1, legacy, ganeti-2, ganeti-3]
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -74,7 +79,7 @@ EXAMPLES = r"""
 - name: An instance as Ganeti 3.x would record it
   kvmhv.qemu.kvm_instance_info:
     name: web1
-    ganeti_layout: "3"
+    export: ganeti-3
   register: for_ganeti
 
 - name: Upgrade a legacy runtime file in place
@@ -136,6 +141,10 @@ instance:
       description: The QMP socket path.
       type: str
       sample: /run/kvmhv/web1.qmp
+    exported:
+      description: The runtime in the layout O(export) asked for.
+      type: raw
+      returned: when O(export) is given
     drift:
       description: Differences between QEMU's device tree and the runtime file (empty when they agree).
       type: list
@@ -147,11 +156,6 @@ instance:
       type: list
       elements: str
       sample: ["nic 0 (aa:00:00:11:22:33) had no uuid (written before Ganeti 2.8): uuid 04d005cd-6a1b-57e1-9961-f035e1fdbbf6 derived from its MAC"]
-    ganeti_runtime:
-      description: The runtime in Ganeti's layout O(ganeti_layout) (JSON data; Ganeti stores it as one line).
-      returned: with ganeti_layout
-      type: list
-      sample: [["/usr/bin/kvm", "-pidfile", "/var/run/ganeti/kvm-hypervisor/pid/web1"], [], {}, []]
 instances:
   description: Every instance read (one item when O(name) or O(path) was given), with the keys of RV(instance).
   returned: always
@@ -170,7 +174,7 @@ def main() -> None:
             "name": {"type": "str"},
             "path": {"type": "path"},
             "upgrade": {"type": "bool", "default": False},
-            "ganeti_layout": {"type": "str", "choices": ["2", "3"]},
+            "export": {"type": "str", "choices": ["runtime-v1", "legacy", "ganeti-2", "ganeti-3"]},
         },
         mutually_exclusive=[("name", "path")],
     )

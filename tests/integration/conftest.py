@@ -14,6 +14,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from faultrun import kill_leftovers
+from helpers import qemu_pids_in
+
 if shutil.which("qemu-system-x86_64") is None:  # pragma: no cover - setup problem, not a skip
     raise pytest.UsageError("qemu-system-x86_64 is missing: run `make setup` first")
 
@@ -32,23 +35,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 @pytest.fixture
 def runtime_dir() -> Iterator[str]:
-    """A short private runtime directory (QMP socket paths must stay < 108 bytes).
-
-    On teardown any QEMU still running from it is killed, so a failing test
-    leaves no process behind.
-    """
+    """A short private runtime directory (QMP socket paths must stay < 108 bytes)."""
     path = tempfile.mkdtemp(prefix="kvmhv-", dir="/tmp")
     os.chmod(path, 0o700)
     yield path
-    for pidfile in Path(path).glob("*.pid"):
-        try:
-            pid = int(pidfile.read_text().strip())
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                if str(pidfile).encode() in handle.read():
-                    os.kill(pid, 9)
-        except (OSError, ValueError):
-            pass
+    for pid in qemu_pids_in(path):  # a failed test leaves no QEMU behind
+        os.kill(pid, 9)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_qemu_left(tmp_path: Path) -> Iterator[None]:
+    """QEMUs holding a file in the test's tmp_path (migration targets live there) are killed after
+    it, so a failing test leaves no process behind; other tests' QEMUs are never touched."""
+    yield
+    kill_leftovers()
+    for pid in qemu_pids_in(str(tmp_path)):
+        os.kill(pid, 9)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ worker calls setsid) and never after a guessed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +21,21 @@ from typing import Any
 from ansible_runner import VENV_BIN, ansible_env
 
 
+RUNNING: list[FaultRun] = []
+
+
+def kill_leftovers() -> None:
+    """Kill what a failed test left: its modules (maybe stopped) and their ansible processes."""
+    while RUNNING:
+        run = RUNNING.pop()
+        for marker in Path(run.markers).glob("*.*"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(marker.read_text()), signal.SIGKILL)
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+
+
 class FaultRun:
     def __init__(self, module: str, args: dict[str, Any], stop: tuple[str, ...] = (), mark: tuple[str, ...] = (),
                  netns: str | None = None) -> None:
@@ -30,6 +46,7 @@ class FaultRun:
         if netns:
             argv = ["ip", "netns", "exec", netns, *argv]
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        RUNNING.append(self)
 
     def wait(self, step: str, timeout: float = 120) -> int:
         """The pid of the module process once it reached ``step`` (polling the marker directory)."""

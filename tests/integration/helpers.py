@@ -52,22 +52,34 @@ def block_by_qdev(sock: str) -> dict[str, dict[str, Any]]:
 
 
 def assert_matches_runtime(sock: str, rt: dict[str, Any]) -> None:
-    """Every device of the runtime sits in QEMU exactly where its hvinfo says."""
-    slots = pci_slots(sock)
-    blocks = block_by_qdev(sock)
-    for dev in rt["disks"] + rt["nics"]:
-        info = dev["hvinfo"]
+    """Every controller and device of the runtime sits in QEMU exactly where its hvinfo says (asked with
+    qom-get, independently of the collection's own drift check), and nothing else sits in the window."""
+    records = [c["hvinfo"] for c in rt.get("controllers", [])] + [d["hvinfo"] for d in rt["disks"] + rt["nics"]]
+    asks = []
+    for info in records:
+        path = f"/machine/peripheral/{info['id']}"
+        asks += [("qom-get", {"path": path, "property": "type"}), ("qom-get", {"path": path, "property": "parent_bus"})]
         if "addr" in info:
-            assert slots[int(info["addr"], 16)]["qdev_id"] == info["id"], (info, slots.get(int(info["addr"], 16)))
+            asks.append(("qom-get", {"path": path, "property": "addr"}))
         if "scsi-id" in info:
-            path = f"/machine/peripheral/{info['id']}"
-            got = qmp(sock, ("qom-get", {"path": path, "property": "scsi-id"}), ("qom-get", {"path": path, "property": "type"}))
-            assert got == [info["scsi-id"], info["driver"]], (info, got)
-        if dev in rt["disks"]:
-            assert info["id"] in blocks, (info["id"], sorted(blocks))
+            asks.append(("qom-get", {"path": path, "property": "scsi-id"}))
+    answers = iter(qmp(sock, *asks))
+    for info in records:
+        kind, bus = next(answers), next(answers).rsplit("/", 1)[-1]
+        assert (kind, bus) == (info["driver"], info["bus"]), (info, kind, bus)
+        if "addr" in info:
+            slot, _, function = info["addr"].partition(".")
+            assert next(answers) == int(slot, 16) << 3 | int(function or "0", 16), info
+        if "scsi-id" in info:
+            assert next(answers) == info["scsi-id"], info
+    blocks = block_by_qdev(sock)
+    for dev in rt["disks"]:
+        if dev.get("path") or dev.get("uri"):
+            assert dev["hvinfo"]["id"] in blocks, (dev["hvinfo"]["id"], sorted(blocks))
+    root = "pcie.0" if "q35" in rt["hvparams"]["machine_type"] else "pci.0"
     window = range(rt["hvparams"]["kvm_pci_reservations"], 0x20)
-    ours = {int(d["hvinfo"]["addr"], 16) for d in rt["disks"] + rt["nics"] if "addr" in d["hvinfo"]}
-    assert {s for s in slots if s in window} == ours
+    ours = {int(i["addr"].split(".")[0], 16) for i in records if "addr" in i and i["bus"] == root}
+    assert {s for s in pci_slots(sock) if s in window} == ours
 
 
 def alive(pid: int | None) -> bool:

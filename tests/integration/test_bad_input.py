@@ -28,7 +28,7 @@ def assert_clean_failure(result: dict, runtime_dir: str, name: str, *words: str)
     ({"hvparams": {**BASE_HV, "turbo": True}}, ["unknown hvparam 'turbo'"]),
     ({"hvparams": {**BASE_HV, "disk_type": "scsi-block"}, "disks": "PLAIN"}, ["needs a block or SCSI generic device"]),
     ({"hvparams": {**BASE_HV, "kvm_extra": "-S -no-such-option"}}, ["QEMU failed to start", "no-such-option"]),
-    ({"hvparams": {**BASE_HV, "machine_type": "q35"}}, ["machine_type='q35' is not supported"]),
+    ({"hvparams": {**BASE_HV, "machine_type": "q36"}}, ["machine_type='q36' is not supported"]),
     ({"memory": 1}, ["memory must be at least 128"]),
 ])
 def test_bad_instance_input(runtime_dir, make_disk, override, words):

@@ -180,8 +180,8 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
     assert info["runtime"]["hvparams"]["machine_type"] == "pc-i440fx-7.2" and info["runtime"]["hvparams"]["accel"] == "tcg"
     assert info["bus"]["pci"]["window"][0] == "0x06" and info["bus"]["pci"]["free"][0] == "0x08"
 
-    back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "ganeti_layout": "2"}, netns=netns)
-    kvm_cmd, nics, _hv, disks = back["instance"]["ganeti_runtime"]  # as Ganeti 2.15 wrote it, plumbing included
+    back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-2"}, netns=netns)
+    kvm_cmd, nics, _hv, disks = back["instance"]["exported"]  # as Ganeti 2.15 wrote it, plumbing included
     assert [n.get("pci") for n in nics] == [None, 6] and [d[0]["pci"] for d in disks] == [7] and kvm_cmd[kvm_cmd.index("-m") + 1] == 256
     assert node.pidfile in kvm_cmd and f"file={node.root}/instance-disks/{NAME}:0,format=raw,if=virtio" in kvm_cmd
 
@@ -199,10 +199,10 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
                            60, after_seq=seen.seq)
     info = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir}, netns=netns)["instance"]
     assert info["drift"] == [], info["drift"]
-    one_line(run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "ganeti_layout": "2"}, netns=netns),
+    one_line(run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-2"}, netns=netns),
              "cannot export a running instance to Ganeti 2.x", "would be called hotdisk-")
-    back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "ganeti_layout": "3"}, netns=netns)
-    assert [d[0]["hvinfo"]["addr"] for d in back["instance"]["ganeti_runtime"][3]] == ["0x7", "0x8"]
+    back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-3"}, netns=netns)
+    assert [d[0]["hvinfo"]["addr"] for d in back["instance"]["exported"][3]] == ["0x7", "0x8"]
     source_tree = device_tree(node.qmp)
 
     target_dir = str(tmp_path / "hv2")

@@ -86,8 +86,9 @@ def test_scsi_disks_in_order_on_each_controller(runtime_dir, make_disk, controll
     assert [d["hvinfo"]["scsi-id"] for d in inst["disks"]] == [0, 1, 2]
     assert all(d["hvinfo"]["bus"] == "scsi.0" for d in inst["disks"])
     report = wait_for_report(inst["serial_log"], lambda r: len(r.block) == 3)
-    assert report.disks_by_size() == {4096: "sda", 6144: "sdb", 8192: "sdc"}
-    assert [report.block[n].hctl.split(":")[2] for n in ("sda", "sdb", "sdc")] == ["0", "1", "2"]
+    # SCSI names follow the guest's probe order; the target (H:C:T:L) is what the model fixes
+    by_size = report.disks_by_size()
+    assert [report.block[by_size[size]].hctl.split(":")[2] for size in (4096, 6144, 8192)] == ["0", "1", "2"]
     assert_matches_runtime(inst["qmp_socket"], rt_of(runtime_dir, "sc1"))
     assert run_module("kvm_instance", args)["changed"] is False
     assert run_module("kvm_instance", {**args, "state": "absent"})["changed"] is True

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 import os
-from pathlib import Path
 
 from helpers import assert_matches_runtime, kill_instance, pci_slots, q, qmp, running_pid, start_runtime
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, paths
@@ -54,10 +52,10 @@ def test_four_scsi_disks_on_each_controller(runtime_dir, make_disk, controller, 
     rt, where = start_paused(runtime_dir, "s1", {"disk_type": "scsi-hd", "scsi_controller_type": controller}, disks, [{}])
     try:
         assert [d["hvinfo"]["scsi-id"] for d in rt["disks"]] == [0, 1, 2, 3]
-        assert rt["nics"][0]["hvinfo"]["addr"] == "0x10"
+        assert rt["nics"][0]["hvinfo"]["addr"] == "0x11"  # the SCSI controller is a recorded PCI device at 0x10
         assert_matches_runtime(where.qmp, rt)
         controllers = [s for s, d in pci_slots(where.qmp).items() if d["qdev_id"] == "scsi"]
-        assert len(controllers) == 1 and controllers[0] < 0x10
+        assert controllers == [0x10]
         assert q(where.qmp, "qom-get", {"path": "/machine/peripheral/scsi", "property": "type"}) == driver
         for disk in rt["disks"]:
             path = f"/machine/peripheral/{disk['hvinfo']['id']}"
@@ -104,8 +102,12 @@ def test_every_nic_type(runtime_dir, nic_type):
         where.cleanup()
 
 
-def test_lsi_exhaustion_is_refused_before_qemu_starts(runtime_dir, make_disk):
+def test_eight_lsi_disks_take_a_second_controller(runtime_dir, make_disk):
     disks = [{"path": make_disk(f"e{i}.img", 1)} for i in range(8)]
-    with pytest.raises(KvmError, match=r"lsi \(lsi53c895a\).*7 targets"):
-        start_paused(runtime_dir, "full1", {"disk_type": "scsi-hd"}, disks, [])
-    assert list(Path(runtime_dir).glob("*.runtime.json")) == []
+    rt, where = start_paused(runtime_dir, "full1", {"disk_type": "scsi-hd"}, disks, [])
+    try:
+        assert [c["hvinfo"]["id"] for c in rt["controllers"] if c["kind"] == "scsi"] == ["scsi", "scsi1"]
+        assert [(d["hvinfo"]["bus"], d["hvinfo"]["scsi-id"]) for d in rt["disks"]] == [("scsi.0", i) for i in range(7)] + [("scsi1.0", 0)]
+        assert_matches_runtime(where.qmp, rt)
+    finally:
+        where.cleanup()

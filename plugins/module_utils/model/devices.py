@@ -16,6 +16,7 @@ import uuid as uuidlib
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DISK_FORMATS = ("raw", "qcow2")
@@ -44,26 +45,70 @@ def _only(spec: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
 
 
 def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
-    """Validate a disk spec ``{path, format, mode, uuid}`` into a runtime record."""
+    """Validate a disk spec ``{path | uri, format, mode, uuid, type}`` into a runtime record.
+
+    A disk is a host ``path`` (opened by the module and handed to QEMU) or a
+    ``uri`` QEMU reaches itself (``iscsi://``, ``nbd://``); a ``scsi-cd``
+    may have neither (an empty drive). ``type`` defaults to the instance's
+    ``disk_type`` when the disk is placed.
+    """
     if not isinstance(spec, dict):
         raise KvmError(f"disk {spec!r} must be a mapping with at least 'path'")
     spec = {k: v for k, v in spec.items() if v is not None}
-    _only(spec, ("path", "format", "mode", "uuid"), "disk")
-    path = spec.get("path")
-    if not isinstance(path, str) or not path:
-        raise KvmError("disk needs a 'path'")
-    if not os.path.isabs(path):
-        raise KvmError(f"disk path {path!r} must be absolute")
-    if "\x00" in path or any(ord(c) < 0x20 for c in path):
-        raise KvmError(f"disk path {path!r} contains a control character")
+    _only(spec, ("path", "uri", "format", "mode", "uuid", "type"), "disk")
+    kind = spec.get("type")
+    if kind is not None:
+        kind = hvp.DISK_TYPE_ALIASES.get(kind, kind)
+        if kind not in hvp.DISK_DRIVERS:
+            raise KvmError(f"disk type {kind!r} is not one of: {', '.join(hvp.DISK_DRIVERS)}")
+    path, uri = spec.get("path"), spec.get("uri")
+    if path is not None and uri is not None:
+        raise KvmError(f"disk {path}: give a path or a uri, not both")
+    if path is not None:
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise KvmError(f"disk path {path!r} must be absolute")
+        if any(ord(c) < 0x20 for c in path):
+            raise KvmError(f"disk path {path!r} contains a control character")
+    elif uri is not None:
+        disk_uri(uri)
+    elif kind != "scsi-cd" or "uuid" not in spec:
+        raise KvmError("disk needs a 'path' (or a 'uri'; an empty scsi-cd needs a 'uuid')")
+    name = path or uri or "(empty cd)"
     fmt = spec.get("format", "raw")
     if fmt not in DISK_FORMATS:
-        raise KvmError(f"disk {path}: format {fmt!r} is not one of: {', '.join(DISK_FORMATS)}")
-    mode = spec.get("mode", "rw")
+        raise KvmError(f"disk {name}: format {fmt!r} is not one of: {', '.join(DISK_FORMATS)}")
+    mode = spec.get("mode", "ro" if kind == "scsi-cd" else "rw")
     if mode not in DISK_MODES:
-        raise KvmError(f"disk {path}: mode {mode!r} is not one of: {', '.join(DISK_MODES)}")
-    dev_uuid = hvi.check_uuid(spec["uuid"], f"disk {path} uuid") if "uuid" in spec else derived_uuid(instance_uuid, "disk", path)
-    return {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
+        raise KvmError(f"disk {name}: mode {mode!r} is not one of: {', '.join(DISK_MODES)}")
+    dev_uuid = hvi.check_uuid(spec["uuid"], f"disk {name} uuid") if "uuid" in spec else derived_uuid(instance_uuid, "disk", str(path or uri))
+    record: dict[str, Any] = {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
+    if uri is not None:
+        record["uri"] = uri
+    if kind is not None:
+        record["type"] = kind
+    return record
+
+
+_ISCSI_RE = re.compile(r"^iscsi://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/(iqn\.[A-Za-z0-9.:-]+)/([0-9]{1,5})$")
+_NBD_RE = re.compile(r"^nbd://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/([A-Za-z0-9._-]{1,64})$")
+
+
+def disk_uri(uri: Any) -> dict[str, Any]:
+    """The QMP protocol node for a network disk QEMU reaches itself.
+
+    ``iscsi://HOST[:PORT]/IQN/LUN`` and ``nbd://HOST[:PORT]/EXPORT``; no
+    credentials (they would show in ``query-block``).
+    """
+    text = str(uri)
+    iscsi = _ISCSI_RE.match(text)
+    if iscsi:
+        return {"driver": "iscsi", "transport": "tcp", "portal": f"{iscsi.group(1)}:{iscsi.group(2) or 3260}",
+                "target": iscsi.group(3), "lun": int(iscsi.group(4))}
+    nbd = _NBD_RE.match(text)
+    if nbd:
+        return {"driver": "nbd", "server": {"type": "inet", "host": nbd.group(1), "port": nbd.group(2) or "10809"},
+                "export": nbd.group(3)}
+    raise KvmError(f"disk uri {text!r} is not iscsi://HOST[:PORT]/IQN/LUN or nbd://HOST[:PORT]/EXPORT (no credentials)")
 
 
 def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:
@@ -115,15 +160,20 @@ def network_record(net: Any) -> dict[str, Any] | None:
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 
-def blockdev_args(disk: dict[str, Any], filename: str, host_device: bool = False) -> dict[str, Any]:
-    """QMP ``blockdev-add`` arguments (also ``-blockdev`` JSON): a format node named like the device.
+def blockdev_args(disk: dict[str, Any], filename: str | None, host_device: bool = False) -> dict[str, Any]:
+    """QMP ``blockdev-add`` arguments (also ``-blockdev`` JSON): one node named like the device.
 
-    ``filename`` is what QEMU opens: the ``/dev/fdset/N`` the module handed over.
+    A host file is a format node over the ``/dev/fdset/N`` the module handed
+    over (``filename``). A network disk is its protocol node itself, so a
+    pass-through device (``scsi-block``, ``scsi-generic``) talks to it directly.
     """
     read_only = disk["mode"] == "ro"
+    node = disk["hvinfo"]["id"]
+    if disk.get("uri"):
+        return {**disk_uri(disk["uri"]), "node-name": node, "read-only": read_only}
     return {
         "driver": disk["format"],
-        "node-name": disk["hvinfo"]["id"],
+        "node-name": node,
         "read-only": read_only,
         "file": {"driver": "host_device" if host_device else "file", "filename": filename, "read-only": read_only},
     }
@@ -146,8 +196,13 @@ def netdev_args(nic: dict[str, Any], fd: str | None = None) -> dict[str, Any] | 
     return {"type": "tap", "id": dev_id, "fd": fd}
 
 
+def has_medium(disk: dict[str, Any]) -> bool:
+    """Whether the disk has a backend (an empty scsi-cd has none)."""
+    return bool(disk.get("path") or disk.get("uri"))
+
+
 def disk_device_extra(disk: dict[str, Any]) -> dict[str, Any]:
-    return {"drive": disk["hvinfo"]["id"]}
+    return {"drive": disk["hvinfo"]["id"] if has_medium(disk) else None}
 
 
 def nic_device_extra(nic: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,8 @@ _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "port": (_int_in(0, 255), "an integer 0-255"),
     "shpc": (_is_bool, "true or false"),
     "io-reserve": (_int_in(0, 65535), "an integer 0-65535"),
+    "mem-reserve": (_int_in(0, 1 << 40), "a size in bytes"),
+    "pref64-reserve": (_int_in(0, 1 << 40), "a size in bytes"),
 }
 # driver kind -> keys a stored hvinfo must have / may have
 _REQUIRED = {
@@ -70,12 +72,12 @@ _REQUIRED = {
 _OPTIONAL = {
     "controller": ("addr", "multifunction"),
     "pci": ("multifunction",),
-    "pci-bridge": ("shpc", "multifunction"),
+    "pci-bridge": ("shpc", "multifunction", "mem-reserve", "pref64-reserve"),
     "pcie-root-port": ("multifunction", "io-reserve"),
 }
 # Key order of a rendered device: stable, so command lines are comparable.
 KEY_ORDER = ("driver", "id", "bus", "addr", "multifunction", "unit", "channel", "scsi-id", "lun",
-             "chassis_nr", "chassis", "port", "shpc", "io-reserve")
+             "chassis_nr", "chassis", "port", "shpc", "io-reserve", "mem-reserve", "pref64-reserve")
 
 
 def driver_kind(driver: str) -> str | None:

@@ -47,6 +47,7 @@ SCSI_CONTROLLERS: dict[str, tuple[str, int]] = {
     "virtio-scsi-pci": ("virtio-scsi-pci", 255),
 }
 SCSI_CONTROLLER_ID = "scsi"
+DRIVER_DISK_TYPES = {driver: kind for kind, driver in DISK_DRIVERS.items()}
 # Every driver a stored hvinfo may name, by where it sits.
 SCSI_DEVICE_DRIVERS = frozenset(DISK_DRIVERS[t] for t in SCSI_DISK_TYPES)
 IDE_DEVICE_DRIVERS = frozenset({"ide-hd", "ide-cd"})
@@ -54,7 +55,9 @@ CONTROLLER_DRIVERS = frozenset(driver for driver, _limit in SCSI_CONTROLLERS.val
 PCI_DEVICE_DRIVERS = frozenset({DISK_DRIVERS["paravirtual"], *NIC_DRIVERS.values()})
 SCSI_BUS = "scsi.0"
 PCI_BUS = "pci.0"
+PCIE_BUS = "pcie.0"
 PCI_LAST_SLOT = 0x1F
+Q35_LAST_SLOT = 0x1E  # 0x1f of pcie.0 is the ICH9 function block
 IDE_SLOTS: tuple[tuple[str, int], ...] = (("ide.0", 0), ("ide.0", 1), ("ide.1", 0), ("ide.1", 1))
 
 DEFAULTS: dict[str, Any] = {
@@ -62,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "nic_type": "paravirtual",
     "scsi_controller_type": "lsi",
     "kvm_pci_reservations": 16,
+    "pci_hotplug_slots": 32,
     "machine_type": "pc",
     "accel": "kvm",
     "cpu_type": None,
@@ -70,7 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "kernel_args": None,
     "kvm_extra": None,
 }
-_MACHINE_RE = re.compile(r"^pc(-i440fx-[0-9]{1,2}\.[0-9]{1,2})?$")
+_MACHINE_RE = re.compile(r"^(pc|q35|pc-(i440fx|q35)-[0-9]{1,2}\.[0-9]{1,2})$")
+MAX_HOTPLUG_SLOTS = 240
 # -cpu is not QemuOpts: a comma always separates, so the value must follow
 # the grammar MODEL[,FEATURE...] where a feature is +flag, -flag or
 # flag=on|off|<number>; nothing else (no model-id=..., no escaping tricks).
@@ -117,12 +122,19 @@ def normalize(hvparams: dict[str, Any] | None, base: dict[str, Any] | None = Non
             f"from {MIN_PCI_RESERVATIONS} to {PCI_LAST_SLOT + 1} (pci.0 has {PCI_LAST_SLOT + 1} slots)"
         )
     merged["kvm_pci_reservations"] = res
+    slots = merged["pci_hotplug_slots"]
+    if isinstance(slots, str) and slots.strip().isdigit():
+        slots = int(slots)
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 0 <= slots <= MAX_HOTPLUG_SLOTS:
+        raise KvmError(f"hvparam pci_hotplug_slots={merged['pci_hotplug_slots']!r} must be an integer from 0 to {MAX_HOTPLUG_SLOTS}")
+    merged["pci_hotplug_slots"] = slots
     machine = merged["machine_type"]
     if not isinstance(machine, str) or not _MACHINE_RE.match(machine):
         raise KvmError(
-            f"hvparam machine_type={machine!r} is not supported: the device model needs the i440fx "
-            "machine ('pc' or 'pc-i440fx-X.Y') whose pci.0 takes hotplugged devices"
+            f"hvparam machine_type={machine!r} is not supported: use pc, q35, pc-i440fx-X.Y or pc-q35-X.Y"
         )
+    if is_q35(merged) and merged["disk_type"] == "ide":
+        raise KvmError("hvparam disk_type ide needs the pc machine (q35 has no IDE bus); use a SCSI or paravirtual disk_type")
     for key in ("cpu_type", "kernel_path", "initrd_path", "kernel_args", "kvm_extra"):
         _check_str(key, merged[key])
         if merged[key] == "":
@@ -153,12 +165,20 @@ def extra_args(hvparams: dict[str, Any]) -> list[str]:
         raise KvmError(f"hvparam kvm_extra cannot be split: {err}") from None
 
 
+def is_q35(hvparams: dict[str, Any]) -> bool:
+    return "q35" in str(hvparams["machine_type"])
+
+
+def root_bus(hvparams: dict[str, Any]) -> str:
+    return PCIE_BUS if is_q35(hvparams) else PCI_BUS
+
+
 def is_scsi(hvparams: dict[str, Any]) -> bool:
     return hvparams["disk_type"] in SCSI_DISK_TYPES
 
 
-def disk_driver(hvparams: dict[str, Any]) -> str:
-    return DISK_DRIVERS[hvparams["disk_type"]]
+def disk_driver(hvparams: dict[str, Any], disk_type: str | None = None) -> str:
+    return DISK_DRIVERS[disk_type or hvparams["disk_type"]]
 
 
 def nic_driver(hvparams: dict[str, Any]) -> str:

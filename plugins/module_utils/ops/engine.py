@@ -61,13 +61,24 @@ class Item:
     def is_tap(self) -> bool:
         return self.kind == "nics" and (self.record.get("network") or {}).get("type") == "tap"
 
+    @property
+    def has_file(self) -> bool:
+        """A disk on a host file: handed over as an fdset."""
+        return self.kind == "disks" and bool(self.record.get("path"))
+
     def backend(self) -> tuple[str, dict[str, Any]] | None:
         if self.kind == "disks":
+            if not devices.has_medium(self.record):
+                return None
             return "blockdev-add", devices.blockdev_args(self.record, f"/dev/fdset/{self.fdset}", self.block_device)
-        args = devices.netdev_args(self.record, self.fdname)
-        return ("netdev_add", args) if args else None
+        if self.kind == "nics":
+            args = devices.netdev_args(self.record, self.fdname)
+            return ("netdev_add", args) if args else None
+        return None
 
     def device(self) -> dict[str, Any]:
+        if self.kind == "controllers":
+            return hvi.device_args(self.record["hvinfo"])
         extra = devices.disk_device_extra(self.record) if self.kind == "disks" else devices.nic_device_extra(self.record)
         return hvi.device_args(self.record["hvinfo"], **extra)
 
@@ -80,7 +91,7 @@ class PlugFailed(KvmError):
 
 async def _hand_over(mon: Monitor, item: Item, hvparams: dict[str, Any]) -> None:
     """Open the item's disk or tap here and pass it to QEMU (one round trip: fds cannot be pipelined)."""
-    if item.kind == "disks":
+    if item.has_file:
         fd, item.block_device = host.open_disk(item.record, hvparams)
         try:
             mon.send_fd(fd)
@@ -108,46 +119,67 @@ async def _release(mon: Monitor, items: list[Item], fdsets: dict[str, list[int]]
             sets = {item.fdset} if item.fdset is not None else set()
             sets.update((fdsets or {}).get(item.id, []))
             burst += [("remove-fd", {"fdset-id": s}) for s in sorted(sets)]
-        else:
+        elif item.kind == "nics":
             burst.append(("netdev_del", {"id": item.id}))
             burst.append(("closefd", {"fdname": item.id}))
     if burst:
         await mon.batch(burst)
 
 
-def _verify(item: Item, pci: dict[int, dict[str, Any]], blocks: dict[str, dict[str, Any]]) -> str | None:
+def _placement_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
+    """qom-get questions whose answers say where QEMU put the item's device."""
+    path = f"{query.PERIPHERAL}{item.id}"
+    info = item.record["hvinfo"]
+    props = ["parent_bus", "addr"] if hvi.is_pci(info) else ["parent_bus", "scsi-id"] if hvi.is_scsi(info) else ["parent_bus"]
+    return [("qom-get", {"path": path, "property": prop}) for prop in props]
+
+
+def _verify(item: Item, placed: list[Any], blocks: dict[str, dict[str, Any]]) -> str | None:
     """Why QEMU does not have ``item`` as planned, or None."""
     info = item.record["hvinfo"]
-    if hvi.is_pci(info) and info["bus"] in ("pci.0", "pcie.0"):
-        found = pci.get(hvi.pci_slot(info))  # type: ignore[arg-type]
-        if found is None or found.get("qdev_id") != item.id:
-            return f"QEMU has {found.get('qdev_id') if found else 'nothing'} at {hvi.where(info)}, not {item.id}"
-    if item.kind == "disks":
+    for answer in placed:
+        if isinstance(answer, KvmError):
+            return f"QEMU has no device {item.id} ({answer.msg})"
+    bus = query.bus_name(placed[0])
+    if bus != info["bus"]:
+        return f"QEMU put {item.id} on bus {bus}, not {info['bus']}"
+    if hvi.is_pci(info):
+        slot, function = hvi.pci_addr(info)  # type: ignore[misc]
+        if placed[1] != slot << 3 | function:
+            return f"QEMU put {item.id} at devfn {placed[1]:#x}, not {hvi.where(info)}"
+    elif hvi.is_scsi(info) and placed[1] != info["scsi-id"]:
+        return f"QEMU put {item.id} at scsi-id {placed[1]}, not {info['scsi-id']}"
+    if item.kind == "disks" and devices.has_medium(item.record):
         block = blocks.get(item.id)
-        if block is None:
+        got = (block or {}).get("inserted") or {}
+        if not block:
             return f"QEMU has no disk attached to {item.id}"
-        want = f"/dev/fdset/{item.fdset}"
-        got = (block.get("inserted") or {}).get("file")
-        if got != want:
-            return f"disk {item.id} is backed by {got}, not by the file handed over ({want})"
+        want_file = f"/dev/fdset/{item.fdset}" if item.has_file else None
+        if (want_file and got.get("file") != want_file) or (not want_file and got.get("node-name") != item.id):
+            return f"disk {item.id} is backed by {got.get('file') or got.get('node-name')}, not by what was handed over"
     return None
 
 
 async def _occupant(mon: Monitor, item: Item) -> str | None:
     """When ``device_add`` failed: the device QEMU already has at that address or id (drift), if any."""
     info = item.record["hvinfo"]
-    ids = query.peripherals(await mon.cmd("qom-list", {"path": "/machine/peripheral"}))
-    if item.id in ids:
+    present = query.peripherals(await mon.cmd("qom-list", {"path": query.PERIPHERAL.rstrip("/")}))
+    if item.id in present:
         return f"a device with id {item.id}"
-    if hvi.is_pci(info) and info["bus"] in ("pci.0", "pcie.0"):
-        found = query.pci_devices(await mon.cmd("query-pci")).get(hvi.pci_slot(info))  # type: ignore[arg-type]
-        return f"{found.get('qdev_id') or 'a device'} at {hvi.where(info)}" if found else None
-    if hvi.is_scsi(info):
-        scsi = [i for i, kind in ids.items() if kind.startswith("scsi-")]
-        answers = await mon.batch([("qom-get", {"path": f"{query.PERIPHERAL}{i}", "property": "scsi-id"}) for i in scsi])
-        for dev_id, scsi_id in zip(scsi, answers, strict=True):
-            if scsi_id == info["scsi-id"]:
-                return f"{dev_id} at {hvi.where(info)}"
+    others = [i for i in present if i != item.id]
+    questions: list[tuple[str, dict[str, Any] | None]] = []
+    for dev_id in others:
+        questions += _placement_queries(Item("disks", {"hvinfo": {**info, "id": dev_id}}))
+    answers = await mon.batch(questions)
+    width = len(_placement_queries(item))
+    for pos, dev_id in enumerate(others):
+        got = answers[pos * width:(pos + 1) * width]
+        if any(isinstance(a, KvmError) for a in got) or query.bus_name(got[0]) != info["bus"]:
+            continue
+        if hvi.is_pci(info) and got[1] >> 3 == hvi.pci_slot(info):
+            return f"{dev_id} at {hvi.where(info)}"
+        if hvi.is_scsi(info) and got[1] == info["scsi-id"]:
+            return f"{dev_id} at {hvi.where(info)}"
     return None
 
 
@@ -164,13 +196,15 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
         for item in items:
             backend = item.backend()
             burst += ([backend] if backend else []) + [("device_add", item.device())]
-        queries: list[tuple[str, dict[str, Any] | None]] = [("query-pci", None), ("query-block", None)]
+        queries: list[tuple[str, dict[str, Any] | None]] = [("query-block", None)]
+        for item in items:
+            queries += _placement_queries(item)
         answers = await mon.batch(burst + queries)
         verify = answers[len(burst):]
         pos = 0
         failure: KvmError | None = None
         for item in items:
-            step = "blockdev-add" if item.kind == "disks" else "netdev_add"
+            step = "blockdev-add" if item.kind == "disks" else "netdev_add"  # the only backends there are
             if item.backend():
                 if isinstance(answers[pos], KvmError) and failure is None:
                     failure = answers[pos].with_step(step)
@@ -185,15 +219,15 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
             else:
                 added.append(item)
             pos += 1
+        if failure is None and isinstance(verify[0], KvmError):
+            failure = verify[0].with_step("verify")
         if failure is None:
-            for answer in verify:
-                if isinstance(answer, KvmError):
-                    failure = answer.with_step("verify")
-        if failure is None:
-            pci = query.pci_devices(verify[0])
-            blocks = query.blocks_by_device(verify[1])
+            blocks = query.blocks_by_device(verify[0])
+            pos = 1
             for item in items:
-                problem = _verify(item, pci, blocks)
+                width = len(_placement_queries(item))
+                problem = _verify(item, verify[pos:pos + width], blocks)
+                pos += width
                 if problem and failure is None:
                     failure = KvmError(problem, "verify")
         if failure is not None:
@@ -295,7 +329,7 @@ async def reconcile(mon: Monitor, journal: list[Item], unplug_timeout: float) ->
     partial: list[Item] = []
     for item in journal:
         complete = present.get(item.id) == item.record["hvinfo"]["driver"]
-        if complete and item.kind == "disks":
+        if complete and item.has_file:
             backing = (blocks.get(item.id) or {}).get("inserted", {}).get("file", "")
             complete = any(backing == f"/dev/fdset/{s}" for s in fdsets.get(item.id, []))
         (committed if complete else partial).append(item)

@@ -20,7 +20,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file
@@ -28,7 +29,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Pat
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 # What must match for a request to be the device already plugged.
-PROPERTIES = {"disks": ("path", "format", "mode"), "nics": ("mac", "network")}
+PROPERTIES = {"disks": ("path", "uri", "format", "mode", "type"), "nics": ("mac", "network")}
 
 
 def find(records: list[Any], key: str, value: Any) -> dict[str, Any] | None:
@@ -40,9 +41,10 @@ def identity(kind: str, spec: dict[str, Any]) -> tuple[str, Any]:
     if spec.get("uuid"):
         return "uuid", hvi.check_uuid(spec["uuid"])
     if kind == "disks":
-        if not spec.get("path"):
-            raise KvmError("disk needs a 'uuid' or a 'path' to be identified")
-        return "path", spec["path"]
+        for key in ("path", "uri"):
+            if spec.get(key):
+                return key, spec[key]
+        raise KvmError("disk needs a 'uuid', a 'path' or a 'uri' to be identified")
     if not spec.get("mac"):
         raise KvmError("nic needs a 'uuid' or a 'mac' to be identified")
     return "mac", str(spec["mac"]).lower()
@@ -57,7 +59,10 @@ def new_record(kind: str, spec: dict[str, Any], rt: Runtime, name: str) -> dict[
 def asked_properties(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """The identity-independent properties a request states, normalised like a record."""
     if kind == "disks":
-        return {k: spec[k] for k in PROPERTIES[kind] if k in spec}
+        asked = {k: spec[k] for k in PROPERTIES[kind] if k in spec}
+        if "type" in asked:
+            asked["type"] = hvp.DISK_TYPE_ALIASES.get(asked["type"], asked["type"])
+        return asked
     asked: dict[str, Any] = {}
     if "mac" in spec:
         asked["mac"] = str(spec["mac"]).lower()
@@ -71,23 +76,26 @@ def mismatch(kind: str, found: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return [f"{key} {found.get(key)!r} (asked: {wanted.get(key)!r})" for key in PROPERTIES[kind] if found.get(key) != wanted.get(key)]
 
 
-def plan_add(rt: Runtime, kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The record with the hvinfo the allocator gives it (the runtime is not changed)."""
-    hvp = rt["hvparams"]
+def plan_add(rt: Runtime, kind: str, record: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
+    """The record with the hvinfo the allocator gives it, and the SCSI controller it needs first, if any.
+
+    The runtime is not changed. A disk gets its type (the instance's
+    ``disk_type`` unless it names one).
+    """
     state = construct.bus_state(rt)
-    if kind == "disks":
-        if hvp["disk_type"] == "ide":
-            raise KvmError("disk_type ide cannot be hotplugged (QEMU's IDE bus has no hotplug); use a SCSI or paravirtual disk_type")
-        info = allocator.place_disk(state, hvp, record["uuid"])
-    else:
-        info = allocator.place_nic(state, hvp, record["uuid"])
-    return {**record, "hvinfo": info}
+    if kind == "nics":
+        return {**record, "hvinfo": allocator.place_nic(state, record)}, []
+    placed = {**record, "type": allocator.disk_type(record, rt["hvparams"])}
+    if placed["type"] == "ide":
+        raise KvmError("ide disks cannot be hotplugged (QEMU's IDE bus has no hotplug); use a SCSI or paravirtual type")
+    info, controllers = allocator.place_disk(state, placed)
+    return {**placed, "hvinfo": info}, controllers
 
 
 def layout(rt: Runtime) -> str:
     """The device layout as diff mode shows it, one device per line."""
     lines = [f"{dev['hvinfo']['id']} {dev['hvinfo']['driver']} {hvi.where(dev['hvinfo'])}"
-             for kind in ("disks", "nics") for dev in rt[kind]]  # type: ignore[literal-required]
+             for kind in ("controllers", "disks", "nics") for dev in rt.get(kind, [])]  # type: ignore[misc]
     return "\n".join(lines) + "\n"
 
 
@@ -106,11 +114,11 @@ async def settle_journal(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime
     entries = journal.read(rd, where)
     if not entries:
         return False
-    known = {dev["uuid"] for kind in ("disks", "nics") for dev in rt[kind]}  # type: ignore[literal-required]
-    items = [Item(kind, rec) for kind, rec in entries if rec.get("uuid") not in known]
+    known = {dev["hvinfo"]["id"] for kind in ("controllers", "disks", "nics") for dev in rt.get(kind, [])}  # type: ignore[misc]
+    items = [Item(kind, rec) for kind, rec in entries if rec["hvinfo"]["id"] not in known]
     committed, removed = await engine.reconcile(mon, items, timeout) if items else ([], [])
     for item in committed:
-        rt[item.kind].append(item.record)  # type: ignore[literal-required]
+        rt.setdefault(item.kind, []).append(item.record)  # type: ignore[misc]
     if committed:
         runtime_file.save(rd, where.name, rt)
     journal.clear(rd, where)
@@ -155,7 +163,10 @@ class HotplugOp:
         key, value = identity(self.kind, self.spec)
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
         if found is not None:
-            differs = mismatch(self.kind, found, {**found, **asked_properties(self.kind, self.spec)})
+            asked = asked_properties(self.kind, self.spec)
+            differs = mismatch(self.kind, found, {**found, **asked})
+            if differs and found.get("type") == "scsi-cd" and all(d.startswith(("path ", "format ")) for d in differs):
+                return await self._change_medium(mon, rt, found, asked)
             if differs:
                 raise KvmError(f"{self.kind[:-1]} {found['hvinfo']['id']} is plugged with {', '.join(differs)}; "
                                "unplug it first (state=absent) to plug it again with other properties")
@@ -173,21 +184,34 @@ class HotplugOp:
             self.call.warn(f"{self.kind[:-1]} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
             return settled, None, {}
         wanted = new_record(self.kind, self.spec, rt, self.where.name)
-        prop = "path" if self.kind == "disks" else "mac"
-        if ganeti.find_fixed(dict(rt), self.kind, prop, wanted[prop]) is not None:
-            raise KvmError(f"{self.kind[:-1]} {wanted[prop]} is already used by a device QEMU placed itself in {self.where.name}")
-        clash = find(rt[self.kind], "path" if self.kind == "disks" else "mac", wanted["path" if self.kind == "disks" else "mac"])  # type: ignore[literal-required]
+        key = "mac" if self.kind == "nics" else "path" if wanted.get("path") else "uri"
+        clash = find(rt[self.kind], key, wanted[key]) if wanted.get(key) else None  # type: ignore[literal-required]
+        if wanted.get(key) and ganeti.find_fixed(dict(rt), self.kind, key, wanted[key]) is not None:
+            raise KvmError(f"{self.kind[:-1]} {wanted[key]} is already used by a device QEMU placed itself in {self.where.name}")
         if clash is not None:
-            what = f"disk {wanted['path']}" if self.kind == "disks" else f"MAC {wanted['mac']}"
+            what = f"disk {wanted[key]}" if self.kind == "disks" else f"MAC {wanted['mac']}"
             raise KvmError(f"{what} is already used by {clash['hvinfo']['id']} of {self.where.name} (another uuid)")
-        record = plan_add(rt, self.kind, wanted)
+        record, controllers = plan_add(rt, self.kind, wanted)
         after = runtime_file.copy(rt)
+        after.setdefault("controllers", []).extend(controllers)
         after[self.kind].append(record)  # type: ignore[literal-required]
         diff = {"before": layout(rt), "after": layout(after)}
         if self.call.check:
             return True, record, diff
-        await commit_add(mon, self.rd, self.where, rt, after, [Item(self.kind, record)], self.timeout)
+        items = [Item("controllers", dict(c)) for c in controllers] + [Item(self.kind, record)]
+        await commit_add(mon, self.rd, self.where, rt, after, items, self.timeout)
         return True, record, diff
+
+    async def _change_medium(self, mon: Any, rt: Runtime, cd: dict[str, Any], asked: dict[str, Any]) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
+        """A scsi-cd asked with another image: its medium changes live."""
+        after = runtime_file.copy(rt)
+        changed = next(d for d in after["disks"] if d["uuid"] == cd["uuid"])
+        changed.update({"path": asked.get("path"), "format": asked.get("format", cd["format"])})
+        diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path')}\n", "after": f"{cd['hvinfo']['id']} medium {changed['path']}\n"}
+        if not self.call.check:
+            await media.change(mon, cd, changed, rt["hvparams"])
+            runtime_file.save(self.rd, self.where.name, after)
+        return True, dict(changed), diff
 
     async def _absent(self, mon: Any, rt: Runtime) -> tuple[bool, dict[str, Any] | None, dict[str, Any]]:
         settled = False if self.call.check else await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)

@@ -25,12 +25,20 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams a
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
+# export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
+# layout -> export(runtime, QEMU alive); ganeti-2/ganeti-3 are Ganeti 2.10-2.15's and 2.16-3.1's layouts
+EXPORTS: dict[str, Any] = {
+    "runtime-v1": lambda rt, _alive: upgrade.to_v1(rt),
+    "legacy": lambda rt, _alive: upgrade.to_legacy(rt),
+    "ganeti-2": lambda rt, alive: ganeti.export(dict(rt), "2", running=alive),
+    "ganeti-3": lambda rt, alive: ganeti.export(dict(rt), "3", running=alive),
+}
 
 
 def _same_file(a: str, b: str) -> bool | None:
@@ -51,31 +59,52 @@ def _backing(block: dict[str, Any], pid: int, fdsets: dict[int, list[int]]) -> s
     return name or None
 
 
-def compare(rt: Runtime, pid: int, present: dict[str, str], pci: dict[int, dict[str, Any]],
-            blocks: dict[str, dict[str, Any]], fdsets: dict[int, list[int]], scsi_ids: dict[str, Any]) -> list[str]:
-    """Differences between QEMU's answers and the runtime, both ways (pure but for the file identity check)."""
+def placement_questions(present: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(device id, property, qom path) to ask for every device QEMU has: its bus and its address."""
+    asks = []
+    for dev_id, kind in present.items():
+        path = f"{query.PERIPHERAL}{dev_id}"
+        asks.append((dev_id, "parent_bus", path))
+        family = hvi.driver_kind(kind)
+        if family == "scsi":
+            asks.append((dev_id, "scsi-id", path))
+        elif family in ("pci", "controller", "pci-bridge", "pcie-root-port") or kind in DEVICE_DRIVERS:
+            asks.append((dev_id, "addr", path))
+    return asks
+
+
+def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, dict[str, Any]],
+            root_slots: dict[int, dict[str, Any]], blocks: dict[str, dict[str, Any]], fdsets: dict[int, list[int]]) -> list[str]:
+    """Differences between QEMU's answers and the runtime, both ways (pure but for the file identity check).
+
+    ``placed`` is device id -> {"bus": name, "addr": devfn, "scsi-id": n} as QEMU reports it.
+    """
     problems: list[str] = []
     recorded: set[str] = set()
     known_slots: set[int] = set()
-    for kind in ("disks", "nics"):
-        for dev in rt[kind]:  # type: ignore[literal-required]
+    root = hvp.root_bus(rt["hvparams"])
+    for kind in ("controllers", "disks", "nics"):
+        for dev in rt.get(kind, []):  # type: ignore[misc]
             info = dev["hvinfo"]
             dev_id = info["id"]
             recorded.add(dev_id)
-            if hvi.is_pci(info) and info["bus"] in ("pci.0", "pcie.0"):
-                known_slots.add(hvi.pci_slot(info))  # type: ignore[arg-type]
             if dev_id not in present:
                 problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has no such device")
                 continue
+            got = placed.get(dev_id, {})
+            if got.get("bus") == root and isinstance(got.get("addr"), int):
+                known_slots.add(got["addr"] >> 3)
             if present[dev_id] != info["driver"]:
                 problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
-            if hvi.is_pci(info) and info["bus"] in ("pci.0", "pcie.0"):
-                found = pci.get(hvi.pci_slot(info))  # type: ignore[arg-type]
-                if found is None or found.get("qdev_id") != dev_id:
-                    other = found.get("qdev_id") or "another device" if found else "nothing"
-                    problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has {other} there")
-            if hvi.is_scsi(info) and dev_id in scsi_ids and scsi_ids[dev_id] != info["scsi-id"]:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {scsi_ids[dev_id]}")
+            if got.get("bus") != info["bus"]:
+                problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
+            elif hvi.is_pci(info) and isinstance(got.get("addr"), int):
+                slot, function = hvi.pci_addr(info)  # type: ignore[misc]
+                if got["addr"] != slot << 3 | function:
+                    problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
+                                    f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
+            elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:
+                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {got.get('scsi-id')}")
             if kind == "disks" and dev.get("path"):
                 block = blocks.get(dev_id)
                 if block is None:
@@ -86,33 +115,37 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], pci: dict[int, dict[
                 if same is False:
                     real = os.path.realpath(backing) if backing else "?"
                     problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
-    slot_of = {dev.get("qdev_id"): slot for slot, dev in pci.items() if dev.get("qdev_id")}
     for dev_id, kind in sorted(present.items()):
-        if kind in DEVICE_DRIVERS and dev_id not in recorded:
-            at = f" at {hvp.PCI_BUS} slot {slot_of[dev_id]:#04x}" if dev_id in slot_of else ""
+        if dev_id not in recorded and (kind in DEVICE_DRIVERS or hvi.driver_kind(kind) is not None):
+            got = placed.get(dev_id, {})
+            at = f" at {got['bus']} slot {got['addr'] >> 3:#04x}" if isinstance(got.get("addr"), int) else \
+                f" at {got.get('bus')} scsi-id {got['scsi-id']}" if "scsi-id" in got else ""
             problems.append(f"QEMU has {kind} {dev_id}{at}, missing from the runtime")
-    window = allocator.pci_window(rt["hvparams"])
-    for slot, dev in sorted(pci.items()):
+    window = range(rt["hvparams"]["kvm_pci_reservations"], hvp.PCI_LAST_SLOT + 1)
+    for slot, dev in sorted(root_slots.items()):
         qdev = dev.get("qdev_id") or ""
-        if slot in window and slot not in known_slots and present.get(qdev) not in DEVICE_DRIVERS:
-            problems.append(f"QEMU has {qdev or 'a device'} at {hvp.PCI_BUS} slot {slot:#04x}, missing from the runtime")
+        if slot in window and slot not in known_slots and qdev not in present:
+            problems.append(f"QEMU has {qdev or 'a device'} at {root} slot {slot:#04x}, missing from the runtime")
     return problems
 
 
 async def drift(sock: str, rt: Runtime, pid: int) -> list[str]:
-    """Ask QEMU (four queries and one qom-get per SCSI disk, pipelined) and compare."""
+    """Ask QEMU (four queries, then every device's bus and address, pipelined) and compare."""
     async with qmp.connect(sock) as mon:
-        answers = await mon.batch([("qom-list", {"path": "/machine/peripheral"}), ("query-pci", None),
+        answers = await mon.batch([("qom-list", {"path": query.PERIPHERAL.rstrip("/")}), ("query-pci", None),
                                    ("query-block", None), ("query-fdsets", None)])
         for answer in answers:
             if isinstance(answer, KvmError):
                 raise answer.with_step("drift")
         present = query.peripherals(answers[0])
-        scsi = [dev_id for dev_id, kind in present.items() if kind in hvp.SCSI_DEVICE_DRIVERS]
-        got = await mon.batch([("qom-get", {"path": f"{query.PERIPHERAL}{i}", "property": "scsi-id"}) for i in scsi]) if scsi else []
-    scsi_ids = {i: v for i, v in zip(scsi, got, strict=True) if not isinstance(v, KvmError)}
-    return compare(rt, pid, present, query.pci_devices(answers[1]), query.blocks_by_device(answers[2]),
-                   query.fdset_fds(answers[3]), scsi_ids)
+        asks = placement_questions(present)
+        got = await mon.batch([("qom-get", {"path": path, "property": prop}) for _i, prop, path in asks]) if asks else []
+    placed: dict[str, dict[str, Any]] = {}
+    for (dev_id, prop, _path), value in zip(asks, got, strict=True):
+        if not isinstance(value, KvmError):
+            placed.setdefault(dev_id, {})["bus" if prop == "parent_bus" else prop] = query.bus_name(value) if prop == "parent_bus" else value
+    return compare(rt, pid, present, placed, query.pci_devices(answers[1]), query.blocks_by_device(answers[2]),
+                   query.fdset_fds(answers[3]))
 
 
 def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Paths | None) -> dict[str, Any]:
@@ -131,7 +164,7 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "format_version": version,
         "current_version": FORMAT_VERSION,
         "runtime": rt,
-        "bus": allocator.describe(construct.bus_state(rt), rt["hvparams"]),
+        "bus": allocator.describe(construct.bus_state(rt)),
         "alive": pid is not None,
         "pid": pid,
         "status": status,
@@ -201,9 +234,10 @@ def apply(call: Call) -> dict[str, Any]:
                 _upgrade_in_place(path, call.check)
                 if not call.check:
                     version = rt["version"]
-            reports.append(describe(path, rt, version, rd if where else None, where))
-            if params.get("ganeti_layout"):  # a downgrade export, refused with the reason when a device does not fit
-                reports[-1]["ganeti_runtime"] = ganeti.export(dict(rt), params["ganeti_layout"], running=reports[-1]["alive"])
+            report = describe(path, rt, version, rd if where else None, where)
+            if params.get("export"):  # refused with the reason when the devices do not fit the layout
+                report["exported"] = EXPORTS[params["export"]](rt, report["alive"])
+            reports.append(report)
     result: dict[str, Any] = {"changed": changed, "instances": reports}
     if len(targets) == 1 and (params["name"] or params["path"]):
         result["instance"] = reports[0]

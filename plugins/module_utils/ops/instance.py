@@ -20,9 +20,9 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams, uri
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, converge, hotplug, lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING, STOPPED, base
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
@@ -40,8 +40,9 @@ def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
     hvp = hvparams.normalize(params.get("hvparams") or {})
     disks = [devices.disk_record(d, uuid) for d in params.get("disks") or []]
     nics = [devices.nic_record(n, uuid, i) for i, n in enumerate(params.get("nics") or [])]
-    for kind, items, key in (("disk", disks, "uuid"), ("disk", disks, "path"), ("nic", nics, "uuid"), ("nic", nics, "mac")):
-        values = [item[key] for item in items]
+    for kind, items, key in (("disk", disks, "uuid"), ("disk", disks, "path"), ("disk", disks, "uri"), ("nic", nics, "uuid"),
+                             ("nic", nics, "mac")):
+        values = [item[key] for item in items if item.get(key) is not None]
         dup = {v for v in values if values.count(v) > 1}
         if dup:
             raise KvmError(f"two {kind}s have the same {key}: {', '.join(sorted(dup))}")
@@ -49,9 +50,13 @@ def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
             "hvparams": hvp, "disks": disks, "nics": nics}
 
 
-def _dev_key(dev: Any, kind: str) -> tuple[Any, ...]:
+DISK_KEYS = ("uuid", "path", "uri", "format", "mode", "type")
+NIC_KEYS = ("uuid", "mac", "network")
+
+
+def _dev_key(dev: Any, kind: str, hvp: dict[str, Any]) -> tuple[Any, ...]:
     if kind == "disks":
-        return (dev["uuid"], dev["path"], dev["format"], dev["mode"])
+        return (*(dev.get(k) for k in DISK_KEYS[:-1]), allocator.disk_type(dev, hvp))
     return (dev["uuid"], dev["mac"], repr(dev.get("network")))
 
 
@@ -61,8 +66,8 @@ def summary(spec: Any) -> dict[str, Any]:
         "memory": spec.get("memory"),
         "vcpus": spec.get("vcpus"),
         "hvparams": spec["hvparams"],
-        "disks": [{k: d.get(k) for k in ("uuid", "path", "format", "mode")} for d in spec["disks"]],
-        "nics": [{k: n.get(k) for k in ("uuid", "mac", "network")} for n in spec["nics"]],
+        "disks": [{**{k: d.get(k) for k in DISK_KEYS}, "type": allocator.disk_type(d, spec["hvparams"])} for d in spec["disks"]],
+        "nics": [{k: n.get(k) for k in NIC_KEYS} for n in spec["nics"]],
     }
 
 
@@ -73,43 +78,59 @@ def differences(rt: Any, spec: dict[str, Any]) -> tuple[list[str], list[str]]:
                 for key, value in spec["hvparams"].items() if rt["hvparams"].get(key) != value]
     device_changes = []
     for kind, module in (("disks", "kvm_disk_hotplug"), ("nics", "kvm_nic_hotplug")):
-        have = {_dev_key(d, kind) for d in rt[kind]}
-        want = {_dev_key(d, kind) for d in spec[kind]}
+        have = {_dev_key(d, kind, rt["hvparams"]) for d in rt[kind]}
+        want = {_dev_key(d, kind, spec["hvparams"]) for d in spec[kind]}
         if have != want:
             device_changes.append(f"{kind} differ from the running instance ({len(want - have)} to add, "
                                   f"{len(have - want)} to remove): use kvmhv.qemu.{module} on a running instance")
     return pending, device_changes
 
 
-def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
+    """The recorded controllers a new start keeps: all of them on the same machine family,
+    SCSI controllers only while they are of the instance's controller type."""
+    if hvparams.is_q35(old["hvparams"]) != hvparams.is_q35(hvp):
+        return []
+    driver = hvparams.scsi_controller(hvp)[0]
+    return [dict(c) for c in old.get("controllers", []) if c["kind"] != "scsi" or c["hvinfo"]["driver"] == driver]
+
+
+def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str, buses: set[str]) -> list[dict[str, Any]]:
     """New device records that keep the recorded hvinfo of devices already known.
 
-    A recorded hvinfo is kept when the same uuid is asked for again and the
-    address still fits the (possibly changed) hvparams; everything else is
-    placed afresh by the allocator afterwards.
+    A recorded hvinfo is kept when the same uuid is asked for again with the
+    same driver, its bus still exists (``buses``) and a root-bus slot still
+    lies in the window; everything else is placed afresh by the allocator.
     """
     recorded = {d["uuid"]: d for d in old}
-    driver = hvparams.disk_driver(hvp) if kind == "disks" else hvparams.nic_driver(hvp)
-    window = allocator.pci_window(hvp)
+    window_start = hvp["kvm_pci_reservations"]
     merged = []
     for dev in new:
         prev = recorded.get(dev["uuid"])
         info = prev.get("hvinfo") if prev else None
-        if info and info["driver"] == driver and (not hvinfo.is_pci(info) or hvinfo.pci_slot(info) in window):
-            merged.append({**dev, "hvinfo": info})
+        if kind == "disks":
+            driver = hvparams.disk_driver(hvp, allocator.disk_type(dev, hvp))
         else:
-            merged.append(dev)
+            driver = hvparams.nic_driver(hvp)
+        fits = info is not None and info["driver"] == driver and info["bus"] in buses and not (
+            info["bus"] == hvparams.root_bus(hvp) and (hvinfo.pci_slot(info) or 0) < window_start)
+        merged.append({**dev, "hvinfo": info} if fits else dev)
     return merged
 
 
 def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None) -> Runtime:
-    """The runtime a start of ``spec`` would write (reusing ``old``'s addresses)."""
+    """The runtime a start of ``spec`` would write (reusing ``old``'s controllers and addresses)."""
     disks = [dict(d) for d in spec["disks"]]
     nics = [dict(n) for n in spec["nics"]]
+    controllers: list[Any] = []
     if old:
-        disks = merge_devices(old["disks"], disks, spec["hvparams"], "disks")
-        nics = merge_devices(old["nics"], nics, spec["hvparams"], "nics")
-    return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary, disks, nics)
+        controllers = kept_controllers(old, spec["hvparams"])
+        buses = {hvparams.root_bus(spec["hvparams"])} | {b for b, _u in hvparams.IDE_SLOTS}
+        buses |= {c["hvinfo"]["id"] if c["kind"] != "scsi" else allocator.scsi_bus_of(c["hvinfo"]["id"]) for c in controllers}
+        disks = merge_devices(old["disks"], disks, spec["hvparams"], "disks", buses)
+        nics = merge_devices(old["nics"], nics, spec["hvparams"], "nics", buses)
+    return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary,
+                                 disks, nics, controllers)
 
 
 class InstanceOp:
@@ -156,12 +177,7 @@ class InstanceOp:
         if old is not None:
             old = lifecycle.settle_incoming(self.rd, self.where, old, pid, write=not self.check)
         if pid and old is not None:
-            pending, device_changes = differences(old, spec)
-            for note in pending:
-                self.call.warn(f"{note} is pending: it takes effect at the next start")
-            for note in device_changes:
-                self.call.warn(note)
-            return self._result(False, old, pending=pending + device_changes)
+            return self.converge(old, spec)
         recovered = old is not None and old.get("mark") != STOPPED
         if old is not None and recovered:
             # QEMU died behind our back: bring back exactly what ran (hotplugs included).
@@ -184,6 +200,31 @@ class InstanceOp:
         if recovered:
             self.call.warn(f"instance {self.where.name} had died; started it again from its runtime file")
         return self._result(True, planned, before, after, recovered=recovered)
+
+    def converge(self, old: Runtime, spec: dict[str, Any]) -> dict[str, Any]:
+        """A running instance: make its disks and NICs match the lists, live; the rest waits for a start."""
+        pending = differences(old, spec)[0]
+        for note in pending:
+            self.call.warn(f"{note} is pending: it takes effect at the next start")
+        the_plan = converge.plan(old, spec, bool(self.params.get("purge")))
+        if the_plan.kept:
+            self.call.warn(f"devices not in the lists were kept (purge: false): {', '.join(the_plan.kept)}")
+        if the_plan.empty:
+            return self._result(False, old, pending=pending, devices=the_plan.report())
+        planned = converge.after(old, the_plan)
+        before, after = hotplug.layout(old), hotplug.layout(planned)
+        if self.check:
+            return self._result(True, planned, before, after, pending=pending, devices=the_plan.report())
+        timeout = float(self.params.get("unplug_timeout") or 30)
+
+        async def go() -> Runtime:
+            async with qmp.connect(self.where.qmp) as mon:
+                await hotplug.settle_journal(mon, self.rd, self.where, old, self.call, timeout)
+                fresh = converge.plan(old, spec, bool(self.params.get("purge")))
+                return await converge.converge(mon, self.rd, self.where, old, fresh, self.call, timeout)
+
+        done = qmp.run(go())
+        return self._result(True, done, before, hotplug.layout(done), pending=pending, devices=the_plan.report())
 
     def stopped(self) -> dict[str, Any]:
         old = self._load()

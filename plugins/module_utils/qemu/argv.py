@@ -74,9 +74,9 @@ def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvpar
             argv += ["-initrd", hvparams["initrd_path"]]
         if hvparams.get("kernel_args"):
             argv += ["-append", hvparams["kernel_args"]]
-    if hvp.is_scsi(hvparams):
-        # No address: QEMU places the controller inside the reserved window.
-        argv += ["-device", hvi.options(hvp.scsi_controller(hvparams)[0], {"id": hvp.SCSI_CONTROLLER_ID})]
+    if hvp.is_q35(hvparams):
+        # Native PCIe hotplug on the root ports (QEMU's default on q35 is ACPI hotplug).
+        argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
     return argv
 
 
@@ -100,15 +100,37 @@ def plumbing_argv(fds: HostFds, incoming: bool = False, serial: bool = True) -> 
     return argv
 
 
-def device_argv(runtime: Runtime, fds: HostFds) -> list[str]:
-    """Per disk an fdset, a block node and a ``-device``; per NIC a ``-netdev`` and a ``-device``."""
+def controller_argv(runtime: Runtime) -> list[str]:
+    """Bridges and root ports first (the buses must exist), then SCSI controllers, each in recorded order.
+
+    A controller ``kvm_cmd`` creates itself (a Ganeti runtime keeps its SCSI
+    controller there, where QEMU placed it) is not added a second time.
+    """
+    ordered = [c for c in runtime.get("controllers", []) if c["kind"] != "scsi"]
+    ordered += [c for c in runtime.get("controllers", []) if c["kind"] == "scsi"]
     argv: list[str] = []
-    for fdset, disk in enumerate(runtime["disks"], start=FIRST_DISK_FDSET):
+    in_kvm_cmd = fixed.kvm_cmd_ids(runtime)
+    for ctl in ordered:
+        if ctl["hvinfo"]["id"] not in in_kvm_cmd:
+            argv += ["-device", to_json(hvi.device_args(ctl["hvinfo"]))]
+    return argv
+
+
+def device_argv(runtime: Runtime, fds: HostFds) -> list[str]:
+    """Per disk its fdset (a host file), block node and ``-device``; per NIC a ``-netdev`` and a ``-device``."""
+    argv: list[str] = []
+    fdset = FIRST_DISK_FDSET
+    for disk in runtime["disks"]:
+        record = dict(disk)
         dev_id = disk["hvinfo"]["id"]
-        fd, block_device = fds.disks[dev_id]
-        argv += ["-add-fd", f"fd={fd},set={fdset},opaque={hvi.escape(dev_id)}"]
-        argv += ["-blockdev", to_json(devs.blockdev_args(dict(disk), f"/dev/fdset/{fdset}", block_device))]
-        argv += ["-device", to_json(hvi.device_args(disk["hvinfo"], **devs.disk_device_extra(dict(disk))))]
+        if record.get("path"):
+            fd, block_device = fds.disks[dev_id]
+            argv += ["-add-fd", f"fd={fd},set={fdset},opaque={hvi.escape(dev_id)}"]
+            argv += ["-blockdev", to_json(devs.blockdev_args(record, f"/dev/fdset/{fdset}", block_device))]
+            fdset += 1
+        elif record.get("uri"):
+            argv += ["-blockdev", to_json(devs.blockdev_args(record, None))]
+        argv += ["-device", to_json(hvi.device_args(disk["hvinfo"], **devs.disk_device_extra(record)))]
     for nic in runtime["nics"]:
         dev_id = nic["hvinfo"]["id"]
         netdev = devs.netdev_args(dict(nic), str(fds.taps[dev_id]) if dev_id in fds.taps else None)
@@ -124,6 +146,7 @@ def launch_argv(runtime: Runtime, fds: HostFds, incoming: bool = False) -> list[
     Devices QEMU placed itself (``runtime["fixed"]``, read from Ganeti) are
     put where ``qemu.fixed`` says, so QEMU places them the same way again.
     """
-    head, tail = fixed.render(runtime, fds, FIRST_DISK_FDSET + len(runtime["disks"]))
-    return [*head, *plumbing_argv(fds, incoming, serial=fixed.has_serial(runtime)), *device_argv(runtime, fds), *tail,
+    head, tail = fixed.render(runtime, fds, FIRST_DISK_FDSET + sum(1 for disk in runtime["disks"] if disk.get("path")))
+    return [*head, *plumbing_argv(fds, incoming, serial=fixed.has_serial(runtime)), *controller_argv(runtime),
+            *device_argv(runtime, fds), *tail,
             *runtime.get("kvm_extra", [])]

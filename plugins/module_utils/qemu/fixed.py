@@ -69,6 +69,16 @@ def has_serial(runtime: Any) -> bool:
     return not any(argv[pos] == "-serial" and argv[pos + 1] == "none" for pos in range(len(argv) - 1))
 
 
+def kvm_cmd_ids(runtime: Any) -> set[str]:
+    """Ids of the devices ``kvm_cmd`` creates itself (``-device DRIVER,...,id=X``)."""
+    argv = runtime["kvm_cmd"]
+    ids = set()
+    for pos in range(len(argv) - 1):
+        if argv[pos] == "-device" and not argv[pos + 1].startswith("{"):
+            ids.update(part[3:] for part in argv[pos + 1].replace(",,", "\0").split(",") if part.startswith("id="))
+    return ids
+
+
 def placeholder_fds(runtime: Any) -> tuple[dict[str, tuple[int, bool]], dict[str, int]]:
     """Illustrative descriptor numbers for the fixed disks and taps (a planned command line)."""
     disk_fds = {key: (200 + pos, False) for pos, (key, _dev) in enumerate(disks(runtime))}

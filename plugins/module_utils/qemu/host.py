@@ -20,15 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, tap
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
-
-
-def disk_type(disk: dict[str, Any], hvparams: dict[str, Any]) -> str:
-    return str(disk.get("type") or hvparams["disk_type"])
 
 
 def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool]:
@@ -40,7 +37,7 @@ def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool
     except OSError as err:
         raise KvmError(f"disk {path}: {err.strerror}") from None
     mode = os.fstat(fd).st_mode
-    kind = disk_type(disk, hvparams)
+    kind = allocator.disk_type(disk, hvparams)
     problem = None
     if kind in hvp.PASSTHROUGH_DISK_TYPES:
         if not (stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
@@ -56,8 +53,11 @@ def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool
 
 def check_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> None:
     """What a start would check for the disk, without keeping anything open (check mode)."""
-    fd, _block = open_disk(disk, hvparams)
-    os.close(fd)
+    if disk.get("path"):
+        fd, _block = open_disk(disk, hvparams)
+        os.close(fd)
+    elif not disk.get("uri") and allocator.disk_type(disk, hvparams) in hvp.PASSTHROUGH_DISK_TYPES:
+        raise KvmError("a pass-through disk needs a path or a uri")
 
 
 @dataclass
@@ -88,7 +88,7 @@ def open_for_start(rd: RunDir, where: Paths, rt: Runtime) -> Opened:
         sockets.append(rd.listen(os.path.basename(where.qmp)))
         sockets.append(rd.listen(os.path.basename(where.qmp_ro)))
         serial = rd.open_append(os.path.basename(where.serial))
-        for key, disk in [(d["hvinfo"]["id"], d) for d in rt["disks"]] + fixed.disks(rt):
+        for key, disk in [(d["hvinfo"]["id"], d) for d in rt["disks"] if d.get("path")] + fixed.disks(rt):
             disks[key] = open_disk(dict(disk), rt["hvparams"])
         for key, nic in [(n["hvinfo"]["id"], n) for n in rt["nics"]] + [(n["netdev"], n) for n in fixed.nics(rt)]:
             net = nic.get("network") or {}

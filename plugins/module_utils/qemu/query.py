@@ -25,6 +25,11 @@ def qdev_id(qdev: str | None) -> str | None:
     return None if qdev.startswith("/") else qdev
 
 
+def bus_name(parent_bus: Any) -> str | None:
+    """The bus name in a ``parent_bus`` QOM path (``/machine/peripheral/pci.1/pci.1`` -> ``pci.1``)."""
+    return parent_bus.rstrip("/").rsplit("/", 1)[-1] if isinstance(parent_bus, str) and parent_bus else None
+
+
 def blocks_by_device(query_block: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """device id -> its ``query-block`` entry (with ``-blockdev`` the ``device`` field is empty)."""
     found: dict[str, dict[str, Any]] = {}

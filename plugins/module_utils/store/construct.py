@@ -15,9 +15,10 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
 def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any], binary: str,
-                disks: list[dict[str, Any]], nics: list[dict[str, Any]]) -> Runtime:
-    """A current-format runtime; devices without hvinfo are placed by the allocator."""
-    allocator.assign(disks, nics, hvparams)
+                disks: list[dict[str, Any]], nics: list[dict[str, Any]], controllers: list[Any] | None = None) -> Runtime:
+    """A current-format runtime; devices without hvinfo are placed by the allocator (with the controllers they need)."""
+    kept = list(controllers or [])
+    allocator.assign(kept, disks, nics, hvparams)
     return {
         "version": FORMAT_VERSION,
         "name": name,
@@ -27,10 +28,11 @@ def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[st
         "hvparams": dict(hvparams),
         "kvm_cmd": argv.fixed_argv(binary, name, uuid, memory, vcpus, hvparams),
         "kvm_extra": extra_args(hvparams),
+        "controllers": kept,
         "disks": disks,  # type: ignore[typeddict-item]
         "nics": nics,  # type: ignore[typeddict-item]
     }
 
 
 def bus_state(runtime: Runtime) -> allocator.BusState:
-    return allocator.BusState.from_devices([*runtime["disks"], *runtime["nics"]])  # type: ignore[list-item]
+    return allocator.BusState.build(runtime["hvparams"], runtime.get("controllers", []), [*runtime["disks"], *runtime["nics"]])

@@ -484,6 +484,15 @@ def _nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[lis
     return records, fixed
 
 
+def _reachable(uri: str) -> bool:
+    """Whether this collection can hand QEMU the uri (``devices.disk_uri``: iscsi://, nbd://)."""
+    try:
+        devices.disk_uri(uri)
+    except KvmError:
+        return False
+    return True
+
+
 def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records, fixed = [], []
     for pos, entry in enumerate(disks_in):
@@ -505,6 +514,10 @@ def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[l
         record: dict[str, Any] = {"uuid": dev_uuid, "path": link, "uri": uri, "format": disk.get("format", "raw"),
                                   "mode": disk.get("mode", "rw")}
         side = _side(disk, ("uuid", "mode", "format", "pci", "hvinfo"))
+        if uri is not None and link is not None and _reachable(uri):
+            # QEMU reaches the disk through its uri (Ganeti's userspace access): the link is kept for the export
+            record["path"] = None
+            side["link"] = link
         if side:
             record["ganeti"] = side
         info = disk.get("hvinfo") or {}
@@ -540,8 +553,31 @@ def layout_of(data: list[Any]) -> str:
     return LAYOUT_PCI
 
 
+# Ganeti's scsi_controller_type -> the QEMU driver it names (QEMU's alias lsi is lsi53c895a)
+_SCSI_CONTROLLERS = {"lsi": "lsi53c895a", **{drv: drv for drv in hvp.CONTROLLER_DRIVERS}}
+
+
+def _controllers(argv: list[str]) -> list[dict[str, Any]]:
+    """The SCSI controller Ganeti puts in kvm_cmd (``-device <type>,id=scsi``), recorded for its bus.
+
+    It stays in ``kvm_cmd`` too, where it is: QEMU placed it in command-line
+    order among kvm_cmd's other unaddressed devices (``argv.controller_argv``
+    does not add it again).
+    """
+    for group in groups_of(argv):
+        if _opt_name(group[0]) == "device" and len(group) > 1:
+            parts = split_opts(group[1])
+            if parts[0] in _SCSI_CONTROLLERS and f"id={hvp.SCSI_CONTROLLER_ID}" in parts[1:]:
+                info = {"driver": _SCSI_CONTROLLERS[parts[0]], "id": hvp.SCSI_CONTROLLER_ID, "bus": hvp.PCI_BUS}
+                addr = [p[5:] for p in parts[1:] if p.startswith("addr=")]
+                if addr:
+                    info["addr"] = addr[0]
+                return [{"kind": "scsi", "hvinfo": info}]
+    return []
+
+
 def read(data: list[Any]) -> dict[str, Any]:
-    """A Ganeti runtime (any layout, see the module doc) -> a version-1 runtime dict."""
+    """A Ganeti runtime (any layout, see the module doc) -> a current (version 2) runtime dict."""
     if len(data) not in (3, 4) or not isinstance(data[0], list) or not isinstance(data[1], list) \
             or not isinstance(data[2], dict) or (len(data) == 4 and not isinstance(data[3], list)):
         raise KvmError("legacy runtime must be [kvm_cmd, [nic, ...], hvparams] or "
@@ -561,7 +597,7 @@ def read(data: list[Any]) -> dict[str, Any]:
         notes.append(f"hvparam virtio_net_queues={queues}: multiqueue NICs cannot be started by this collection")
     name = _first_field(_argv_value(original, "name"), "guest")
     runtime: dict[str, Any] = {
-        "version": 1,
+        "version": 2,
         "name": name or None,
         "uuid": _argv_value(original, "uuid"),
         "memory": _mib(_argv_value(original, "m")),
@@ -570,6 +606,7 @@ def read(data: list[Any]) -> dict[str, Any]:
         "legacy_hvparams": legacy,
         "kvm_cmd": argv,
         "kvm_extra": [],
+        "controllers": _controllers(argv),
         "disks": disks,
         "nics": nics,
         "ganeti": {"layout": layout_of(data), "plumbing": plumbing, "notes": notes,
@@ -592,11 +629,9 @@ def notes(runtime: dict[str, Any]) -> list[str]:
 def unstartable(runtime: dict[str, Any]) -> str | None:
     """Why this collection cannot start QEMU for ``runtime`` (a recovery or a migration target), or None."""
     for dev in [*runtime.get("disks", []), *(f for f in runtime.get("fixed", []) if f.get("kind") == "disk")]:
-        if dev.get("uri"):
-            return (f"disk {dev.get('path') or dev['uri']} is reached through uri {dev['uri']!r}, which QEMU opens itself; "
-                    "starting QEMU on uri disks is not supported yet")
-        if not dev.get("path"):
-            return f"disk {dev.get('uuid')} has no path"
+        if dev.get("uri") and (dev.get("path") or dev.get("kind") == "disk" or not _reachable(dev["uri"])):
+            return (f"disk {dev.get('path') or dev['uri']} is reached through uri {dev['uri']!r}, which this collection "
+                    "cannot hand to QEMU (it knows iscsi:// and nbd:// uris on disks of their own)")
     for dev in runtime.get("fixed", []):
         interface = (dev.get("drive") or {}).get("if")
         if interface not in (None, "ide", "virtio"):
@@ -758,56 +793,79 @@ def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[An
     return out
 
 
-def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool) -> dict[str, Any]:
-    """A disk's or NIC's Ganeti dict, or KvmError naming why Ganeti cannot record it."""
+def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, reasons: list[str]) -> dict[str, Any]:
+    """A disk's or NIC's Ganeti dict; why Ganeti cannot record it goes to ``reasons``."""
     info = dev["hvinfo"]
+    what = f"{kind[:-1]} {info['id']}"
     base = {**dev.get("ganeti", {}), "uuid": dev["uuid"]}
+    base.pop("link", None)
     if kind == "nics":
         base["mac"] = dev["mac"]
     else:
         base["mode"] = dev["mode"]
         if dev.get("format", "raw") != "raw":
-            raise KvmError(f"cannot export to Ganeti: disk {info['id']} is {dev['format']}; Ganeti only runs raw disks")
-    what = f"{kind[:-1]} {info['id']}"
-    pci = hvi.is_pci(info) and info["bus"] == hvp.PCI_BUS and "." not in str(info["addr"]).replace("0x", "", 1)
+            reasons.append(f"{what} is {dev['format']}; Ganeti only runs raw disks")
+    pci = hvi.is_pci(info) and info["bus"] == hvp.PCI_BUS and hvi.pci_addr(info)[1] == 0  # type: ignore[index]
     scsi = hvi.is_scsi(info) and info["bus"] == hvp.SCSI_BUS and info["channel"] == 0 and info["lun"] == 0 \
         and info["scsi-id"] <= 15
     if layout == "2":
         if not pci:
-            raise KvmError(f"cannot export to Ganeti 2.x: {what} sits at {hvi.where(info)}; Ganeti 2.10-2.15 only "
-                           f"records slots on {hvp.PCI_BUS} (export to layout 3)")
+            reasons.append(f"{what} sits on {info['bus']} and Ganeti 2.10-2.15 only records slots on {hvp.PCI_BUS}")
+            return base
         slot = hvi.pci_slot(info)
-        legacy_id = f"hot{kind[:-1]}-{dev['uuid'].split('-')[0]}-pci-{slot}"
+        legacy_id = f"hot{kind[:-1]}-{dev['uuid'].split('-', maxsplit=1)[0]}-pci-{slot}"
         if running and info["id"] != legacy_id:
-            raise KvmError(f"cannot export a running instance to Ganeti 2.x: {what} would be called {legacy_id} there; "
-                           "export it stopped or to layout 3")
+            reasons.append(f"{what} would be called {legacy_id} there (export a stopped instance, or to ganeti-3)")
         return {**base, "pci": slot}
     if not (pci or scsi):
-        raise KvmError(f"cannot export to Ganeti 3.x: {what} sits at {hvi.where(info)}; Ganeti records only slots on "
-                       f"{hvp.PCI_BUS} and targets 0-15 (channel 0, lun 0) on {hvp.SCSI_BUS}")
+        reasons.append(f"{what} sits at {hvi.where(info)}; Ganeti records only slots on {hvp.PCI_BUS} and "
+                       f"targets 0-15 (channel 0, lun 0) on {hvp.SCSI_BUS}")
     return {**base, "hvinfo": dict(info)}
+
+
+def _export_controllers(runtime: dict[str, Any], running: bool, reasons: list[str]) -> list[str]:
+    """The ``-device`` Ganeti's kvm_cmd needs for the SCSI controller (if kvm_cmd lacks it); bridges and
+    ports nobody uses are left out of a stopped instance (they only made room for hotplug)."""
+    used = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in runtime[kind]}
+    in_kvm_cmd = {d for g in groups_of(runtime["kvm_cmd"]) if _opt_name(g[0]) == "device" and len(g) > 1
+                  for d in [p[3:] for p in split_opts(g[1]) if p.startswith("id=")]}
+    extra: list[str] = []
+    for ctl in runtime.get("controllers", []):
+        info = ctl["hvinfo"]
+        if ctl["kind"] == "scsi" and info["id"] == hvp.SCSI_CONTROLLER_ID and "addr" not in info:
+            if info["id"] not in in_kvm_cmd:
+                extra += ["-device", join_opts([info["driver"], f"id={info['id']}"])]
+        elif ctl["kind"] == "scsi":
+            reasons.append(f"SCSI controller {info['id']} is a recorded PCI device (Ganeti has one SCSI controller, placed by QEMU)")
+        elif info["id"] in used:
+            reasons.append(f"devices sit on {ctl['kind']} {info['id']}")
+        elif running:
+            reasons.append(f"{ctl['kind']} {info['id']} is part of the running instance's device tree")
+    return extra
 
 
 def export(runtime: dict[str, Any], layout: str = "3", run_dir: str = DEFAULT_RUN_DIR, running: bool = False) -> list[Any]:
     """The runtime as Ganeti writes it: layout ``3`` (2.16-3.1, hvinfo) or ``2`` (2.10-2.15, pci slots).
 
-    Refused (KvmError with the reason) when a device does not fit the layout:
-    not on ``pci.0`` (or, for 3, ``scsi.0`` targets 0-15), a machine Ganeti
-    does not place devices on, a non-raw disk, or (``running``) an id
-    Ganeti 2.x would derive differently. Fields kept from an imported Ganeti
-    runtime come back; Ganeti's host plumbing is put back into ``kvm_cmd``
-    (the original options when imported, else Ganeti's paths under ``run_dir``).
+    Refused (one KvmError naming every reason) when the instance does not fit
+    the layout: a device not on ``pci.0`` (or, for 3, not a SCSI target 0-15
+    on ``scsi.0``), a bridge, port or SCSI controller Ganeti cannot record, a
+    q35 machine, a non-raw disk, or (``running``) an id Ganeti 2.x would
+    derive differently. Unused bridges and ports of a stopped instance are
+    left out. Fields kept from an imported Ganeti runtime come back; Ganeti's
+    host plumbing is put back into ``kvm_cmd`` (the original options when
+    imported, else Ganeti's paths under ``run_dir``).
     """
     if layout not in EXPORT_LAYOUTS:
         raise KvmError(f"Ganeti export layout {layout!r} is not one of {', '.join(EXPORT_LAYOUTS)}")
     name = runtime.get("name") or "instance"
     hvparams = runtime["hvparams"]
-    if not str(hvparams.get("machine_type", "pc")).startswith("pc"):
-        raise KvmError(f"cannot export to Ganeti: machine {hvparams['machine_type']} has no {hvp.PCI_BUS} for Ganeti's slots")
-    if runtime.get("controllers"):
-        raise KvmError("cannot export to Ganeti: the instance has bridges or extra controllers Ganeti cannot record")
+    reasons: list[str] = []
+    if hvp.is_q35(hvparams):
+        reasons.append(f"the machine is {hvparams['machine_type']} (Ganeti places devices on pci.0 of pc)")
     if layout == "2" and hvp.is_scsi(hvparams):
-        raise KvmError(f"cannot export to Ganeti 2.x: disk_type {hvparams['disk_type']} needs Ganeti 2.16 or later (export to layout 3)")
+        reasons.append(f"disk_type {hvparams['disk_type']} needs Ganeti 2.16 or later (export to ganeti-3)")
+    controller_args = _export_controllers(runtime, running, reasons)
     # QEMU-placed NICs first: they are the ones from before Ganeti placed devices itself.
     nics: list[dict[str, Any]] = []
     disks: list[list[Any]] = []
@@ -820,9 +878,14 @@ def export(runtime: dict[str, Any], layout: str = "3", run_dir: str = DEFAULT_RU
             nics.append(entry)
         elif dev.get("ganeti"):  # a disk of Ganeti's disk list that QEMU placed
             disks.append([{**base, "mode": dev["mode"], **({"hvinfo": {}} if layout == "3" else {})}, dev.get("path"), dev.get("uri")])
-    nics += [_export_device(n, "nics", layout, running) for n in runtime["nics"]]
-    disks += [[_export_device(d, "disks", layout, running), d.get("path"), d.get("uri")] for d in runtime["disks"]]
-    return [_export_kvm_cmd(runtime, name, run_dir), nics, _export_hvparams(runtime, layout), disks]
+    nics += [_export_device(n, "nics", layout, running, reasons) for n in runtime["nics"]]
+    for disk in runtime["disks"]:
+        link = disk.get("path") or (disk.get("ganeti") or {}).get("link")
+        disks.append([_export_device(disk, "disks", layout, running, reasons), link, disk.get("uri")])
+    if reasons:
+        raise KvmError(f"cannot export to Ganeti {layout}.x: {'; '.join(reasons)}")
+    kvm_cmd = _export_kvm_cmd(runtime, name, run_dir)
+    return [kvm_cmd[:1] + controller_args + kvm_cmd[1:], nics, _export_hvparams(runtime, layout), disks]
 
 
 def dumps(data: list[Any]) -> str:

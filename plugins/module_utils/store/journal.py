@@ -20,7 +20,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 
-KINDS = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
+KINDS = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",), "controllers": ("controller",)}
 
 
 def read(rd: RunDir, where: Paths) -> list[tuple[str, dict[str, Any]]]:
@@ -34,6 +34,8 @@ def read(rd: RunDir, where: Paths) -> list[tuple[str, dict[str, Any]]]:
             if kind not in KINDS or not isinstance(record, dict):
                 raise ValueError(kind)
             record["hvinfo"] = hvi.validate(record.get("hvinfo"), "journal", KINDS[kind])
+            if kind == "controllers" and record.get("kind") != "scsi":
+                raise ValueError("only SCSI controllers are hot-added")
     except (ValueError, TypeError, KeyError) as err:
         raise KvmError(f"hotplug journal {where.journal} is damaged ({err}); check QEMU with kvm_instance_info, then remove it") from None
     return entries

@@ -13,8 +13,11 @@ Formats, each brought to the next by one step function:
   the running QEMU knows, QEMU-placed devices kept in ``fixed``, Ganeti's
   own fields and hvparams kept aside for the export back.
 * version 1, a JSON object; a stopped instance carries ``stopped: true``.
-* version 2: the mark is ``mark: stopped|incoming``; a hotplug in flight is
-  journalled in ``pending``.
+* version 2: the mark is ``mark: stopped|incoming``; the topology is recorded
+  in ``controllers`` (SCSI controllers, pci-bridges, pcie-root-ports, each
+  with its hvinfo); every disk records its ``type``. A version-1 SCSI
+  controller (``-device <driver>,id=scsi`` in ``kvm_cmd``, placed by QEMU)
+  moves to ``controllers`` without an address, so QEMU still places it.
 
 A file newer than this code is refused, naming both versions. Every result
 is validated strictly (``validate``) before anyone uses it.
@@ -37,6 +40,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 FORMAT_VERSION = 2
 LEGACY_VERSION = 0
 MARKS = ("stopped", "incoming")
+CONTROLLER_KINDS = {"scsi": "controller", "pci-bridge": "pci-bridge", "pcie-root-port": "pcie-root-port"}
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -46,9 +50,21 @@ def from_legacy(data: list[Any]) -> dict[str, Any]:
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 -> 2: ``stopped: true`` becomes ``mark: stopped``."""
+    """Version 1 -> 2: ``stopped: true`` becomes a mark, the SCSI controller a recorded controller, disks get a type."""
     if data.pop("stopped", False):
         data["mark"] = "stopped"
+    argv = data.get("kvm_cmd")
+    controllers = data.setdefault("controllers", [])
+    if isinstance(argv, list):
+        for pos in range(len(argv) - 1):
+            head = str(argv[pos + 1]).split(",")
+            if argv[pos] == "-device" and head[0] in hvp.CONTROLLER_DRIVERS and head[1:] == [f"id={hvp.SCSI_CONTROLLER_ID}"]:
+                controllers.append({"kind": "scsi", "hvinfo": {"driver": head[0], "id": hvp.SCSI_CONTROLLER_ID, "bus": hvp.PCI_BUS}})
+                data["kvm_cmd"] = argv[:pos] + argv[pos + 2:]
+                break
+    for disk in data.get("disks") or []:
+        if isinstance(disk, dict) and isinstance(disk.get("hvinfo"), dict):
+            disk.setdefault("type", hvp.DRIVER_DISK_TYPES.get(disk["hvinfo"].get("driver"), "paravirtual"))
     data["version"] = 2
     return data
 
@@ -121,6 +137,14 @@ def validate(runtime: dict[str, Any]) -> Runtime:
     mark = runtime.get("mark")
     if mark is not None and mark not in MARKS:
         raise KvmError(f"runtime mark {mark!r} is not one of {', '.join(MARKS)}")
+    controllers = runtime.setdefault("controllers", [])
+    if not isinstance(controllers, list):
+        raise KvmError("runtime field 'controllers' must be a list")
+    for pos, ctl in enumerate(controllers):
+        where = f"runtime controller {pos}"
+        if not isinstance(ctl, dict) or ctl.get("kind") not in CONTROLLER_KINDS or set(ctl) != {"kind", "hvinfo"}:
+            raise KvmError(f"{where} must be {{kind: {'|'.join(CONTROLLER_KINDS)}, hvinfo}}")
+        ctl["hvinfo"] = hvi.validate(ctl["hvinfo"], where, (CONTROLLER_KINDS[ctl["kind"]],))
     kinds = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
     for kind in ("disks", "nics"):
         for pos, dev in enumerate(runtime[kind]):
@@ -131,21 +155,67 @@ def validate(runtime: dict[str, Any]) -> Runtime:
             dev["hvinfo"] = hvi.validate(dev.get("hvinfo"), where, kinds[kind])
             if kind == "disks":
                 _check_disk(dev, where)
+                dev.setdefault("type", hvp.DRIVER_DISK_TYPES.get(dev["hvinfo"]["driver"]))
+                if hvp.DISK_DRIVERS.get(dev["type"]) != dev["hvinfo"]["driver"]:
+                    raise KvmError(f"{where}: type {dev['type']!r} does not match driver {dev['hvinfo']['driver']}")
             else:
                 _check_nic(dev, where)
-    pending = runtime.get("pending", [])
-    if not isinstance(pending, list) or not all(isinstance(p, dict) and p.get("kind") in kinds and isinstance(p.get("record"), dict)
-                                                for p in pending):
-        raise KvmError("runtime field 'pending' is damaged")
-    for entry in pending:
-        entry["record"]["hvinfo"] = hvi.validate(entry["record"].get("hvinfo"), "pending hotplug", kinds[entry["kind"]])
-    if not pending:
-        runtime.pop("pending", None)
     ganeti.validate_extras(runtime)  # fixed devices, an adopted QEMU, Ganeti's side data
-    BusState.from_devices([*runtime["disks"], *runtime["nics"]])
+    state = BusState.build(runtime["hvparams"], controllers, [*runtime["disks"], *runtime["nics"]])
+    buses = {state.root} | {c["hvinfo"]["id"] for c in controllers if c["kind"] != "scsi"}
+    buses |= {f"{c['hvinfo']['id']}.0" for c in controllers if c["kind"] == "scsi"} | {bus for bus, _unit in hvp.IDE_SLOTS}
+    for kind in ("disks", "nics"):
+        for dev in runtime[kind]:
+            if dev["hvinfo"]["bus"] not in buses:
+                raise KvmError(f"runtime {kind[:-1]} {dev['hvinfo']['id']} sits on bus {dev['hvinfo']['bus']}, "
+                               "which no recorded controller provides")
     return cast(Runtime, runtime)
+
+
+def _unexportable_controllers(runtime: Runtime, keep_qemu_placed_scsi: bool) -> list[str]:
+    """Why the recorded controllers do not fit an older layout (bridges and ports nobody uses are
+    dropped: they only gave room for hotplug)."""
+    used_buses = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in runtime[kind]}  # type: ignore[literal-required]
+    reasons = []
+    for ctl in runtime.get("controllers", []):
+        info = ctl["hvinfo"]
+        if ctl["kind"] != "scsi":
+            if info["id"] in used_buses:
+                reasons.append(f"devices sit on {ctl['kind']} {info['id']}")
+        elif not (keep_qemu_placed_scsi and "addr" not in info and info["id"] == hvp.SCSI_CONTROLLER_ID):
+            reasons.append(f"SCSI controller {info['id']} is a recorded PCI device")
+    return reasons
 
 
 def to_legacy(runtime: Runtime) -> list[Any]:
     """Downgrade export to Ganeti 2.10-2.15's layout (integer pci slots); see ``ganeti.export``."""
     return ganeti.export(dict(runtime), "2")
+
+
+def to_v1(runtime: Runtime) -> dict[str, Any]:
+    """Downgrade export to version 1: only when the topology fits it (pc, at most one SCSI controller
+    placed by QEMU, every disk of the instance's disk_type on a path)."""
+    hvparams = runtime["hvparams"]
+    reasons = []
+    if hvp.is_q35(hvparams):
+        reasons.append("the machine is q35")
+    reasons += _unexportable_controllers(runtime, keep_qemu_placed_scsi=True)
+    for disk in runtime["disks"]:
+        if disk.get("type") != hvparams["disk_type"]:
+            reasons.append(f"disk {disk['hvinfo']['id']} is {disk.get('type')}, the instance's disk_type is {hvparams['disk_type']}")
+        if not disk.get("path"):
+            reasons.append(f"disk {disk['hvinfo']['id']} has no path (version 1 only knows host files)")
+    if reasons:
+        raise KvmError(f"cannot export to runtime format version 1: {'; '.join(reasons)}")
+    data = copy.deepcopy(dict(runtime))
+    for ctl in data.pop("controllers", []):
+        if ctl["kind"] == "scsi":
+            data["kvm_cmd"] += ["-device", f"{ctl['hvinfo']['driver']},id={ctl['hvinfo']['id']}"]
+    for disk in data["disks"]:
+        disk.pop("type", None)
+        disk.pop("uri", None)
+    if data.pop("mark", None) == "stopped":
+        data["stopped"] = True
+    data["hvparams"].pop("pci_hotplug_slots", None)  # version 1 readers refuse hvparams they do not know
+    data["version"] = 1
+    return data

@@ -16,7 +16,9 @@ def test_order_descriptors_and_json_devices():
     nic = rt["nics"][0]["hvinfo"]["id"]
     fds = argv.HostFds(3, 4, 5, {ids[0]: (6, False), ids[1]: (7, True)}, {})
     cmd = argv.launch_argv(rt, fds)
-    assert cmd[cmd.index("-device") + 1] == "lsi53c895a,id=scsi"
+    devices = [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-device"]
+    assert [d["driver"] for d in devices[:2]] == ["pci-bridge", "lsi53c895a"]  # buses first, then the SCSI controller
+    assert devices[1] == {"driver": "lsi53c895a", "id": "scsi", "bus": "pci.0", "addr": "0x10"}
     assert cmd[-1] == "-S"
     assert cmd[cmd.index("-sandbox") + 1] == "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
     assert "socket,id=qmp,fd=3,server=on,wait=off" in cmd and "socket,id=qmp-ro,fd=4,server=on,wait=off" in cmd
@@ -25,7 +27,7 @@ def test_order_descriptors_and_json_devices():
     blockdevs = [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-blockdev"]
     assert [b["file"] for b in blockdevs] == [{"driver": "file", "filename": "/dev/fdset/2", "read-only": False},
                                               {"driver": "host_device", "filename": "/dev/fdset/3", "read-only": False}]
-    devices = [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-device" and cmd[i + 1].startswith("{")]
+    devices = devices[2:]
     assert [d["id"] for d in devices] == [*ids, nic]
     assert devices[0] == {**rt["disks"][0]["hvinfo"], "drive": ids[0]} and isinstance(devices[0]["scsi-id"], int)
     assert "-daemonize" not in cmd and "-pidfile" not in cmd

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds, launch_argv
@@ -30,6 +30,10 @@ def read(name: str) -> dict:
     rt, version = upgrade.upgrade(raw(name), fresh=True)
     assert version == 0 and rt["version"] == upgrade.FORMAT_VERSION
     return dict(rt)
+
+
+def pci_slots(rt: dict) -> set:
+    return {addr[0] for addr in construct.bus_state(rt).used.get("pci.0", set()) if addr[1] is None}
 
 
 def hv(dev: dict) -> tuple:
@@ -146,7 +150,8 @@ def test_2_10_pci_slots_become_legacy_ids():
     assert rt["nics"][0]["ganeti"]["nicparams"]["vlan"] == ""
     assert "fixed" not in rt
     bus = construct.bus_state(rt)  # the next hotplug goes from Ganeti's default reservation up
-    assert bus.pci == {4, 5} and rt["hvparams"]["kvm_pci_reservations"] == 12
+    assert pci_slots(rt) == {4, 5} and rt["hvparams"]["kvm_pci_reservations"] == 12
+    assert bus.free_pci_leaves()[0] == ("pci.0", 12)
 
 
 def test_2_15_rbd_disk_keeps_link_and_uri_and_vnc_tls_is_rewritten():
@@ -203,7 +208,10 @@ def test_2_16_scsi_disks_and_e1000_and_no_serial_port():
     assert rt["kvm_cmd"][rt["kvm_cmd"].index("-serial") + 1] == "none" and not fixed.has_serial(rt)
     argv = lifecycle.illustrative_argv(rt)
     assert "chardev:serial0" not in argv and argv.count("-serial") == 1  # no serial port the source did not have
-    assert construct.bus_state(rt).scsi == {0, 1}
+    assert construct.bus_state(rt).used["scsi.0"] == {0, 1}
+    assert rt["controllers"] == [{"kind": "scsi", "hvinfo": {"driver": "lsi53c895a", "id": "scsi", "bus": "pci.0"}}]
+    argv = lifecycle.illustrative_argv(rt)  # the controller stays where kvm_cmd has it, before the balloon; not added again
+    assert argv.index("lsi,id=scsi") < argv.index("virtio-balloon") and not any('"id":"scsi"' in a for a in argv)
 
 
 def test_2_16_upgraded_legacy_ids_keep_the_running_qemus_names():
@@ -241,7 +249,7 @@ def test_3_1_blockdev_cdrom_audio_and_a_gap_left_by_an_unplug():
                                             ("disk-44444444-5555-4666", "virtio-blk-pci", "pci.0", "0xe")]
     assert [hv(n) for n in rt["nics"]] == [("nic-99999999-aaaa-4bbb", "virtio-net-pci", "pci.0", "0xf")]
     assert (rt["vcpus"], rt["hvparams"]["machine_type"]) == (4, "pc-i440fx-9.2")
-    assert allocator.free_pci_slot(construct.bus_state(rt), rt["hvparams"]) == 0xD  # the gap is filled first
+    assert construct.bus_state(rt).free_pci_leaves()[0] == ("pci.0", 0xD)  # the gap is filled first
 
 
 def test_userspace_disks_keep_link_and_uri_even_without_a_link():
@@ -259,7 +267,7 @@ def test_ide_disk_with_a_ganeti_pci_slot_is_placed_by_qemu():
     disk = rt["fixed"][0]
     assert (disk["uuid"], disk["driver"], disk["render"], disk["ganeti"]["iv_name"]) == (
         "8d2f0c4a-1b2c-4d3e-9f8a-7b6c5d4e3f21", "ide-hd", "device", "disk/0")
-    assert construct.bus_state(rt).pci == {0xD}  # Ganeti's bogus 0xc is not a slot anyone holds
+    assert pci_slots(rt) == {0xD}  # Ganeti's bogus 0xc is not a slot anyone holds
 
 
 def test_empty_argument_paused_start_keymap_path_and_multiqueue():
@@ -386,11 +394,16 @@ def test_export_of_a_native_instance_adds_ganeti_plumbing():
     assert [n["hvinfo"]["addr"] for n in out[1]] == ["0x12"] and out[2]["kvm_pci_reservations"] == 16
     assert [d[1] for d in out[3]] == ["/srv/d0.img", "/srv/d1.img"]
     assert [d[0]["hvinfo"]["id"] for d in out[3]] == [d["hvinfo"]["id"] for d in rt["disks"]]
-    scsi = native("scsi-hd", scsi_controller_type="virtio-scsi-pci")
-    assert [d[0]["hvinfo"]["scsi-id"] for d in ganeti.export(scsi, "3")[3]] == [0, 1]
-    scsi["disks"][1]["hvinfo"]["scsi-id"] = 20
-    with pytest.raises(KvmError, match="targets 0-15"):
+    scsi = native("scsi-hd", scsi_controller_type="virtio-scsi-pci")  # its controller is a recorded PCI device
+    with pytest.raises(KvmError, match="SCSI controller scsi is a recorded PCI device"):
         ganeti.export(scsi, "3")
+    ganeti_scsi = read("v2_16_scsi_e1000")
+    assert [d[0]["hvinfo"]["scsi-id"] for d in ganeti.export(ganeti_scsi, "3")[3]] == [0, 1]
+    ganeti_scsi["disks"][1]["hvinfo"]["scsi-id"] = 20
+    with pytest.raises(KvmError, match="targets 0-15"):
+        ganeti.export(ganeti_scsi, "3")
+    with pytest.raises(KvmError, match="is part of the running instance's device tree"):
+        ganeti.export(rt, "3", running=True)  # the unused bridge would be gone under Ganeti
     qcow = native()
     qcow["disks"][0]["format"] = "qcow2"
     with pytest.raises(KvmError, match="only runs raw disks"):

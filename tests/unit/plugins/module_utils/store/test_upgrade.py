@@ -134,4 +134,31 @@ def test_downgrade_export():
     assert [d["hvinfo"] for d in again["disks"]] == [d["hvinfo"] for d in rt["disks"]]
     with pytest.raises(KvmError) as err:
         upgrade.to_legacy(upgrade.upgrade(make_runtime("scsi-hd"))[0])
-    assert "needs Ganeti 2.16 or later" in str(err.value)
+    assert "SCSI controller scsi is a recorded PCI device" in str(err.value) and "sits on scsi.0" in str(err.value)
+    # an unused bridge only gave hotplug room: dropped
+    plain = upgrade.upgrade(make_runtime())[0]
+    assert [c["kind"] for c in plain["controllers"]] == ["pci-bridge"]
+    assert [n["pci"] for n in upgrade.to_legacy(plain)[1]] == [0x12]
+
+
+def test_export_to_version_1_when_the_topology_fits():
+    v1 = fresh(make_runtime())
+    v1.update(version=1, stopped=True)
+    v1.pop("controllers")
+    for disk in v1["disks"]:
+        disk.pop("type")
+    v1["hvparams"].pop("pci_hotplug_slots")
+    scsi_v1 = fresh(v1)
+    scsi_v1["kvm_cmd"] += ["-device", "lsi53c895a,id=scsi"]
+    scsi_v1["hvparams"]["disk_type"] = "scsi-hd"
+    for pos, disk in enumerate(scsi_v1["disks"]):
+        disk["hvinfo"] = {"driver": "scsi-hd", "id": disk["hvinfo"]["id"], "bus": "scsi.0", "channel": 0, "scsi-id": pos, "lun": 0}
+    for original in (v1, scsi_v1):
+        current = upgrade.upgrade(fresh(original))[0]
+        assert upgrade.to_v1(current) == original  # a round trip back to what version 1 wrote
+    q35 = upgrade.upgrade(make_runtime())[0]
+    q35["hvparams"]["machine_type"] = "q35"
+    q35["disks"][0]["type"] = "scsi-cd"
+    with pytest.raises(KvmError) as err:
+        upgrade.to_v1(q35)
+    assert "the machine is q35" in str(err.value) and "is scsi-cd" in str(err.value)

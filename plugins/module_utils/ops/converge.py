@@ -1,0 +1,154 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Live convergence: make a running instance's disks and NICs match ``kvm_instance``'s lists.
+
+The task states the devices the instance should have; this makes QEMU match
+in two moves through the one hotplug engine:
+
+* Unplugs (only with ``purge: true``) first, so the addresses they free are
+  there for the adds, as a cold start would use them. All ``device_del``s
+  go at once and their ``DEVICE_DELETED`` events are awaited together (with
+  the repeat-while-silent of the hotplug modules), so ten unplugs take about
+  as long as one. Reported per device: those that left are saved, those
+  that did not stay recorded and the task fails naming them.
+* Adds, in list order, at the addresses the allocator gives (holes first,
+  SCSI controllers added when the ones there are full): journalled, handed
+  over, sent in one pipelined burst with one verification, saved once.
+  All or nothing: if any device fails, every device of the burst is
+  removed again and the runtime file is unchanged.
+
+A device whose identity matches but whose properties differ is an error,
+except a ``scsi-cd``'s medium (path), which changes live. Either way QEMU
+and the runtime file agree afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, hotplug, media
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+
+KINDS = ("disks", "nics")
+
+
+@dataclass
+class Plan:
+    removes: list[Item] = field(default_factory=list)
+    adds: list[Item] = field(default_factory=list)  # controllers first, then disks and NICs in list order
+    media: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (recorded cd, wanted medium)
+    kept: list[str] = field(default_factory=list)  # ids the lists lack, left alone without purge
+
+    @property
+    def empty(self) -> bool:
+        return not (self.removes or self.adds or self.media)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "unplug": [{"id": i.id, "hvinfo": dict(i.record["hvinfo"])} for i in self.removes],
+            "plug": [{"id": i.id, "hvinfo": dict(i.record["hvinfo"])} for i in self.adds],
+            "media": [{"id": cd["hvinfo"]["id"], "path": want.get("path")} for cd, want in self.media],
+            "kept": list(self.kept),
+        }
+
+
+def wanted_properties(kind: str, want: dict[str, Any], hvparams: dict[str, Any]) -> dict[str, Any]:
+    """Everything a list item fixes about a device besides its identity."""
+    if kind == "disks":
+        return {"path": want.get("path"), "uri": want.get("uri"), "format": want["format"], "mode": want["mode"],
+                "type": allocator.disk_type(want, hvparams)}
+    return {"mac": want["mac"], "network": want.get("network")}
+
+
+def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
+    """What to unplug, plug and change (pure: the runtime is not changed)."""
+    result = Plan()
+    problems: list[str] = []
+    remaining = runtime_file.copy(rt)
+    for kind in KINDS:
+        wanted = {dev["uuid"]: dev for dev in spec[kind]}
+        for dev in rt[kind]:  # type: ignore[literal-required]
+            if dev["uuid"] not in wanted:
+                if purge:
+                    result.removes.append(Item(kind, dict(dev)))
+                else:
+                    result.kept.append(dev["hvinfo"]["id"])
+        remaining[kind] = [d for d in remaining[kind] if not (purge and d["uuid"] not in wanted)]  # type: ignore[literal-required]
+        recorded = {dev["uuid"]: dev for dev in rt[kind]}  # type: ignore[literal-required]
+        for want in spec[kind]:
+            have = recorded.get(want["uuid"])
+            if have is None:
+                continue
+            differs = hotplug.mismatch(kind, dict(have), wanted_properties(kind, want, rt["hvparams"]))
+            if kind == "disks" and have.get("type") == "scsi-cd" and all(d.startswith(("path ", "uri ")) for d in differs):
+                result.media.append((dict(have), want))
+            elif differs:
+                problems.append(f"{have['hvinfo']['id']} differs: {', '.join(differs)}")
+    if problems:
+        raise KvmError(f"{'; '.join(problems)}: these cannot change on a running instance (a scsi-cd's medium can); "
+                       "unplug and plug them again, or change them at the next start")
+    state = construct.bus_state(remaining)
+    for kind in KINDS:
+        known = {dev["uuid"] for dev in rt[kind]}  # type: ignore[literal-required]
+        for want in spec[kind]:
+            if want["uuid"] in known:
+                continue
+            record = dict(want)
+            if kind == "nics":
+                record["hvinfo"] = allocator.place_nic(state, record)
+            else:
+                record["type"] = allocator.disk_type(record, rt["hvparams"])
+                if record["type"] == "ide":
+                    raise KvmError(f"disk {record.get('path')}: ide disks cannot be hotplugged; plug it at the next start")
+                record["hvinfo"], controllers = allocator.place_disk(state, record)
+                result.adds += [Item("controllers", dict(c)) for c in controllers]
+            result.adds.append(Item(kind, record))
+    return result
+
+
+def after(rt: Runtime, the_plan: Plan) -> Runtime:
+    """The runtime once the plan is done."""
+    result = runtime_file.copy(rt)
+    gone = {item.id for item in the_plan.removes}
+    for kind in KINDS:
+        result[kind] = [d for d in result[kind] if d["hvinfo"]["id"] not in gone]  # type: ignore[literal-required]
+    for item in the_plan.adds:
+        result.setdefault(item.kind, []).append(item.record)  # type: ignore[misc]
+    for cd, want in the_plan.media:
+        for disk in result["disks"]:
+            if disk["uuid"] == cd["uuid"]:
+                disk["path"], disk["format"] = want.get("path"), want.get("format", disk["format"])
+    return result
+
+
+async def converge(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, the_plan: Plan, call: Call,
+                   timeout: float) -> Runtime:
+    """Carry out the plan; returns the runtime as saved. Unplugs first, media changes, then one burst of adds."""
+    current = rt
+    failed: list[tuple[Item, KvmError]] = []
+    if the_plan.removes:
+        gone, failed = await engine.unplug(mon, the_plan.removes, timeout)
+        current = after(current, Plan(removes=gone))
+        if gone:
+            runtime_file.save(rd, where.name, current)
+    for cd, want in the_plan.media:
+        await media.change(mon, cd, want, current["hvparams"])
+        current = after(current, Plan(media=[(cd, want)]))
+        runtime_file.save(rd, where.name, current)
+    if the_plan.adds:
+        target = after(current, Plan(adds=the_plan.adds))
+        await hotplug.commit_add(mon, rd, where, current, target, the_plan.adds, timeout)
+        current = target
+    if failed:
+        names = ", ".join(f"{item.id} ({err.msg})" for item, err in failed)
+        raise KvmError(f"these devices did not leave and stay recorded: {names}", "unplug")
+    return current

@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A scsi-cd's medium, changed or ejected while the guest runs.
+
+The new image is opened here and handed over as an fdset like any disk;
+then, in one burst, the tray is opened (forced: a guest that uses the drive
+locks it), the old medium removed and its node deleted, the new node added
+under the same name (the device id) and inserted, and the tray closed. The
+old fdset goes last. An empty path ejects: the drive stays, without medium.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
+
+
+async def change(mon: Monitor, cd: dict[str, Any], want: dict[str, Any], hvparams: dict[str, Any]) -> None:
+    dev_id = cd["hvinfo"]["id"]
+    old_sets = query.fdsets_by_opaque(await mon.cmd("query-fdsets", step="media")).get(dev_id, [])
+    burst: list[tuple[str, dict[str, Any] | None]] = [("blockdev-open-tray", {"id": dev_id, "force": True})]
+    if devices.has_medium(cd):
+        burst += [("blockdev-remove-medium", {"id": dev_id}), ("blockdev-del", {"node-name": dev_id})]
+    new_set = None
+    if want.get("path"):
+        record = {**cd, "path": want["path"], "format": want.get("format", cd["format"]), "mode": "ro"}
+        fd, block = host.open_disk(record, hvparams)
+        try:
+            mon.send_fd(fd)
+        finally:
+            os.close(fd)
+        new_set = int((await mon.cmd("add-fd", {"opaque": dev_id}, step="media"))["fdset-id"])
+        burst += [("blockdev-add", devices.blockdev_args(record, f"/dev/fdset/{new_set}", block)),
+                  ("blockdev-insert-medium", {"id": dev_id, "node-name": dev_id})]
+    burst.append(("blockdev-close-tray", {"id": dev_id}))
+    answers = await mon.batch(burst)
+    failed = next((a for a in answers if isinstance(a, KvmError)), None)
+    if failed is not None:
+        if new_set is not None:
+            await mon.try_cmd("remove-fd", {"fdset-id": new_set})
+        raise failed.with_step("media")
+    for fdset in old_sets:
+        await mon.try_cmd("remove-fd", {"fdset-id": fdset})
