@@ -200,7 +200,7 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
     info = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir}, netns=netns)["instance"]
     assert info["drift"] == [], info["drift"]
     one_line(run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-2"}, netns=netns),
-             "cannot export a running instance to Ganeti 2.x", "would be called hotdisk-")
+             "cannot export to Ganeti 2.x", "would be called hotdisk-")
     back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-3"}, netns=netns)
     assert [d[0]["hvinfo"]["addr"] for d in back["instance"]["exported"][3]] == ["0x7", "0x8"]
     source_tree = device_tree(node.qmp)
@@ -266,7 +266,8 @@ def test_absent_on_an_adopted_instance_stops_its_qemu(runtime_dir, netns, ganeti
     node.write_runtime(nics=False)
     before = Path(node.runtime).read_bytes()
     pid = node.start(netns)
-    assert run_module("kvm_instance", node.adopt_args(runtime_dir), netns=netns)["changed"] is True
+    adopted = run_module("kvm_instance", node.adopt_args(runtime_dir), netns=netns)
+    assert adopted["changed"] is True, adopted["msg"]
     gone = run_module("kvm_instance", {"name": NAME, "runtime_dir": runtime_dir, "state": "absent"}, netns=netns)
     assert gone["changed"] is True and not alive(pid) and files_of(runtime_dir, NAME) == []
     assert Path(node.runtime).read_bytes() == before  # only this collection's files went

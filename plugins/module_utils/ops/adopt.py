@@ -71,7 +71,7 @@ def _same_file(a: str | None, b: str | None) -> bool:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-async def _live(sock: str, rt: Runtime) -> dict[str, Any]:
+async def _live(sock: str) -> dict[str, Any]:
     """Everything the comparison needs from QEMU, in two pipelined bursts."""
     names = ("query-name", "query-uuid", "query-pci", "query-block", "query-fdsets", "query-memory-size-summary",
              "query-cpus-fast")
@@ -89,18 +89,24 @@ async def _live(sock: str, rt: Runtime) -> dict[str, Any]:
             if not isinstance(answer, KvmError):
                 anonymous.update({f"{path}/{dev}": kind for dev, kind in query.peripherals(answer).items()
                                   if kind in hvp.NIC_DRIVERS.values()})
-        scsi = [d["hvinfo"]["id"] for d in rt["disks"] if "scsi-id" in d["hvinfo"] and d["hvinfo"]["id"] in live["present"]]
+        asks = info.placement_questions(live["present"])
         gets = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous] + \
-            [("qom-get", {"path": f"{query.PERIPHERAL}{dev_id}", "property": "scsi-id"}) for dev_id in scsi]
+            [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
         got = await mon.batch(gets) if gets else []
     live["anon_nics"] = [(kind, got[pos]) for pos, kind in enumerate(anonymous.values()) if isinstance(got[pos], str)]
-    live["scsi_ids"] = {dev_id: v for dev_id, v in zip(scsi, got[len(anonymous):], strict=True) if not isinstance(v, KvmError)}
+    placed: dict[str, dict[str, Any]] = {}
+    for (dev_id, prop, _path), value in zip(asks, got[len(anonymous):], strict=True):
+        if not isinstance(value, KvmError):
+            placed.setdefault(dev_id, {})["bus" if prop == "parent_bus" else prop] = \
+                query.bus_name(value) if prop == "parent_bus" else value
+    live["placed"] = placed
     return live
 
 
 def _window(rt: dict[str, Any], live: dict[str, Any]) -> tuple[int, int]:
     """(the recorded first hotplug slot, the one the adopted layout needs)."""
-    recorded = {d["hvinfo"]["id"] for kind in ("disks", "nics") for d in rt[kind]}
+    # devices the runtime gives an address; QEMU placed everything else (a Ganeti SCSI controller too)
+    recorded = {d["hvinfo"]["id"] for kind in ("controllers", "disks", "nics") for d in rt.get(kind, []) if "addr" in d["hvinfo"]}
     taken = [dev["slot"] for bus in live["query-pci"] if bus.get("bus") == 0 for dev in bus.get("devices", [])
              if dev.get("qdev_id") not in recorded]
     top = max(taken, default=hvp.MIN_PCI_RESERVATIONS - 1) + 1
@@ -126,8 +132,8 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     if rt.get("vcpus") and isinstance(cpus, list) and len(cpus) != rt["vcpus"]:
         problems.append(f"QEMU has {len(cpus)} vcpus, the runtime says {rt['vcpus']}")
     blocks = query.blocks_by_device(live["query-block"])
-    problems += info.compare(rt, pid, live["present"], query.pci_devices(live["query-pci"]), blocks,  # type: ignore[arg-type]
-                             query.fdset_fds(live["query-fdsets"]), live["scsi_ids"])
+    problems += info.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),  # type: ignore[arg-type]
+                             blocks, query.fdset_fds(live["query-fdsets"]))
     anon_nics = list(live["anon_nics"])
     for dev in rt.get("fixed", []):
         if dev["kind"] == "nic":
@@ -176,7 +182,7 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
     if not pid:
         raise KvmError(f"adopt: no QEMU runs for pid file {spec['pidfile']} (its process must name that pid file "
                        "on its command line, as QEMU's -pidfile does)")
-    live = qmp.run(_live(located.qmp, rt))
+    live = qmp.run(_live(located.qmp))
     have, need = _window(dict(rt), live)
     notes = ganeti.notes(dict(rt))
     if need != have:
