@@ -115,8 +115,8 @@ options:
         with that QEMU's QMP socket and pid file; a mismatch fails, listing every difference.
       - From then on it is an instance like any other (info, hotplug, migration). O(state=absent) stops that QEMU
         and removes only this collection's files; O(state=stopped) stops it, and a later start runs this
-        collection's own QEMU from the record.
-      - O(disks), O(nics) and O(hvparams) must be left out: the instance is what its runtime file and QEMU say.
+        collection's own QEMU.
+      - O(disks), O(nics) and O(hvparams) must be left out (the instance is what its runtime file and QEMU say).
     type: dict
     suboptions:
       runtime:

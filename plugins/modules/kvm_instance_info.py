@@ -30,7 +30,7 @@ options:
   upgrade:
     description:
       - Write an older runtime file back in the current format.
-      - Never on a file Ganeti still uses (its C(conf/<name>.runtime)): Ganeti cannot read the current format.
+      - Never on a file Ganeti still uses (its C(conf/<name>.runtime)); Ganeti cannot read the current format.
     type: bool
     default: false
   export:

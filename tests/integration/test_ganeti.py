@@ -101,6 +101,29 @@ class GanetiNode:
             handle.write(json.dumps(data) + "\n")
         return data
 
+    def write_scsi_runtime(self) -> list:
+        """A Ganeti 3.0 runtime with disk_type scsi-hd: the controller in kvm_cmd, SCSI hvinfo, a NIC at 0xd."""
+        guest = guest_dir()
+        ctrl = f"{self.hv}/ctrl/{NAME}"
+        kvm_cmd = ["/usr/bin/qemu-system-x86_64", "-name", NAME, "-m", 256, "-smp", "1", "-pidfile", self.pidfile,
+                   "-device", "lsi,id=scsi", "-device", "virtio-balloon", "-daemonize", "-D", f"{self.root}/qemu.log",
+                   "-machine", "pc-i440fx-7.2,accel=tcg", "-kernel", f"{guest}/vmlinuz", "-initrd", f"{guest}/initrd.img",
+                   "-append", KERNEL_ARGS, "-monitor", f"unix:{ctrl}.monitor,server,nowait",
+                   "-serial", f"unix:{ctrl}.serial,server,nowait", "-usb", "-display", "none", "-uuid", INSTANCE_UUID]
+        nic_list = [{"name": "eth0", "mac": NIC0, "nicparams": {"mode": "bridged", "link": BRIDGE, "vlan": ""}, "uuid": NIC0_UUID,
+                     "hvinfo": {"driver": "virtio-net-pci", "id": "nic-3b9e1c2d-7f6a-4e5b", "bus": "pci.0", "addr": "0xd"}}]
+        hvparams = {"kvm_path": "/usr/bin/qemu-system-x86_64", "nic_type": "paravirtual", "disk_type": "scsi-hd",
+                    "scsi_controller_type": "lsi", "kvm_pci_reservations": 12, "disk_discard": "default", "use_guest_agent": False}
+        disks = [[{"dev_type": "plain", "logical_id": ["xenvg", f"{DISK1_UUID}.disk0"], "iv_name": "disk/0", "size": 2,
+                   "mode": "rw", "params": {"stripes": 1}, "uuid": DISK1_UUID,
+                   "hvinfo": {"driver": "scsi-hd", "id": "disk-44444444-5555-4666", "bus": "scsi.0", "channel": 0,
+                              "scsi-id": 0, "lun": 0}}, self.link(0, 2), None]]
+        data = [kvm_cmd, nic_list, hvparams, disks]
+        fd = os.open(self.runtime, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data) + "\n")
+        return data
+
     def start(self, ns: str) -> int:
         """Start QEMU like the Ganeti node (in ``ns``) and copy its serial console to ``serial_log``."""
         out = subprocess.run(["ip", "netns", "exec", ns, os.environ.get("PYTHON", "python3"), str(HERE / "ganeti_launcher.py"),
@@ -224,6 +247,38 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
         assert info["runtime"]["fixed"][0]["network"]["bridge"] == BRIDGE
         # Ganeti's runtime file and disk links are left as they were (QEMU itself removed its sockets and pid file)
         assert Path(node.runtime).read_bytes() == ganeti_runtime and os.path.islink(f"{node.root}/instance-disks/{NAME}:0")
+    finally:
+        run_module("kvm_instance", {"name": NAME, "runtime_dir": target_dir, "state": "absent"}, netns=netns)
+
+
+def test_adopt_and_migrate_a_ganeti_scsi_instance(runtime_dir, tmp_path, make_disk, netns, ganeti_node):
+    """disk_type scsi-hd: the controller Ganeti keeps in kvm_cmd stays where QEMU placed it; a SCSI hotplug, a migration."""
+    node = ganeti_node
+    node.write_scsi_runtime()
+    pid = node.start(netns)
+    seen = wait_for_report(node.serial_log, lambda r: len(r.scsi) == 1 and r.macs() == {NIC0}, 120)
+    adopted = run_module("kvm_instance", node.adopt_args(runtime_dir), netns=netns)
+    assert adopted["changed"] is True, adopted.get("msg")
+    disk = run_module("kvm_disk_hotplug", {"instance": NAME, "runtime_dir": runtime_dir, "disk": {"path": make_disk("hot.img", 3)}},
+                      netns=netns)
+    assert disk["changed"] is True and (disk["device"]["hvinfo"]["bus"], disk["device"]["hvinfo"]["scsi-id"]) == ("scsi.0", 1), disk
+    seen = wait_for_report(node.serial_log, lambda r: set(r.disks_by_size()) == {4096, 6144}, 60, after_seq=seen.seq)
+    source_tree = device_tree(node.qmp)
+    info = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir}, netns=netns)["instance"]
+    assert info["drift"] == [] and [c["hvinfo"]["id"] for c in info["runtime"]["controllers"]] == ["scsi"], info
+    target_dir = str(tmp_path / "hv2")
+    uri = tcp_uri()
+    tgt = run_module("kvm_instance", {"name": NAME, "runtime_dir": target_dir, "state": "incoming",
+                                      "runtime": info["runtime_file"], "migration_uri": uri}, netns=netns)
+    assert tgt["changed"] is True, tgt
+    try:
+        assert device_tree(tgt["instance"]["qmp_socket"]) == source_tree
+        moved = run_module("kvm_migrate", {"name": NAME, "runtime_dir": runtime_dir, "target_uri": uri}, netns=netns)
+        assert moved["changed"] is True and moved["migration"]["status"] == "completed", moved
+        assert not alive(pid)
+        log = tgt["instance"]["serial_log"]
+        after = wait_for_report(log, lambda r: True, 60, after_seq=(latest_report(log) or seen).seq)
+        assert after.block == seen.block and after.scsi == seen.scsi and after.net == seen.net
     finally:
         run_module("kvm_instance", {"name": NAME, "runtime_dir": target_dir, "state": "absent"}, netns=netns)
 
