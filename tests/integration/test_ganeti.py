@@ -217,15 +217,19 @@ def test_adopt_hotplug_and_live_migrate_a_qemu_ganeti_started(runtime_dir, tmp_p
     placed = run_module("kvm_nic_hotplug", {"instance": NAME, "runtime_dir": runtime_dir, "nic": {"mac": NIC0}, "state": "absent"},
                         netns=netns)
     one_line(placed, "placed by QEMU itself")
-    sizes = {4096, 6144, 8192}
-    seen = wait_for_report(node.serial_log, lambda r: set(r.disks_by_size()) == sizes and r.macs() == {NIC0, NIC1, HOTNIC},
+    seen = wait_for_report(node.serial_log, lambda r: set(r.disks_by_size()) == {4096, 6144, 8192} and r.macs() == {NIC0, NIC1, HOTNIC},
                            60, after_seq=seen.seq)
+    # a device Ganeti plugged (its -drive backend, its legacy id) unplugs like any other
+    unplugged = run_module("kvm_disk_hotplug", {"instance": NAME, "runtime_dir": runtime_dir, "disk": {"uuid": DISK1_UUID},
+                                                "state": "absent"}, netns=netns)
+    assert unplugged["changed"] is True and unplugged["device"]["id"] == "hotdisk-44444444-pci-7", unplugged
+    seen = wait_for_report(node.serial_log, lambda r: set(r.disks_by_size()) == {4096, 8192}, 60, after_seq=seen.seq)
     info = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir}, netns=netns)["instance"]
     assert info["drift"] == [], info["drift"]
     one_line(run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-2"}, netns=netns),
              "cannot export to Ganeti 2.x", "would be called hotdisk-")
     back = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir, "export": "ganeti-3"}, netns=netns)
-    assert [d[0]["hvinfo"]["addr"] for d in back["instance"]["exported"][3]] == ["0x7", "0x8"]
+    assert [d[0]["hvinfo"]["addr"] for d in back["instance"]["exported"][3]] == ["0x8"]
     source_tree = device_tree(node.qmp)
 
     target_dir = str(tmp_path / "hv2")
