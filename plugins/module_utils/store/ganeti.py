@@ -61,7 +61,14 @@ Ganeti's NIC and disk dicts this collection has no use for (``ip``,
 ``network``, ``netinfo``, ``nicparams``, ``dev_type``, ``logical_id``,
 ``children``, ``params``, ``iv_name``, ``size``, timestamps, ...) is kept
 in the record's ``ganeti`` dict, so the export gives it back. A disk keeps
-both its ``link`` (``path``) and its userspace ``uri``.
+both its ``link`` and its userspace ``uri``: when the uri is one this
+collection can hand to QEMU (``iscsi://``, ``nbd://``), QEMU reaches the disk
+through it and the link waits in ``ganeti.link``; otherwise the link is the
+disk's ``path`` and the uri is kept beside it.
+
+The SCSI controller Ganeti puts in ``kvm_cmd`` (``-device <type>,id=scsi``)
+is recorded in ``controllers`` for its bus, and stays in ``kvm_cmd`` where
+it is, so QEMU places it as before.
 
 **hvparams**: ``disk_type``, ``nic_type``, ``scsi_controller_type`` and
 ``kvm_pci_reservations`` are honoured (12, Ganeti's default, when the file
@@ -577,7 +584,11 @@ def _controllers(argv: list[str]) -> list[dict[str, Any]]:
 
 
 def read(data: list[Any]) -> dict[str, Any]:
-    """A Ganeti runtime (any layout, see the module doc) -> a current (version 2) runtime dict."""
+    """A Ganeti runtime (any layout, see the module doc) -> a current (version 2) runtime dict.
+
+    Written for version 2 directly: the version-1 step would move the SCSI
+    controller out of ``kvm_cmd`` and change where QEMU places it.
+    """
     if len(data) not in (3, 4) or not isinstance(data[0], list) or not isinstance(data[1], list) \
             or not isinstance(data[2], dict) or (len(data) == 4 and not isinstance(data[3], list)):
         raise KvmError("legacy runtime must be [kvm_cmd, [nic, ...], hvparams] or "
