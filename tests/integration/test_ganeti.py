@@ -124,6 +124,30 @@ class GanetiNode:
             handle.write(json.dumps(data) + "\n")
         return data
 
+    def write_ide_runtime(self) -> list:
+        """A Ganeti 2.9 runtime (three elements): IDE disks as -drive options before a CD-ROM, an e1000 NIC without uuid."""
+        guest = guest_dir()
+        ctrl = f"{self.hv}/ctrl/{NAME}"
+        os.chmod(self.root, 0o755)  # the CD image is opened by QEMU itself, by path, also on the target
+        iso = f"{self.root}/cd.iso"
+        shutil.copy(self.make_disk("cd.iso", 1), iso)
+        os.chmod(iso, 0o644)
+        kvm_cmd = ["/usr/bin/qemu-system-x86_64", "-name", NAME, "-m", 256, "-smp", "1", "-pidfile", self.pidfile, "-daemonize",
+                   "-machine", "pc-i440fx-7.2,accel=tcg", "-boot", "c",
+                   "-drive", f"file={self.link(0, 2)},format=raw,if=ide,cache=none",
+                   "-drive", f"file={self.link(1, 3)},format=raw,if=ide,cache=writethrough",
+                   "-drive", f"file={iso},media=cdrom,format=raw,if=ide",
+                   "-kernel", f"{guest}/vmlinuz", "-initrd", f"{guest}/initrd.img", "-append", KERNEL_ARGS,
+                   "-monitor", f"unix:{ctrl}.monitor,server,nowait", "-serial", f"unix:{ctrl}.serial,server,nowait",
+                   "-usb", "-usbdevice", "tablet", "-display", "none", "-localtime"]
+        nic_list = [{"mac": NIC0, "nicparams": {"mode": "bridged", "link": BRIDGE}}]
+        hvparams = {"kvm_path": "/usr/bin/qemu-system-x86_64", "nic_type": "e1000", "disk_type": "ide", "disk_cache": "none"}
+        data = [kvm_cmd, nic_list, hvparams]
+        fd = os.open(self.runtime, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data) + "\n")
+        return data
+
     def start(self, ns: str) -> int:
         """Start QEMU like the Ganeti node (in ``ns``) and copy its serial console to ``serial_log``."""
         out = subprocess.run(["ip", "netns", "exec", ns, os.environ.get("PYTHON", "python3"), str(HERE / "ganeti_launcher.py"),
@@ -283,6 +307,40 @@ def test_adopt_and_migrate_a_ganeti_scsi_instance(runtime_dir, tmp_path, make_di
         log = tgt["instance"]["serial_log"]
         after = wait_for_report(log, lambda r: True, 60, after_seq=(latest_report(log) or seen).seq)
         assert after.block == seen.block and after.scsi == seen.scsi and after.net == seen.net
+    finally:
+        run_module("kvm_instance", {"name": NAME, "runtime_dir": target_dir, "state": "absent"}, netns=netns)
+
+
+def test_a_qemu_started_from_a_three_element_runtime_migrates_with_its_ide_drives(runtime_dir, tmp_path, netns, ganeti_node):
+    """Ganeti before 2.10: no disk list, IDE -drive disks in kvm_cmd before a CD-ROM (QEMU numbers them in that order),
+    a NIC without uuid or address. Everything is placed by QEMU, and the target places it the same way."""
+    node = ganeti_node
+    node.write_ide_runtime()
+    pid = node.start(netns)
+    seen = wait_for_report(node.serial_log, lambda r: r.macs() == {NIC0}, 120)
+    adopted = run_module("kvm_instance", node.adopt_args(runtime_dir), netns=netns)
+    assert adopted["changed"] is True, adopted.get("msg")
+    assert any("derived from its MAC" in n for n in adopted["notes"]) and adopted["instance"]["disks"] == []
+    info = run_module("kvm_instance_info", {"name": NAME, "runtime_dir": runtime_dir}, netns=netns)["instance"]
+    fixed = info["runtime"]["fixed"]
+    assert [(f["kind"], f.get("driver"), f.get("render"), f.get("uuid_from_mac")) for f in fixed] == [
+        ("nic", "e1000", None, True), ("disk", None, "drive", None), ("disk", None, "drive", None)]
+    source_tree = device_tree(node.qmp)
+    target_dir = str(tmp_path / "hv2")
+    uri = tcp_uri()
+    tgt = run_module("kvm_instance", {"name": NAME, "runtime_dir": target_dir, "state": "incoming",
+                                      "runtime": info["runtime_file"], "migration_uri": uri}, netns=netns)
+    assert tgt["changed"] is True, tgt
+    try:
+        assert device_tree(tgt["instance"]["qmp_socket"]) == source_tree
+        target_blocks = {b["device"]: (b.get("inserted") or {}).get("file") for b in q(tgt["instance"]["qmp_socket"], "query-block")}
+        assert target_blocks["ide0-hd0"].startswith("/dev/fdset/") and target_blocks["ide1-cd0"] == f"{node.root}/cd.iso"
+        moved = run_module("kvm_migrate", {"name": NAME, "runtime_dir": runtime_dir, "target_uri": uri}, netns=netns)
+        assert moved["changed"] is True and moved["migration"]["status"] == "completed", moved
+        assert not alive(pid)
+        log = tgt["instance"]["serial_log"]
+        after = wait_for_report(log, lambda r: r.pings_ok() == set(r.net), 90, after_seq=(latest_report(log) or seen).seq)
+        assert after.net == seen.net
     finally:
         run_module("kvm_instance", {"name": NAME, "runtime_dir": target_dir, "state": "absent"}, netns=netns)
 

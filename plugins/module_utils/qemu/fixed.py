@@ -55,8 +55,19 @@ def _json(args: dict[str, Any]) -> str:
 
 
 def disks(runtime: Any) -> list[tuple[str, dict[str, Any]]]:
-    """(key, disk) of every fixed disk, in order."""
-    return [(f"fixed{pos}", dev) for pos, dev in enumerate(runtime.get("fixed", [])) if dev.get("kind") == "disk"]
+    """(key, disk) of every descriptor the fixed disks need, in order.
+
+    A ``-drive`` disk opens its file read-only before it reopens it
+    read-write, so its fdset holds a read-only descriptor too (key
+    ``fixed<N>:ro``), whatever its cache mode.
+    """
+    found: list[tuple[str, dict[str, Any]]] = []
+    for pos, dev in enumerate(runtime.get("fixed", [])):
+        if dev.get("kind") == "disk":
+            found.append((f"fixed{pos}", dev))
+            if dev.get("render") == "drive" and dev.get("mode") != "ro":
+                found.append((f"fixed{pos}:ro", {**dev, "mode": "ro"}))
+    return found
 
 
 def nics(runtime: Any) -> list[dict[str, Any]]:
@@ -110,9 +121,11 @@ def render(runtime: Any, fds: Any, first_fdset: int) -> tuple[list[str], list[st
             tail += ["-netdev", _json(netdev)]
             device["netdev"] = nic["netdev"]
         tail += ["-device", _json(device)]
-    for fdset, (key, dev) in enumerate(disks(runtime), start=first_fdset):
+    for fdset, (key, dev) in enumerate([(k, d) for k, d in disks(runtime) if not k.endswith(":ro")], start=first_fdset):
         fd, block_device = fds.disks[key]
         add_fd = ["-add-fd", f"fd={fd},set={fdset},opaque={key}"]
+        if f"{key}:ro" in fds.disks:
+            add_fd += ["-add-fd", f"fd={fds.disks[key + ':ro'][0]},set={fdset},opaque={key}"]
         if dev["render"] == "device":
             device = {"driver": dev["driver"], "drive": key}
             if dev.get("cache") and not _CACHE[dev["cache"]][2]:

@@ -96,11 +96,16 @@ def test_2_1_runas_localtime_usbdevice_ide_drives_in_place():
     assert [(d["path"], d["render"], d["drive"], d["at"]) for d in drives] == [
         (LINK0, "drive", {"if": "ide", "cache": "none"}, cmd.index("-boot") + 2),
         (LINK1, "drive", {"if": "ide", "cache": "none"}, cmd.index("-boot") + 2)]
-    head, _tail = fixed.render(rt, HostFds(3, 4, 5, {"fixed2": (20, False), "fixed3": (21, True)}, {"netdev0": 30, "netdev1": 31}), 2)
+    assert [key for key, _disk in fixed.disks(rt)] == ["fixed2", "fixed2:ro", "fixed3", "fixed3:ro"]  # -drive opens read-only first
+    fds = HostFds(3, 4, 5, {"fixed2": (20, False), "fixed2:ro": (22, False), "fixed3": (21, True), "fixed3:ro": (23, True)},
+                  {"netdev0": 30, "netdev1": 31})
+    head, _tail = fixed.render(rt, fds, 2)
     at = cmd.index("-boot") + 2
-    assert head[at:at + 8] == ["-add-fd", "fd=20,set=2,opaque=fixed2", "-drive", "file=/dev/fdset/2,format=raw,if=ide,cache=none",
-                               "-add-fd", "fd=21,set=3,opaque=fixed3", "-drive", "file=/dev/fdset/3,format=raw,if=ide,cache=none"]
-    assert head[at + 8:at + 10] == ["-kernel", "/boot/vmlinuz-2.6-kvmU"]
+    assert head[at:at + 12] == ["-add-fd", "fd=20,set=2,opaque=fixed2", "-add-fd", "fd=22,set=2,opaque=fixed2",
+                                "-drive", "file=/dev/fdset/2,format=raw,if=ide,cache=none",
+                                "-add-fd", "fd=21,set=3,opaque=fixed3", "-add-fd", "fd=23,set=3,opaque=fixed3",
+                                "-drive", "file=/dev/fdset/3,format=raw,if=ide,cache=none"]
+    assert head[at + 12:at + 14] == ["-kernel", "/boot/vmlinuz-2.6-kvmU"]
     assert rt["hvparams"]["disk_type"] == "ide" and rt["legacy_hvparams"]["security_model"] == "user"
 
 
