@@ -11,7 +11,7 @@ one place that decides which keys a stored record must have.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 # The placement of one device: everything its -device needs besides backend
 # links. PCI devices have addr; SCSI devices channel/scsi-id/lun; IDE unit.
@@ -93,3 +93,7 @@ class Runtime(TypedDict, total=False):
     adopted: dict[str, Any]  # a QEMU started by something else: its runtime file, qmp socket and pid file
     ganeti: dict[str, Any]  # read from Ganeti: layout, the host plumbing dropped from kvm_cmd, notes (store.ganeti)
 
+
+def records(runtime: Runtime, kind: str) -> list[dict[str, Any]]:
+    """The records of one kind (``controllers``, ``disks`` or ``nics``) of a runtime, as plain dicts."""
+    return cast("list[dict[str, Any]]", cast("dict[str, Any]", runtime).get(kind, []))

@@ -76,8 +76,9 @@ def assert_matches_runtime(sock: str, rt: dict[str, Any]) -> None:
     for dev in rt["disks"]:
         if dev.get("path") or dev.get("uri"):
             assert dev["hvinfo"]["id"] in blocks, (dev["hvinfo"]["id"], sorted(blocks))
-    root = "pcie.0" if "q35" in rt["hvparams"]["machine_type"] else "pci.0"
-    window = range(rt["hvparams"]["kvm_pci_reservations"], 0x20)
+    q35 = "q35" in rt["hvparams"]["machine_type"]
+    root = "pcie.0" if q35 else "pci.0"
+    window = range(rt["hvparams"]["kvm_pci_reservations"], 0x1F if q35 else 0x20)  # q35's 0x1f is the ICH9 block
     ours = {int(i["addr"].split(".")[0], 16) for i in records if "addr" in i and i["bus"] == root}
     assert {s for s in pci_slots(sock) if s in window} == ours
 

@@ -64,6 +64,7 @@ class BusState:
     controllers: list[Controller] = field(default_factory=list)
     used: dict[str, set[Any]] = field(default_factory=dict)  # bus -> taken addresses
     ids: set[str] = field(default_factory=set)
+    shortfall: int = 0  # hotplug room a restart could not make again
 
     @classmethod
     def build(cls, hvparams: dict[str, Any], controllers: Iterable[Any] = (), devices: Iterable[Any] = ()) -> BusState:
@@ -261,18 +262,28 @@ def _add_port(state: BusState) -> bool:
     return False
 
 
-def provide_leaves(state: BusState, needed: int) -> None:
-    """Add bridges (pc) or root ports (q35) until ``needed`` PCI leaves are free."""
+def provide_leaves(state: BusState, needed: int, required: int) -> int:
+    """Add bridges (pc) or root ports (q35) until ``needed`` PCI leaves are free; returns how many short of it.
+
+    Fewer than ``required`` (the devices being placed now) is an error; fewer
+    than ``needed`` (those plus the hotplug room) only when nothing is
+    recorded yet: a restart keeps its recorded layout even when the room for
+    hotplug cannot be made again (its devices took the slots new bridges
+    would need), and the caller warns.
+    """
     grow = _add_port if state.q35 else _add_bridge
     while len(state.free_pci_leaves()) < needed:
         if not grow(state):
-            have = len(state.free_pci_leaves())
-            limit = "root ports" if state.q35 else "slots"
-            raise KvmError(
-                f"cannot make room for {needed} PCI devices ({have} free): the {limit} of {state.root} from "
-                f"kvm_pci_reservations={state.hvparams['kvm_pci_reservations']} are all used; lower "
-                f"pci_hotplug_slots={state.hvparams['pci_hotplug_slots']} or kvm_pci_reservations, or use SCSI disks"
-            )
+            break
+    have = len(state.free_pci_leaves())
+    if have < required or (have < needed and not state.ids - {c["hvinfo"]["id"] for c in state.controllers}):
+        limit = "root ports" if state.q35 else "slots"
+        raise KvmError(
+            f"cannot make room for {needed} PCI devices ({have} free): the {limit} of {state.root} from "
+            f"kvm_pci_reservations={state.hvparams['kvm_pci_reservations']} are all used; lower "
+            f"pci_hotplug_slots={state.hvparams['pci_hotplug_slots']} or kvm_pci_reservations, or use SCSI disks"
+        )
+    return max(0, needed - have)
 
 
 def assign(controllers: list[Controller], disks: list[dict[str, Any]], nics: list[dict[str, Any]],
@@ -296,7 +307,8 @@ def assign(controllers: list[Controller], disks: list[dict[str, Any]], nics: lis
     per_controller = hvp.scsi_controller(hvparams)[1] + 1
     new_controllers = max(0, -(-(len(scsi) - free_targets) // per_controller))
     pci_disks = [d for d in new_disks if disk_type(d, hvparams) not in hvp.SCSI_DISK_TYPES | {"ide"}]
-    provide_leaves(state, new_controllers + len(pci_disks) + len(new_nics) + hvparams["pci_hotplug_slots"])
+    required = new_controllers + len(pci_disks) + len(new_nics)
+    state.shortfall = provide_leaves(state, required + hvparams["pci_hotplug_slots"], required)
     for _ in range(new_controllers):
         place_scsi_controller(state)
     for disk in new_disks:

@@ -76,8 +76,8 @@ async def _live(sock: str) -> dict[str, Any]:
     names = ("query-name", "query-uuid", "query-pci", "query-block", "query-fdsets", "query-memory-size-summary",
              "query-cpus-fast")
     async with qmp.connect(sock) as mon:
-        first = [(name, None) for name in names] + [("qom-list", {"path": "/machine/peripheral"})] + \
-            [("qom-list", {"path": path}) for path in _CONTAINERS]
+        first: list[tuple[str, dict[str, Any] | None]] = [(name, None) for name in names]
+        first += [("qom-list", {"path": path}) for path in ("/machine/peripheral", *_CONTAINERS)]
         answers = await mon.batch(first)
         for answer in answers[:len(names) + 1]:
             if isinstance(answer, KvmError):
@@ -90,8 +90,8 @@ async def _live(sock: str) -> dict[str, Any]:
                 anonymous.update({f"{path}/{dev}": kind for dev, kind in query.peripherals(answer).items()
                                   if kind in hvp.NIC_DRIVERS.values()})
         asks = info.placement_questions(live["present"])
-        gets = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous] + \
-            [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
+        gets: list[tuple[str, dict[str, Any] | None]] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
+        gets += [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
         got = await mon.batch(gets) if gets else []
     live["anon_nics"] = [(kind, got[pos]) for pos, kind in enumerate(anonymous.values()) if isinstance(got[pos], str)]
     placed: dict[str, dict[str, Any]] = {}
@@ -149,11 +149,11 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     kvm_cmd = " ".join(rt["kvm_cmd"])
     for dev in rt.get("fixed", []):
         if dev["kind"] == "disk":
-            match = next((pair for pair in files if pair[1] == dev["path"] or _same_file(pair[1], dev["path"])), None)
-            if match is None:
+            backed = next((pair for pair in files if pair[1] == dev["path"] or _same_file(pair[1], dev["path"])), None)
+            if backed is None:
                 problems.append(f"disk {dev['path']} (placed by QEMU): QEMU has no disk backed by it")
             else:
-                files.remove(match)
+                files.remove(backed)
     problems += [f"QEMU has disk {name} ({block.get('device') or block.get('qdev')}), missing from the runtime"
                  for block, name in files if not block.get("removable") and name and name not in kvm_cmd]
     return problems
@@ -170,7 +170,7 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
     existing = runtime_file.load(rd, where.name)
     if existing is not None:
         rt = existing[0]
-        if rt.get("adopted") and {k: rt["adopted"].get(k) for k in KEYS} == spec:  # type: ignore[union-attr]
+        if rt.get("adopted") and {k: rt["adopted"].get(k) for k in KEYS} == spec:
             if not process.running_pid(rd, located):
                 raise KvmError(f"instance {where.name} was adopted from {spec['pidfile']}, whose QEMU no longer runs; "
                                "start it with state=running (without adopt) or remove it with state=absent")
@@ -193,7 +193,6 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
         raise KvmError(f"adopt: runtime file {spec['runtime']} does not match the QEMU running as pid {pid}: "
                        + "; ".join(problems))
     rt.pop("mark", None)
-    rt.pop("pending", None)
     rt["name"] = where.name
     rt["adopted"] = dict(spec)
     if not call.check:

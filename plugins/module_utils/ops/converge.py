@@ -89,7 +89,7 @@ def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
             if have is None:
                 continue
             differs = hotplug.mismatch(kind, dict(have), wanted_properties(kind, want, rt["hvparams"]))
-            if kind == "disks" and have.get("type") == "scsi-cd" and all(d.startswith(("path ", "uri ")) for d in differs):
+            if differs and kind == "disks" and have.get("type") == "scsi-cd" and all(d.startswith(("path ", "uri ")) for d in differs):
                 result.media.append((dict(have), want))
             elif differs:
                 problems.append(f"{have['hvinfo']['id']} differs: {', '.join(differs)}")

@@ -28,7 +28,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
 DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
 # export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
@@ -84,7 +84,7 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
     known_slots: set[int] = set()
     root = hvp.root_bus(rt["hvparams"])
     for kind in ("controllers", "disks", "nics"):
-        for dev in rt.get(kind, []):  # type: ignore[misc]
+        for dev in records(rt, kind):
             info = dev["hvinfo"]
             dev_id = info["id"]
             recorded.add(dev_id)
@@ -121,7 +121,7 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
             at = f" at {got['bus']} slot {got['addr'] >> 3:#04x}" if isinstance(got.get("addr"), int) else \
                 f" at {got.get('bus')} scsi-id {got['scsi-id']}" if "scsi-id" in got else ""
             problems.append(f"QEMU has {kind} {dev_id}{at}, missing from the runtime")
-    window = range(rt["hvparams"]["kvm_pci_reservations"], hvp.PCI_LAST_SLOT + 1)
+    window = construct.bus_state(rt).window()
     for slot, dev in sorted(root_slots.items()):
         qdev = dev.get("qdev_id") or ""
         if slot in window and slot not in known_slots and qdev not in present:

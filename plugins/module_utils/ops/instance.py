@@ -15,7 +15,7 @@ ever boots a second copy of it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -33,7 +33,7 @@ MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the tes
 def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
     """Validate the module parameters into an instance spec (pure)."""
     name = params["name"]
-    uuid = hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else devices.derived_uuid("instance", name)
+    uuid = devices.instance_uuid(name, hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else None)
     for key, low in (("memory", MIN_MEMORY), ("vcpus", 1)):
         if params[key] < low:
             raise KvmError(f"{key} must be at least {low}")
@@ -118,7 +118,7 @@ def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any]
     return merged
 
 
-def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None) -> Runtime:
+def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None, warn: Any = None) -> Runtime:
     """The runtime a start of ``spec`` would write (reusing ``old``'s controllers and addresses)."""
     disks = [dict(d) for d in spec["disks"]]
     nics = [dict(n) for n in spec["nics"]]
@@ -130,7 +130,7 @@ def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None) 
         disks = merge_devices(old["disks"], disks, spec["hvparams"], "disks", buses)
         nics = merge_devices(old["nics"], nics, spec["hvparams"], "nics", buses)
     return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary,
-                                 disks, nics, controllers)
+                                 disks, nics, controllers, warn)
 
 
 class InstanceOp:
@@ -151,8 +151,7 @@ class InstanceOp:
         if not self.check:
             runtime_file.save(self.rd, self.where.name, rt)
 
-    def _result(self, changed: bool, rt: Runtime | None, before: dict[str, Any] | None = None,
-                after: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    def _result(self, changed: bool, rt: Runtime | None, before: Any = None, after: Any = None, **extra: Any) -> dict[str, Any]:
         state, pid = lifecycle.status(self.rd, self.where)
         if rt is not None and rt.get("mark") == INCOMING and pid is None:
             state = "incoming-failed"
@@ -160,7 +159,7 @@ class InstanceOp:
         if rt is not None:
             result["instance"] = lifecycle.public(rt, self.where, state, pid)
         else:
-            uuid = self.params.get("uuid") or devices.derived_uuid("instance", self.where.name)
+            uuid = devices.instance_uuid(self.where.name, self.params.get("uuid"))
             result["instance"] = {"name": self.where.name, "uuid": uuid, "status": state, "pid": pid,
                                   "qmp_socket": self.where.qmp, "runtime_file": self.where.runtime,
                                   "serial_log": self.where.serial, "disks": [], "nics": [], "cmdline": []}
@@ -186,7 +185,7 @@ class InstanceOp:
             for note in pending + device_changes:
                 self.call.warn(f"recovering from the runtime file; not applied: {note}")
         else:
-            planned = plan_runtime(spec, self.params["qemu_binary"], old)
+            planned = plan_runtime(spec, self.params["qemu_binary"], old, self.call.warn)
         user = process.resolve_user(self.params["qemu_user"])
         for disk in planned["disks"]:
             host.check_disk(dict(disk), planned["hvparams"])
@@ -271,7 +270,6 @@ class InstanceOp:
         target = uri.parse(self.params["migration_uri"], "migration_uri")
         source = runtime_file.read_path(self.params["runtime"])[0]
         source.pop("mark", None)
-        source.pop("pending", None)
         state, pid = lifecycle.status(self.rd, self.where)
         current = self._load()
         if pid:
@@ -306,7 +304,11 @@ def apply(call: Call) -> dict[str, Any]:
         requested_spec(call.params)  # bad input fails before anything is created or locked
     rd = open_rundir(where.runtime_dir, create=not call.check and state in ("running", "incoming"))
     with rd:
+        def handle() -> dict[str, Any]:
+            handler: Callable[[], dict[str, Any]] = getattr(InstanceOp(call, rd, lifecycle.locate(rd, where)), state)
+            return handler()
+
         if call.check or rd.missing:
-            return getattr(InstanceOp(call, rd, lifecycle.locate(rd, where)), state)()
+            return handle()
         with rd.lock(where.name, keep_if=base(where.runtime)):
-            return getattr(InstanceOp(call, rd, lifecycle.locate(rd, where)), state)()
+            return handle()

@@ -83,7 +83,7 @@ def has_serial(runtime: Any) -> bool:
 def kvm_cmd_ids(runtime: Any) -> set[str]:
     """Ids of the devices ``kvm_cmd`` creates itself (``-device DRIVER,...,id=X``)."""
     argv = runtime["kvm_cmd"]
-    ids = set()
+    ids: set[str] = set()
     for pos in range(len(argv) - 1):
         if argv[pos] == "-device" and not argv[pos + 1].startswith("{"):
             ids.update(part[3:] for part in argv[pos + 1].replace(",,", "\0").split(",") if part.startswith("id="))

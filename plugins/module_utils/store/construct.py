@@ -15,10 +15,14 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
 def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any], binary: str,
-                disks: list[dict[str, Any]], nics: list[dict[str, Any]], controllers: list[Any] | None = None) -> Runtime:
+                disks: list[dict[str, Any]], nics: list[dict[str, Any]], controllers: list[Any] | None = None,
+                warn: Any = None) -> Runtime:
     """A current-format runtime; devices without hvinfo are placed by the allocator (with the controllers they need)."""
     kept = list(controllers or [])
-    allocator.assign(kept, disks, nics, hvparams)
+    state = allocator.assign(kept, disks, nics, hvparams)
+    if state.shortfall and warn is not None:
+        warn(f"only {hvparams['pci_hotplug_slots'] - state.shortfall} of pci_hotplug_slots={hvparams['pci_hotplug_slots']} "
+             "PCI devices can be hotplugged: the recorded devices keep their slots and no more bridges or ports fit")
     return {
         "version": FORMAT_VERSION,
         "name": name,

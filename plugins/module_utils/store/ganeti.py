@@ -436,7 +436,7 @@ def _network(nic: dict[str, Any], dev_uuid: str) -> dict[str, Any] | None:
     net = nic.get("network")
     if isinstance(net, dict):  # this collection's own record (its early legacy export)
         return net
-    params = nic.get("nicparams") if isinstance(nic.get("nicparams"), dict) else {}
+    params: dict[str, Any] = nic["nicparams"] if isinstance(nic.get("nicparams"), dict) else {}
     mode = params.get("mode") or ("bridged" if nic.get("bridge") else None)
     if mode is None:
         return None
@@ -516,7 +516,7 @@ def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[l
         if disk.get("uuid") is not None:
             dev_uuid = hvi.check_uuid(disk["uuid"], f"{where} uuid")
         else:
-            dev_uuid = devices.derived_uuid("ganeti-disk", link or uri)
+            dev_uuid = devices.derived_uuid("ganeti-disk", str(link or uri))
             notes.append(f"disk {pos} ({link or uri}) had no uuid: uuid {dev_uuid} derived from its path")
         record: dict[str, Any] = {"uuid": dev_uuid, "path": link, "uri": uri, "format": disk.get("format", "raw"),
                                   "mode": disk.get("mode", "rw")}
@@ -535,6 +535,7 @@ def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[l
             records.append({**record, "hvinfo": _pci_hvinfo(disk, "disk", hvp.DISK_DRIVERS["paravirtual"], dev_uuid, where)})
         else:
             gtype = str(info.get("driver") or hv["disk_type"])
+            extra: dict[str, Any]
             if gtype == "ide":
                 extra = {"render": "device", "driver": hvp.DISK_DRIVERS["ide"], "type": "ide"}
             elif gtype in hvp.DISK_DRIVERS:
@@ -769,7 +770,7 @@ def _export_hvparams(runtime: dict[str, Any], layout: str) -> dict[str, Any]:
 
 
 def _plumbing(runtime: dict[str, Any], name: str, run_dir: str) -> list[str]:
-    meta = runtime.get("ganeti") if isinstance(runtime.get("ganeti"), dict) else {}
+    meta: dict[str, Any] = runtime["ganeti"] if isinstance(runtime.get("ganeti"), dict) else {}
     kept = meta.get("plumbing")
     if kept:  # what the import dropped, less what Ganeti adds at every start itself
         return [arg for group in kept if _opt_name(group[0]) not in _EXEC_TIME for arg in group]
