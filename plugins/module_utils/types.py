@@ -88,9 +88,10 @@ class Runtime(TypedDict, total=False):
     controllers: list[Controller]
     disks: list[DiskRecord]
     nics: list[NicRecord]
-    fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable
+    fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable (qemu.fixed)
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
-    adopted: dict[str, Any]  # a QEMU started by something else: its qmp socket and pid file
+    adopted: dict[str, Any]  # a QEMU started by something else: its runtime file, qmp socket and pid file
+    ganeti: dict[str, Any]  # read from Ganeti: layout, the host plumbing dropped from kvm_cmd, notes (store.ganeti)
 
 
 def records(runtime: Runtime, kind: str) -> list[dict[str, Any]]:

@@ -107,6 +107,31 @@ options:
     description: Seconds O(state=stopped) waits for the guest to power off before quitting QEMU.
     type: int
     default: 30
+  adopt:
+    description:
+      - Take over a QEMU that something else started (Ganeti) without restarting or changing it, with
+        O(state=running). Its runtime file (any Ganeti layout from 2.0 to 3.1) is read and upgraded, checked
+        against the live QEMU (C(query-pci), C(query-block), QOM), and the instance is recorded in O(runtime_dir)
+        with that QEMU's QMP socket and pid file; a mismatch fails, listing every difference.
+      - From then on it is an instance like any other (info, hotplug, migration). O(state=absent) stops that QEMU
+        and removes only this collection's files; O(state=stopped) stops it, and a later start runs this
+        collection's own QEMU.
+      - O(disks), O(nics) and O(hvparams) must be left out (the instance is what its runtime file and QEMU say).
+    type: dict
+    suboptions:
+      runtime:
+        description: The runtime file of the QEMU (Ganeti's C(/var/run/ganeti/kvm-hypervisor/conf/<name>.runtime)).
+        type: path
+        required: true
+      qmp:
+        description: Its QMP socket (Ganeti's C(.../ctrl/<name>.qmp)); opened without following a symlink.
+        type: path
+        required: true
+      pidfile:
+        description: Its pid file, written by QEMU's C(-pidfile) (Ganeti's C(.../pid/<name>)); the process must name it
+          on its command line.
+        type: path
+        required: true
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -141,6 +166,14 @@ EXAMPLES = r"""
     name: web1
     state: stopped
     shutdown_timeout: 60
+
+- name: Adopt a QEMU that Ganeti started (nothing in QEMU changes)
+  kvmhv.qemu.kvm_instance:
+    name: vm1.example.org
+    adopt:
+      runtime: /var/run/ganeti/kvm-hypervisor/conf/vm1.example.org.runtime
+      qmp: /var/run/ganeti/kvm-hypervisor/ctrl/vm1.example.org.qmp
+      pidfile: /var/run/ganeti/kvm-hypervisor/pid/vm1.example.org
 
 - name: Start a migration target from the source's runtime file
   kvmhv.qemu.kvm_instance:
@@ -216,6 +249,18 @@ recovered:
   returned: always
   type: bool
   sample: false
+adopted:
+  description: The QEMU taken over (O(adopt)).
+  returned: with adopt
+  type: dict
+  sample: {runtime: /var/run/ganeti/kvm-hypervisor/conf/vm1.runtime, qmp: /var/run/ganeti/kvm-hypervisor/ctrl/vm1.qmp,
+           pidfile: /var/run/ganeti/kvm-hypervisor/pid/vm1}
+notes:
+  description: What reading the adopted runtime file changed or assumed (rewritten options, derived uuids, ...).
+  returned: with adopt
+  type: list
+  elements: str
+  sample: ["kvm_cmd: rewritten for current QEMU: -balloon"]
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
@@ -238,6 +283,9 @@ def main() -> None:
             "shutdown_timeout": {"type": "int", "default": 30},
             "purge": {"type": "bool", "default": False},
             "unplug_timeout": {"type": "int", "default": 30},
+            "adopt": {"type": "dict", "options": {"runtime": {"type": "path", "required": True},
+                                                  "qmp": {"type": "path", "required": True},
+                                                  "pidfile": {"type": "path", "required": True}}},
         },
         required_if=[("state", "incoming", ("runtime", "migration_uri"))],
     )

@@ -28,7 +28,9 @@ options:
     description: Path of one runtime file (any format this collection can read).
     type: path
   upgrade:
-    description: Write an older runtime file back in the current format.
+    description:
+      - Write an older runtime file back in the current format.
+      - Never on a file Ganeti still uses (its C(conf/<name>.runtime)); Ganeti cannot read the current format.
     type: bool
     default: false
   export:
@@ -38,8 +40,13 @@ options:
       - C(runtime-v1) is this collection's format version 1 (one PCI bus, one SCSI controller placed by QEMU,
         every disk of the instance's C(disk_type)); C(legacy) is the list layout with integer C(pci) slots
         (every device on C(pci.0)).
+      - C(ganeti-3) is the runtime as Ganeti 2.16 to 3.1 writes it (hvinfo), C(ganeti-2) as Ganeti 2.10 to 2.15 writes
+        it (integer pci slots), for handing an instance (adopted or not) back to Ganeti; Ganeti's host options
+        (pid file, monitor, serial socket) are put back into C(kvm_cmd). Refused, naming the device, when a device
+        does not fit (not on C(pci.0), or for C(ganeti-3) not a SCSI target 0-15 on C(scsi.0); a non-raw disk;
+        bridges or controllers in use), and for a running instance when Ganeti 2.x would call a device by another id.
     type: str
-    choices: [runtime-v1, legacy]
+    choices: [runtime-v1, legacy, ganeti-2, ganeti-3]
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -64,6 +71,16 @@ EXAMPLES = r"""
 - name: Every instance on the host
   kvmhv.qemu.kvm_instance_info:
     runtime_dir: /run/kvmhv
+
+- name: Read a Ganeti runtime file (any layout from 2.0 to 3.1)
+  kvmhv.qemu.kvm_instance_info:
+    path: /var/run/ganeti/kvm-hypervisor/conf/vm1.example.org.runtime
+
+- name: An instance as Ganeti 3.x would record it
+  kvmhv.qemu.kvm_instance_info:
+    name: web1
+    export: ganeti-3
+  register: for_ganeti
 
 - name: Upgrade a legacy runtime file in place
   kvmhv.qemu.kvm_instance_info:
@@ -133,6 +150,12 @@ instance:
       type: list
       elements: str
       sample: ["QEMU has hd9 at pci.0 slot 0x15, missing from the runtime"]
+    notes:
+      description: What reading a Ganeti runtime changed or assumed (rewritten options, a uuid derived from a MAC,
+        devices QEMU placed itself).
+      type: list
+      elements: str
+      sample: ["nic 0 (aa:00:00:11:22:33) had no uuid (written before Ganeti 2.8): uuid 04d005cd-6a1b-57e1-9961-f035e1fdbbf6 derived from its MAC"]
 instances:
   description: Every instance read (one item when O(name) or O(path) was given), with the keys of RV(instance).
   returned: always
@@ -151,7 +174,7 @@ def main() -> None:
             "name": {"type": "str"},
             "path": {"type": "path"},
             "upgrade": {"type": "bool", "default": False},
-            "export": {"type": "str", "choices": ["runtime-v1", "legacy"]},
+            "export": {"type": "str", "choices": ["runtime-v1", "legacy", "ganeti-2", "ganeti-3"]},
         },
         mutually_exclusive=[("name", "path")],
     )

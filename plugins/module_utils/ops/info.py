@@ -25,14 +25,20 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams a
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
 DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
 # export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
-EXPORTS: dict[str, Any] = {"runtime-v1": upgrade.to_v1, "legacy": upgrade.to_legacy}
+# layout -> export(runtime, QEMU alive); ganeti-2/ganeti-3 are Ganeti 2.10-2.15's and 2.16-3.1's layouts
+EXPORTS: dict[str, Any] = {
+    "runtime-v1": lambda rt, _alive: upgrade.to_v1(rt),
+    "legacy": lambda rt, _alive: upgrade.to_legacy(rt),
+    "ganeti-2": lambda rt, alive: ganeti.export(dict(rt), "2", running=alive),
+    "ganeti-3": lambda rt, alive: ganeti.export(dict(rt), "3", running=alive),
+}
 
 
 def _same_file(a: str, b: str) -> bool | None:
@@ -144,6 +150,8 @@ async def drift(sock: str, rt: Runtime, pid: int) -> list[str]:
 
 def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Paths | None) -> dict[str, Any]:
     """One instance as the module returns it."""
+    if rd is not None and where is not None:
+        where = lifecycle.locate(rd, where)  # an adopted QEMU's socket and pid file
     pid = process.running_pid(rd, where) if rd is not None and where is not None else None
     status = "alive" if pid else "down"
     if rt.get("mark") == INCOMING:
@@ -163,6 +171,7 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "qmp_socket": where.qmp if where else None,
         "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] if rd and where else [],
         "drift": [],
+        "notes": ganeti.notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
     }
     if pid is not None and rd is not None and where is not None:
         report["drift"] = qmp.run(drift(lifecycle.query_socket(rd, where), rt, pid))
@@ -226,8 +235,8 @@ def apply(call: Call) -> dict[str, Any]:
                 if not call.check:
                     version = rt["version"]
             report = describe(path, rt, version, rd if where else None, where)
-            if params.get("export"):
-                report["exported"] = EXPORTS[params["export"]](rt)
+            if params.get("export"):  # refused with the reason when the devices do not fit the layout
+                report["exported"] = EXPORTS[params["export"]](rt, report["alive"])
             reports.append(report)
     result: dict[str, Any] = {"changed": changed, "instances": reports}
     if len(targets) == 1 and (params["name"] or params["path"]):

@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams, uri
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge, hotplug, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, converge, hotplug, lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING, STOPPED, base
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
@@ -234,6 +234,7 @@ class InstanceOp:
             if old is None or old.get("mark") == STOPPED:
                 return self._result(False, old)
             old["mark"] = STOPPED  # QEMU died: it stays down until asked to run
+            old.pop("adopted", None)  # a start runs this collection's own QEMU
             if not self.check:
                 self._save(old)
                 lifecycle.remove_plumbing(self.rd, self.where)
@@ -243,6 +244,7 @@ class InstanceOp:
             if old is not None:
                 old.pop("mark", None)
                 old["mark"] = STOPPED
+                old.pop("adopted", None)  # the adopted QEMU is gone; a start runs this collection's own
                 self._save(old)
         return self._result(True, old, {"status": "running"}, {"status": "stopped"})
 
@@ -296,13 +298,17 @@ def apply(call: Call) -> dict[str, Any]:
     """The whole kvm_instance call: validate, then act under the instance lock."""
     where = paths(call.params["runtime_dir"], call.params["name"])
     state = call.params["state"]
+    if call.params.get("adopt"):
+        return adopt.apply(call)
     if state == "running":
         requested_spec(call.params)  # bad input fails before anything is created or locked
     rd = open_rundir(where.runtime_dir, create=not call.check and state in ("running", "incoming"))
     with rd:
-        op = InstanceOp(call, rd, where)
-        handler: Callable[[], dict[str, Any]] = getattr(op, state)
+        def handle() -> dict[str, Any]:
+            handler: Callable[[], dict[str, Any]] = getattr(InstanceOp(call, rd, lifecycle.locate(rd, where)), state)
+            return handler()
+
         if call.check or rd.missing:
-            return handler()
+            return handle()
         with rd.lock(where.name, keep_if=base(where.runtime)):
-            return handler()
+            return handle()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import stat
@@ -25,8 +26,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process, qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process, qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -41,8 +42,34 @@ def base(path: str) -> str:
     return os.path.basename(path)
 
 
+def locate(rd: RunDir, where: Paths) -> Paths:
+    """How to reach the instance's QEMU: the one place that decides it.
+
+    An adopted instance (its runtime file says ``adopted``) is reached through
+    the QMP socket and pid file of the QEMU that something else started; every
+    other instance through its own files in the runtime directory. Every
+    operation calls this once, under the instance lock, and passes the result
+    on; a start always uses the instance's own files (``Paths.own``).
+    """
+    own = where.own()
+    try:
+        text = rd.read_text(base(own.runtime))
+        data = json.loads(text) if text else None
+    except (KvmError, ValueError):
+        return own  # whoever loads the runtime next reports what is wrong with it
+    adopted = data.get("adopted") if isinstance(data, dict) else None
+    if isinstance(adopted, dict) and all(isinstance(adopted.get(k), str) and adopted[k].startswith("/") for k in ("qmp", "pidfile")):
+        return Paths(own.runtime_dir, own.name, adopted["qmp"], adopted["pidfile"])
+    return own
+
+
 def query_socket(rd: RunDir, where: Paths) -> str:
-    """The read-only monitor when QEMU has one (instances started by this version), else the control one."""
+    """The read-only monitor when QEMU has one (instances started by this version), else the control one.
+
+    An adopted QEMU has only its own single monitor: queries wait behind a long hotplug there.
+    """
+    if where.adopted:
+        return where.qmp
     st = rd.lstat(base(where.qmp_ro))
     return where.qmp_ro if st is not None and stat.S_ISSOCK(st.st_mode) else where.qmp
 
@@ -120,7 +147,16 @@ async def _ready(sock: str, incoming_uri: str | None) -> None:
 
 
 def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, incoming_uri: str | None = None) -> int:
-    """Write the runtime file, then start QEMU; on failure undo both. Returns QEMU's pid."""
+    """Write the runtime file, then start QEMU; on failure undo both. Returns QEMU's pid.
+
+    The started QEMU is this collection's own: an ``adopted`` mark goes, the
+    instance's own sockets and pid file are used.
+    """
+    reason = ganeti.unstartable(dict(rt))
+    if reason:
+        raise KvmError(f"cannot start {where.name}: {reason}")
+    where = where.own()
+    rt.pop("adopted", None)
     runtime_name = base(where.runtime)
     before = rd.read_text(runtime_name)
     logs_existed = {name: rd.exists(base(name)) for name in (where.serial, where.log)}
@@ -200,7 +236,8 @@ def stop(rd: RunDir, where: Paths, timeout: float, graceful: bool = True) -> boo
 
 
 def remove_plumbing(rd: RunDir, where: Paths) -> None:
-    """Sockets and pid file of a QEMU that is gone."""
+    """Sockets and pid file of a QEMU that is gone (only this collection's own: an adopted QEMU's stay)."""
+    where = where.own()
     for name in (where.qmp, where.qmp_ro, where.pidfile):
         rd.unlink(base(name))
 
@@ -217,7 +254,8 @@ def illustrative_argv(rt: Runtime, incoming: bool = False) -> list[str]:
     """The argv a start would use; descriptor numbers are placeholders (each start gets its own)."""
     disks = {d["hvinfo"]["id"]: (10 + i, False) for i, d in enumerate(rt["disks"])}
     taps = {n["hvinfo"]["id"]: 100 + i for i, n in enumerate(rt["nics"]) if (n.get("network") or {}).get("type") == "tap"}
-    return qargv.launch_argv(rt, qargv.HostFds(3, 4, 5, disks, taps), incoming)
+    fixed_disks, fixed_taps = fixed.placeholder_fds(rt)
+    return qargv.launch_argv(rt, qargv.HostFds(3, 4, 5, {**disks, **fixed_disks}, {**taps, **fixed_taps}), incoming)
 
 
 def public(rt: Runtime, where: Paths, state: str, pid: int | None) -> dict[str, Any]:

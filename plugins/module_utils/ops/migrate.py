@@ -88,6 +88,7 @@ def apply(call: Call) -> dict[str, Any]:
     where = paths(params["runtime_dir"], params["name"])
     rd = open_rundir(where.runtime_dir, create=False)
     with rd:
+        where = lifecycle.locate(rd, where)
         if call.check:
             if lifecycle.status(rd, where)[0] in ("stopped", "absent", "unknown"):
                 raise KvmError(f"instance {where.name} is not running (or does not answer QMP) in {where.runtime_dir}")

@@ -26,6 +26,7 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices as devs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 # seccomp: no obsolete syscalls, no set*id, no fork/exec, no scheduler or
@@ -79,30 +80,39 @@ def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvpar
     return argv
 
 
-def plumbing_argv(fds: HostFds, incoming: bool = False) -> list[str]:
-    """Host-local options: sandbox, two QMP monitors, the serial log, ``-incoming defer``."""
+def plumbing_argv(fds: HostFds, incoming: bool = False, serial: bool = True) -> list[str]:
+    """Host-local options: sandbox, two QMP monitors, the serial log (unless ``serial`` is off), ``-incoming defer``."""
     argv = [
         "-sandbox", SANDBOX,
         "-chardev", f"socket,id=qmp,fd={fds.qmp},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
         "-chardev", f"socket,id=qmp-ro,fd={fds.qmp_ro},server=on,wait=off",
         "-mon", "chardev=qmp-ro,mode=control",
-        "-add-fd", f"fd={fds.serial},set={SERIAL_FDSET},opaque=serial",
-        "-chardev", f"file,id=serial0,path=/dev/fdset/{SERIAL_FDSET}",
-        "-serial", "chardev:serial0",
     ]
+    if serial:
+        argv += [
+            "-add-fd", f"fd={fds.serial},set={SERIAL_FDSET},opaque=serial",
+            "-chardev", f"file,id=serial0,path=/dev/fdset/{SERIAL_FDSET}",
+            "-serial", "chardev:serial0",
+        ]
     if incoming:
         argv += ["-incoming", "defer"]
     return argv
 
 
 def controller_argv(runtime: Runtime) -> list[str]:
-    """Bridges and root ports first (the buses must exist), then SCSI controllers, each in recorded order."""
+    """Bridges and root ports first (the buses must exist), then SCSI controllers, each in recorded order.
+
+    A controller ``kvm_cmd`` creates itself (a Ganeti runtime keeps its SCSI
+    controller there, where QEMU placed it) is not added a second time.
+    """
     ordered = [c for c in runtime.get("controllers", []) if c["kind"] != "scsi"]
     ordered += [c for c in runtime.get("controllers", []) if c["kind"] == "scsi"]
     argv: list[str] = []
+    in_kvm_cmd = fixed.kvm_cmd_ids(runtime)
     for ctl in ordered:
-        argv += ["-device", to_json(hvi.device_args(ctl["hvinfo"]))]
+        if ctl["hvinfo"]["id"] not in in_kvm_cmd:
+            argv += ["-device", to_json(hvi.device_args(ctl["hvinfo"]))]
     return argv
 
 
@@ -131,6 +141,12 @@ def device_argv(runtime: Runtime, fds: HostFds) -> list[str]:
 
 
 def launch_argv(runtime: Runtime, fds: HostFds, incoming: bool = False) -> list[str]:
-    """The full argv for ``runtime`` on this host: fixed, plumbing, devices, extras last."""
-    return [*runtime["kvm_cmd"], *plumbing_argv(fds, incoming), *controller_argv(runtime), *device_argv(runtime, fds),
+    """The full argv for ``runtime`` on this host: fixed, plumbing, devices, extras last.
+
+    Devices QEMU placed itself (``runtime["fixed"]``, read from Ganeti) are
+    put where ``qemu.fixed`` says, so QEMU places them the same way again.
+    """
+    head, tail = fixed.render(runtime, fds, FIRST_DISK_FDSET + sum(1 for disk in runtime["disks"] if disk.get("path")))
+    return [*head, *plumbing_argv(fds, incoming, serial=fixed.has_serial(runtime)), *controller_argv(runtime),
+            *device_argv(runtime, fds), *tail,
             *runtime.get("kvm_extra", [])]

@@ -22,7 +22,7 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import tap
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, tap
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
@@ -88,13 +88,12 @@ def open_for_start(rd: RunDir, where: Paths, rt: Runtime) -> Opened:
         sockets.append(rd.listen(os.path.basename(where.qmp)))
         sockets.append(rd.listen(os.path.basename(where.qmp_ro)))
         serial = rd.open_append(os.path.basename(where.serial))
-        for disk in rt["disks"]:
-            if disk.get("path"):
-                disks[disk["hvinfo"]["id"]] = open_disk(dict(disk), rt["hvparams"])
-        for nic in rt["nics"]:
+        for key, disk in [(d["hvinfo"]["id"], d) for d in rt["disks"] if d.get("path")] + fixed.disks(rt):
+            disks[key] = open_disk(dict(disk), rt["hvparams"])
+        for key, nic in [(n["hvinfo"]["id"], n) for n in rt["nics"]] + [(n["netdev"], n) for n in fixed.nics(rt)]:
             net = nic.get("network") or {}
             if net.get("type") == "tap":
-                taps[nic["hvinfo"]["id"]] = tap.open_tap(net["ifname"], net.get("bridge"))[0]
+                taps[key] = tap.open_tap(net["ifname"], net.get("bridge"))[0]
     except BaseException:
         Opened(HostFds(-1, -1, serial, disks, taps), sockets).close()
         raise

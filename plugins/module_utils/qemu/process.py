@@ -14,11 +14,13 @@ recycled pid or a QEMU this module did not start is never killed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import pwd
 import select
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass
 
@@ -72,9 +74,30 @@ def starttime(pid: int) -> int | None:
     return int(fields[19])
 
 
+def read_outside(path: str) -> str | None:
+    """A pid file outside the runtime directory (an adopted QEMU's), opened without following a symlink.
+
+    It must be a regular file of root or the module's user that no one else
+    can write; None if it does not exist.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        why = "is a symlink; refusing to follow it" if err.errno == errno.ELOOP else err.strerror
+        raise KvmError(f"pid file {path} {why}") from None
+    with os.fdopen(fd, encoding="ascii", errors="replace") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise KvmError(f"pid file {path} is not a regular file of root or the module's user that only its owner "
+                           f"can write (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); refusing to trust it")
+        return handle.read(64)
+
+
 def read_pid(rd: RunDir, where: Paths) -> tuple[int, int | None] | None:
     """(pid, start time) from the pid file; the start time is None in files QEMU wrote itself."""
-    text = rd.read_text(os.path.basename(where.pidfile))
+    text = read_outside(where.pidfile) if where.adopted_pidfile else rd.read_text(os.path.basename(where.pidfile))
     if not text:
         return None
     parts = text.split()

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import stat
 import traceback
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
@@ -127,12 +129,39 @@ class Monitor:
         raise KvmTimeout(f"no {what} within {timeout:g}s")
 
 
+def _pin(socket_path: str) -> int:
+    """An ``O_PATH`` descriptor of the socket itself: a symlink is never followed, another user's socket never used."""
+    try:
+        fd = os.open(socket_path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        raise KvmError(f"cannot connect to QMP socket {socket_path}: {err.strerror}") from None
+    st = os.fstat(fd)
+    problem = None
+    if stat.S_ISLNK(st.st_mode):
+        problem = "is a symlink; refusing to follow it"
+    elif not stat.S_ISSOCK(st.st_mode):
+        problem = "is not a socket"
+    elif st.st_uid not in (0, os.geteuid()):
+        problem = f"belongs to uid {st.st_uid}, not to root or the module's user"
+    if problem:
+        os.close(fd)
+        raise KvmError(f"QMP socket {socket_path} {problem}")
+    return fd
+
+
 @contextlib.asynccontextmanager
 async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[Monitor]:
-    """Open a QMP session to ``socket_path``; KvmError if nothing listens there."""
+    """Open a QMP session to ``socket_path``; KvmError if nothing listens there.
+
+    The connection goes through ``/proc/self/fd`` to the socket pinned by
+    ``_pin``: exactly the inode that was checked, whatever the path becomes
+    meanwhile (it matters for an adopted QEMU's socket outside the runtime
+    directory).
+    """
     client = QMPClient("kvmhv")
+    pinned = _pin(socket_path)
     try:
-        await asyncio.wait_for(client.connect(socket_path), timeout)
+        await asyncio.wait_for(client.connect(f"/proc/self/fd/{pinned}"), timeout)
     except asyncio.TimeoutError:
         with contextlib.suppress(Exception):
             await client.disconnect()
@@ -143,6 +172,8 @@ async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIt
             await client.disconnect()
         reason = getattr(err, "exc", None) or err
         raise KvmError(f"cannot connect to QMP socket {socket_path}: {getattr(reason, 'strerror', None) or reason}") from None
+    finally:
+        os.close(pinned)
     try:
         yield Monitor(client)
     finally:

@@ -102,10 +102,28 @@ def _check_dir_stat(path: str, st: os.stat_result) -> None:
 
 @dataclass(frozen=True)
 class Paths:
-    """The files of one instance inside a runtime directory."""
+    """The files of one instance inside a runtime directory.
+
+    An adopted instance (a QEMU started by something else, ``kvm_instance
+    adopt=``) is reached through that QEMU's own QMP socket and pid file,
+    outside the runtime directory: ``adopted_qmp``/``adopted_pidfile`` then
+    replace ``qmp``, ``qmp_ro`` (it has a single monitor) and ``pidfile``.
+    ``ops.lifecycle.locate`` is the one place that sets them; ``own()`` is
+    always this collection's own files.
+    """
 
     runtime_dir: str
     name: str
+    adopted_qmp: str | None = None
+    adopted_pidfile: str | None = None
+
+    @property
+    def adopted(self) -> bool:
+        return self.adopted_qmp is not None
+
+    def own(self) -> Paths:
+        """The same instance's own files (what a start by this collection uses)."""
+        return Paths(self.runtime_dir, self.name)
 
     def file(self, suffix: str) -> str:
         return os.path.join(self.runtime_dir, self.name + suffix)
@@ -121,16 +139,16 @@ class Paths:
     @property
     def qmp(self) -> str:
         """The control monitor: used by writers, under the instance lock."""
-        return self.file(".qmp")
+        return self.adopted_qmp or self.file(".qmp")
 
     @property
     def qmp_ro(self) -> str:
         """A second monitor for queries, so reads never wait behind a long hotplug or migration."""
-        return self.file(".ro.qmp")
+        return self.adopted_qmp or self.file(".ro.qmp")
 
     @property
     def pidfile(self) -> str:
-        return self.file(".pid")
+        return self.adopted_pidfile or self.file(".pid")
 
     @property
     def serial(self) -> str:

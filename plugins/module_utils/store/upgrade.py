@@ -5,14 +5,13 @@
 
 Formats, each brought to the next by one step function:
 
-* version 0, the legacy layout ``[kvm_cmd, [nic, ...], hvparams,
-  [[disk, link, uri], ...]]``. NIC and disk dicts carry ``hvinfo`` or an
-  integer ``pci`` slot. A ``pci: N`` device becomes a PCI hvinfo whose id is
-  ``hot<nic|disk>-<first uuid group>-pci-N``, the id the running QEMU knows.
-  Host plumbing options in ``kvm_cmd`` (``-pidfile``, ``-qmp``, ``-monitor``,
-  ``-serial``, ``-daemonize``, ``-incoming``) are dropped: they are added
-  again per host at launch. hvparams this collection does not know are kept
-  aside in ``legacy_hvparams`` so a downgrade export gives them back.
+* version 0, Ganeti's list layouts ``[kvm_cmd, [nic, ...], hvparams]`` and
+  ``[kvm_cmd, [nic, ...], hvparams, [[disk, link, uri], ...]]`` (Ganeti
+  2.0-3.1, also what this collection's first downgrade export wrote), read by
+  ``store.ganeti``: legacy QEMU options rewritten, host plumbing dropped,
+  ``pci: N`` -> hvinfo with the id ``hot<nic|disk>-<first uuid group>-pci-N``
+  the running QEMU knows, QEMU-placed devices kept in ``fixed``, Ganeti's
+  own fields and hvparams kept aside for the export back.
 * version 1, a JSON object; a stopped instance carries ``stopped: true``.
 * version 2: the mark is ``mark: stopped|incoming``; the topology is recorded
   in ``controllers`` (SCSI controllers, pci-bridges, pcie-root-ports, each
@@ -35,105 +34,19 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
 FORMAT_VERSION = 2
 LEGACY_VERSION = 0
 MARKS = ("stopped", "incoming")
 CONTROLLER_KINDS = {"scsi": "controller", "pci-bridge": "pci-bridge", "pcie-root-port": "pcie-root-port"}
-# Options of a legacy kvm_cmd that only make sense on the host that wrote it.
-_PLUMBING_WITH_ARG = frozenset({"-pidfile", "-qmp", "-monitor", "-serial", "-incoming"})
-_PLUMBING_FLAGS = frozenset({"-daemonize"})
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
-def _strip_plumbing(argv: list[str]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in _PLUMBING_WITH_ARG:
-            skip = True
-        elif arg not in _PLUMBING_FLAGS:
-            out.append(arg)
-    return out
-
-
-def _argv_value(argv: list[str], option: str) -> str | None:
-    for pos, arg in enumerate(argv[:-1]):
-        if arg == option:
-            return argv[pos + 1]
-    return None
-
-
-def _int_or_none(text: str | None) -> int | None:
-    head = (text or "").split(",")[0].split("=")[-1].rstrip("M")
-    return int(head) if head.isdigit() else None
-
-
-def _legacy_hvinfo(dev: dict[str, Any], kind: str, driver: str, where: str) -> dict[str, Any]:
-    if dev.get("hvinfo"):
-        return dict(dev["hvinfo"])
-    slot = dev.get("pci")
-    if isinstance(slot, bool) or not isinstance(slot, int):
-        raise KvmError(f"{where}: neither hvinfo nor an integer pci slot")
-    uuid = hvi.check_uuid(dev.get("uuid"), f"{where} uuid")
-    return dict(hvi.pci_hvinfo(driver, f"hot{kind}-{uuid.split('-')[0]}-pci-{slot}", hvp.PCI_BUS, slot))
-
-
 def from_legacy(data: list[Any]) -> dict[str, Any]:
-    """Version 0 (the legacy list layout) -> version 1."""
-    if len(data) != 4 or not isinstance(data[0], list) or not isinstance(data[1], list) \
-            or not isinstance(data[2], dict) or not isinstance(data[3], list):
-        raise KvmError("legacy runtime must be [kvm_cmd, [nic, ...], hvparams, [[disk, link, uri], ...]]")
-    kvm_cmd, nics_in, hv_in, disks_in = data
-    known = {k: v for k, v in hv_in.items() if k in hvp.DEFAULTS and v is not None}
-    hvparams = hvp.normalize(known)
-    # A pci-slot disk was always a PCI device, whatever disk_type says (the old bug).
-    disk_driver = hvp.disk_driver(hvparams)
-    if not disk_driver.endswith("-pci"):
-        disk_driver = hvp.DISK_DRIVERS["paravirtual"]
-    disks = []
-    for pos, entry in enumerate(disks_in):
-        if not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], dict) or not isinstance(entry[1], str):
-            raise KvmError(f"legacy disk {pos} must be [disk, link, uri]")
-        disk, link, uri = entry
-        where = f"legacy disk {pos}"
-        disks.append({
-            "uuid": hvi.check_uuid(disk.get("uuid"), f"{where} uuid"),
-            "path": link,
-            "format": disk.get("format", "raw"),
-            "mode": disk.get("mode", "rw"),
-            "uri": uri,
-            "hvinfo": _legacy_hvinfo(disk, "disk", disk_driver, where),
-        })
-    nics = []
-    for pos, nic in enumerate(nics_in):
-        where = f"legacy nic {pos}"
-        if not isinstance(nic, dict) or not isinstance(nic.get("mac"), str):
-            raise KvmError(f"{where} must be a mapping with a mac")
-        nics.append({
-            "uuid": hvi.check_uuid(nic.get("uuid"), f"{where} uuid"),
-            "mac": nic["mac"].lower(),
-            "network": nic.get("network"),
-            "hvinfo": _legacy_hvinfo(nic, "nic", hvp.nic_driver(hvparams), where),
-        })
-    argv = [str(a) for a in kvm_cmd]
-    name = _argv_value(argv, "-name")
-    return {
-        "version": 1,
-        "name": (name or "").split(",")[0] or None,
-        "uuid": _argv_value(argv, "-uuid"),
-        "memory": _int_or_none(_argv_value(argv, "-m")),
-        "vcpus": _int_or_none(_argv_value(argv, "-smp")),
-        "hvparams": hvparams,
-        "legacy_hvparams": {k: v for k, v in hv_in.items() if k not in known},
-        "kvm_cmd": _strip_plumbing(argv),
-        "kvm_extra": [],
-        "disks": disks,
-        "nics": nics,
-    }
+    """Version 0 (Ganeti's list layouts, 2.0-3.1) -> version 1: see ``store.ganeti``."""
+    return ganeti.read(data)
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -247,6 +160,7 @@ def validate(runtime: dict[str, Any]) -> Runtime:
                     raise KvmError(f"{where}: type {dev['type']!r} does not match driver {dev['hvinfo']['driver']}")
             else:
                 _check_nic(dev, where)
+    ganeti.validate_extras(runtime)  # fixed devices, an adopted QEMU, Ganeti's side data
     state = BusState.build(runtime["hvparams"], controllers, [*runtime["disks"], *runtime["nics"]])
     buses = {state.root} | {c["hvinfo"]["id"] for c in controllers if c["kind"] != "scsi"}
     buses |= {f"{c['hvinfo']['id']}.0" for c in controllers if c["kind"] == "scsi"} | {bus for bus, _unit in hvp.IDE_SLOTS}
@@ -274,25 +188,8 @@ def _unexportable_controllers(runtime: Runtime, keep_qemu_placed_scsi: bool) -> 
 
 
 def to_legacy(runtime: Runtime) -> list[Any]:
-    """Downgrade export: only possible when every device is a PCI device on pci.0.
-
-    The legacy reader derives ids from the slot, so export a stopped
-    instance (a running QEMU knows the current ids).
-    """
-    reasons = _unexportable_controllers(runtime, keep_qemu_placed_scsi=False)
-    for kind in ("disks", "nics"):
-        for dev in records(runtime, kind):
-            info = dev["hvinfo"]
-            if not hvi.is_pci(info) or info["bus"] != hvp.PCI_BUS:
-                reasons.append(f"{kind[:-1]} {info['id']} sits on {info['bus']} and the legacy layout only records {hvp.PCI_BUS} slots")
-    if reasons:
-        raise KvmError(f"cannot export to the legacy layout: {'; '.join(reasons)}")
-    hvparams = {**runtime["hvparams"], **runtime.get("legacy_hvparams", {})}
-    nics = [{"uuid": n["uuid"], "mac": n["mac"], "network": n.get("network"), "pci": hvi.pci_slot(n["hvinfo"])}
-            for n in runtime["nics"]]
-    disks = [[{"uuid": d["uuid"], "mode": d["mode"], "format": d["format"], "pci": hvi.pci_slot(d["hvinfo"])},
-              d["path"], d.get("uri")] for d in runtime["disks"]]
-    return [list(runtime["kvm_cmd"]) + list(runtime.get("kvm_extra", [])), nics, hvparams, disks]
+    """Downgrade export to Ganeti 2.10-2.15's layout (integer pci slots); see ``ganeti.export``."""
+    return ganeti.export(dict(runtime), "2")
 
 
 def to_v1(runtime: Runtime) -> dict[str, Any]:

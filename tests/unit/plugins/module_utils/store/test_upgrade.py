@@ -45,7 +45,8 @@ def test_legacy_pci_slots_become_hvinfo():
     ]
     assert [d["path"] for d in rt["disks"]] == ["/srv/old1-0.img", "/srv/old1-1.img"]
     assert rt["disks"][1]["mode"] == "ro" and rt["disks"][1]["uri"] == "rbd:pool/x"
-    assert rt["kvm_cmd"] == ["qemu-system-x86_64", "-name", "old1", "-m", "128", "-smp", "2", "-machine", "pc,accel=tcg"]
+    # host plumbing dropped; -net none keeps QEMU's default NIC away (Ganeti adds it per start)
+    assert rt["kvm_cmd"] == ["qemu-system-x86_64", "-name", "old1", "-m", "128", "-smp", "2", "-machine", "pc,accel=tcg", "-net", "none"]
     assert rt["legacy_hvparams"] == {"security_model": "none"}
     assert (rt["name"], rt["memory"], rt["vcpus"]) == ("old1", 128, 2)
 
@@ -92,7 +93,8 @@ def test_newer_version_refused_naming_both():
     (42, "neither a JSON object nor the legacy list layout"),
     ({"version": "1"}, "no integer format version"),
     ({"version": 1, "hvparams": {}, "disks": [], "nics": []}, "'kvm_cmd' is missing"),
-    ([[], [], {}], "legacy runtime must be"),
+    ([[], {}], "legacy runtime must be"),
+    ([[], [], {}], "kvm_cmd is empty"),
     ({"version": 0}, "version 0 is unknown"),
 ])
 def test_damaged_content_is_a_clear_error(data, message):
