@@ -107,6 +107,37 @@ options:
     description: Seconds O(state=stopped) waits for the guest to power off before quitting QEMU.
     type: int
     default: 30
+  copy_storage:
+    description:
+      - For O(state=incoming), a target without the source's storage. This host creates every read-write
+        disk of O(runtime) that has a path, at the same path, in the same format and with the virtual
+        size from O(disk_sizes), never over an existing file (free space is checked first), and exports
+        each over NBD on the address of O(migration_uri), port O(nbd_port), for the source's
+        M(kvmhv.qemu.kvm_migrate) C(copy_storage=true) to mirror into. Read-only disks and disks QEMU
+        reaches by URI must be reachable here as with shared storage.
+      - The runtime file records the images this host created while the migration is pending, so
+        O(state=absent) removes exactly those (and never a file that was there before).
+      - Run O(state=incoming) again once the migration completed to confirm it: the NBD server closes
+        and the images become the instance's own disks.
+    type: bool
+    default: false
+  disk_sizes:
+    description:
+      - With O(copy_storage), the virtual size in bytes of each copied disk, by disk uuid, as
+        M(kvmhv.qemu.kvm_instance_info) reports it on the source (C(instance.disk_sizes)).
+    type: dict
+  nbd_port:
+    description: With O(copy_storage), the TCP port of the NBD server the disks are exported on.
+    type: int
+    default: 49153
+  only_if_incoming:
+    description:
+      - With O(state=absent), remove the instance only while it is a migration target whose migration has
+        not arrived (runtime marked incoming, QEMU gone or still waiting); anything else is left alone
+        with a warning. The rollback of a failed migration uses it, so it never removes a running guest
+        or an unrelated instance of the same name.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -148,6 +179,21 @@ EXAMPLES = r"""
     state: incoming
     runtime: /tmp/web1.runtime.json
     migration_uri: tcp:0.0.0.0:49152
+
+- name: A target without shared storage (creates and exports the disks)
+  kvmhv.qemu.kvm_instance:
+    name: web1
+    state: incoming
+    runtime: /tmp/web1.runtime.json
+    migration_uri: tcp:10.0.0.12:49152
+    copy_storage: true
+    disk_sizes: "{{ web1_info.instance.disk_sizes }}"
+
+- name: Undo a failed migration target (never a running guest)
+  kvmhv.qemu.kvm_instance:
+    name: web1
+    state: absent
+    only_if_incoming: true
 """
 
 RETURN = r"""
@@ -216,6 +262,23 @@ recovered:
   returned: always
   type: bool
   sample: false
+created_images:
+  description: With O(copy_storage), the images this target creates (or would create, in check mode).
+  returned: state=incoming
+  type: list
+  elements: dict
+  sample: [{path: /srv/kvmhv/web1-0.img, format: raw, size: 67108864}]
+removed_images:
+  description: Images a migration target had created that O(state=absent) removed (or would remove).
+  returned: state=absent
+  type: list
+  elements: str
+  sample: [/srv/kvmhv/web1-0.img]
+confirmed:
+  description: True when O(state=incoming) found the migration arrived and confirmed it.
+  returned: when the migration arrived
+  type: bool
+  sample: true
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
@@ -237,8 +300,12 @@ def main() -> None:
             "runtime": {"type": "path"},
             "migration_uri": {"type": "str"},
             "shutdown_timeout": {"type": "int", "default": 30},
+            "copy_storage": {"type": "bool", "default": False},
+            "disk_sizes": {"type": "dict"},
+            "nbd_port": {"type": "int", "default": 49153},
+            "only_if_incoming": {"type": "bool", "default": False},
         },
-        required_if=[("state", "incoming", ("runtime", "migration_uri"))],
+        required_if=[("state", "incoming", ("runtime", "migration_uri")), ("copy_storage", True, ("disk_sizes",))],
     )
     run(module, instance.apply)
 

@@ -120,6 +120,12 @@ instance:
       type: list
       elements: str
       sample: ["QEMU has hd9 at pci.0 slot 0x15, missing from the runtime"]
+    disk_sizes:
+      description:
+        - Each disk's virtual size in bytes as the live QEMU sees it, by disk uuid (empty when QEMU is
+          not alive). M(kvmhv.qemu.kvm_instance) C(copy_storage) takes it as C(disk_sizes).
+      type: dict
+      sample: {7c079136-0000-4000-8000-000000000001: 67108864}
 instances:
   description: Every instance read (one item when O(name) or O(path) was given), with the keys of RV(instance).
   returned: always

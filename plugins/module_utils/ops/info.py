@@ -115,6 +115,17 @@ async def drift(sock: str, rt: Runtime, pid: int) -> list[str]:
                    query.fdset_fds(answers[3]), scsi_ids)
 
 
+async def _disk_sizes(sock: str, rt: Runtime) -> dict[str, int]:
+    async with qmp.connect(sock) as mon:
+        blocks = query.blocks_by_device(await mon.cmd("query-block", step="disk sizes"))
+    sizes = {}
+    for disk in rt["disks"]:
+        image = ((blocks.get(disk["hvinfo"]["id"]) or {}).get("inserted") or {}).get("image") or {}
+        if isinstance(image.get("virtual-size"), int):
+            sizes[disk["uuid"]] = image["virtual-size"]
+    return sizes
+
+
 def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Paths | None) -> dict[str, Any]:
     """One instance as the module returns it."""
     pid = process.running_pid(rd, where) if rd is not None and where is not None else None
@@ -136,9 +147,12 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "qmp_socket": where.qmp if where else None,
         "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] if rd and where else [],
         "drift": [],
+        "disk_sizes": {},
     }
     if pid is not None and rd is not None and where is not None:
         report["drift"] = qmp.run(drift(lifecycle.query_socket(rd, where), rt, pid))
+        # Each disk's virtual size as QEMU sees it: what a copy_storage target creates.
+        report["disk_sizes"] = qmp.run(_disk_sizes(lifecycle.query_socket(rd, where), rt))
     return report
 
 

@@ -31,6 +31,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -208,6 +209,8 @@ def validate(runtime: dict[str, Any]) -> Runtime:
     mark = runtime.get("mark")
     if mark is not None and mark not in MARKS:
         raise KvmError(f"runtime mark {mark!r} is not one of {', '.join(MARKS)}")
+    if "created_images" in runtime:
+        storage.check_created(runtime["created_images"])
     kinds = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
     for kind in ("disks", "nics"):
         for pos, dev in enumerate(runtime[kind]):
