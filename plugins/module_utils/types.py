@@ -88,6 +88,6 @@ class Runtime(TypedDict, total=False):
     nics: list[NicRecord]
     fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
-    created_images: list[dict[str, Any]]  # a copy_storage target's own images {path, dev, ino}, while marked incoming
+    created_images: list[dict[str, Any]]  # a copy_storage target's own images {path, dev, ino, token}, while marked incoming
     adopted: dict[str, Any]  # a QEMU started by something else: its qmp socket and pid file
 

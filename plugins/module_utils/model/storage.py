@@ -115,13 +115,16 @@ def check_created(records: Any) -> list[dict[str, Any]]:
 
     It decides what ``state=absent`` deletes, so a damaged entry is an error,
     never a guess: each is an absolute path with the device and inode the
-    target's file had when it was created.
+    target's file had when it was created and the token written into its
+    extended attributes (null where the filesystem has none).
     """
     if not isinstance(records, list):
         raise KvmError("runtime field 'created_images' must be a list")
     for pos, rec in enumerate(records):
-        if not isinstance(rec, dict) or set(rec) != {"path", "dev", "ino"}:
-            raise KvmError(f"runtime created_images {pos} must be {{path, dev, ino}}")
+        if not isinstance(rec, dict) or set(rec) != {"path", "dev", "ino", "token"}:
+            raise KvmError(f"runtime created_images {pos} must be {{path, dev, ino, token}}")
+        if rec["token"] is not None and (not isinstance(rec["token"], str) or not rec["token"].isalnum()):
+            raise KvmError(f"runtime created_images {pos}: token must be null or a hex string")
         path = rec["path"]
         if not isinstance(path, str) or not os.path.isabs(path) or os.path.normpath(path) != path or "\x00" in path:
             raise KvmError(f"runtime created_images {pos}: path {path!r} must be an absolute, normalised path")

@@ -109,7 +109,7 @@ class Copy:
         elif event["event"] == "BLOCK_JOB_COMPLETED":
             self.jobs[job] = "failed" if data.get("error") else "completed"
             if data.get("error"):
-                self.errors.setdefault(job, data["error"])
+                self.errors[job] = data["error"]  # QEMU's own reason beats the per-request error events
         elif event["event"] == "BLOCK_JOB_CANCELLED":
             self.jobs[job] = "cancelled"
         elif event["event"] == "BLOCK_JOB_ERROR":

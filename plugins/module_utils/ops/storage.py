@@ -5,11 +5,16 @@
 
 The module (root) creates each image itself, exclusively (``O_EXCL``: never
 over a file that exists, whoever made it), hands it to QEMU by descriptor
-like any disk, and records each one's path, device and inode in the
-runtime file (``created_images``) while the instance is marked
-``incoming``. ``remove_created`` deletes a path only while it is still that
-very file, so a rollback or ``state=absent`` removes exactly the partial
-copies this target made and nothing that was there before or came later.
+like any disk, and records each one's path, device, inode and a random
+token it also writes into the file's ``trusted.kvmhv.image`` extended
+attribute in the runtime file (``created_images``) while the instance is
+marked ``incoming``. ``remove_created`` deletes a path only while it is
+still that very file (a filesystem reuses the inode number of a deleted
+file at once, so device and inode alone do not say it; the token does), so
+a rollback or ``state=absent`` removes exactly the partial copies this
+target made and nothing that was there before or came later. On a
+filesystem without extended attributes the token is null and device and
+inode must do.
 Once the migration has arrived, the record is dropped: the images are then
 the instance's disks, kept like any other.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 import subprocess
 from typing import Any
@@ -31,6 +37,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 
 QEMU_IMG_TIMEOUT = 60
+XATTR = "trusted.kvmhv.image"  # trusted.*: root only, and tmpfs has it on every kernel
 
 
 def check_room(plan: list[tuple[dict[str, Any], int]]) -> None:
@@ -65,7 +72,12 @@ def _create_one(disk: dict[str, Any], size: int, qemu_img: str) -> dict[str, Any
     except OSError as err:
         raise KvmError(f"copy_storage: cannot create {path}: {err.strerror}") from None
     st = os.fstat(fd)
-    record = {"path": path, "dev": st.st_dev, "ino": st.st_ino}
+    token: str | None = secrets.token_hex(8)
+    try:
+        os.setxattr(fd, XATTR, token.encode())
+    except OSError:
+        token = None  # no extended attributes here: device and inode must do
+    record = {"path": path, "dev": st.st_dev, "ino": st.st_ino, "token": token}
     try:
         try:
             if disk["format"] == "raw":
@@ -99,36 +111,43 @@ def create_images(plan: list[tuple[dict[str, Any], int]], qemu_img: str = "qemu-
     return created
 
 
+def _is_ours(rec: dict[str, Any]) -> bool:
+    """Whether the recorded image is still the very file created (device, inode and token)."""
+    try:
+        st = os.lstat(rec["path"])
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise KvmError(f"cannot check {rec['path']}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (rec["dev"], rec["ino"]):
+        return False
+    if rec.get("token") is None:
+        return True
+    try:
+        return os.getxattr(rec["path"], XATTR, follow_symlinks=False) == rec["token"].encode()
+    except OSError:
+        return False
+
+
 def remove_created(records: list[dict[str, Any]]) -> list[str]:
-    """Delete each recorded image that is still the very file created (same device and inode); returns the paths removed."""
+    """Delete each recorded image that is still the very file created; returns the paths removed."""
     removed = []
     for rec in records:
+        if not _is_ours(rec):
+            continue
         try:
-            st = os.lstat(rec["path"])
+            os.unlink(rec["path"])
         except FileNotFoundError:
             continue
         except OSError as err:
-            raise KvmError(f"cannot check {rec['path']}: {err.strerror}") from None
-        if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
-            try:
-                os.unlink(rec["path"])
-            except FileNotFoundError:
-                continue
-            except OSError as err:
-                raise KvmError(f"cannot remove {rec['path']}: {err.strerror}") from None
-            removed.append(rec["path"])
+            raise KvmError(f"cannot remove {rec['path']}: {err.strerror}") from None
+        removed.append(rec["path"])
     return removed
 
 
 def still_ours(records: list[dict[str, Any]]) -> list[str]:
     """The recorded images that exist and are still the files created (what ``remove_created`` would delete)."""
-    found = []
-    for rec in records:
-        with contextlib.suppress(OSError):
-            st = os.lstat(rec["path"])
-            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (rec["dev"], rec["ino"]):
-                found.append(rec["path"])
-    return found
+    return [rec["path"] for rec in records if _is_ours(rec)]
 
 
 async def export(mon: qmp.Monitor, host: str, port: int, disks: list[dict[str, Any]]) -> None:
