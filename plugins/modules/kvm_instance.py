@@ -130,6 +130,14 @@ options:
     description: With O(copy_storage), the TCP port of the NBD server the disks are exported on.
     type: int
     default: 49153
+  shared_dirs:
+    description:
+      - With O(copy_storage), directories on storage this host shares with the source; disks under them
+        are not copied (they are used in place, as in a shared-storage migration). Give the source's
+        M(kvmhv.qemu.kvm_migrate) the same list.
+    type: list
+    elements: path
+    default: []
   only_if_incoming:
     description:
       - With O(state=absent), remove the instance only while it is a migration target whose migration has
@@ -304,6 +312,7 @@ def main() -> None:
             "disk_sizes": {"type": "dict"},
             "nbd_port": {"type": "int", "default": 49153},
             "only_if_incoming": {"type": "bool", "default": False},
+            "shared_dirs": {"type": "list", "elements": "path", "default": []},
         },
         required_if=[("state", "incoming", ("runtime", "migration_uri")), ("copy_storage", True, ("disk_sizes",))],
     )

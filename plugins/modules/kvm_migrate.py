@@ -54,6 +54,20 @@ options:
     description: With O(copy_storage), the port of the target's NBD server (on the O(target_uri) host).
     type: int
     default: 49153
+  shared_dirs:
+    description:
+      - With O(copy_storage), directories on storage both hosts share; disks under them are not copied.
+        The target's M(kvmhv.qemu.kvm_instance) must get the same list.
+    type: list
+    elements: path
+    default: []
+  remove_source_disks:
+    description:
+      - With O(copy_storage), delete this host's images of the copied disks once the migration completed
+        (they are stale copies then; a later migration back to this host needs their paths free).
+      - Off by default: disk images are never deleted unless asked.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - kvmhv.qemu.common
   - kvmhv.qemu.attributes
@@ -118,6 +132,12 @@ migration:
       description: RAM dirty-sync passes.
       type: int
       sample: 3
+    removed_source_disks:
+      description: With O(remove_source_disks), the source images deleted after the migration.
+      returned: with remove_source_disks
+      type: list
+      elements: str
+      sample: [/srv/kvmhv/web1-0.img]
     storage:
       description: With O(copy_storage), the disks copied, the NBD server and how long the mirrors took to get in step.
       returned: with copy_storage
@@ -148,6 +168,8 @@ def main() -> None:
         "max_bandwidth": {"type": "int", "default": 1024},
         "copy_storage": {"type": "bool", "default": False},
         "nbd_port": {"type": "int", "default": 49153},
+        "remove_source_disks": {"type": "bool", "default": False},
+        "shared_dirs": {"type": "list", "elements": "path", "default": []},
     })
     run(module, migrate.apply)
 

@@ -41,6 +41,9 @@ RUN_DIR = "/run/kvmhv"  # private tmpfs on each host
 STORAGE_DIR = "/srv/kvmhv"  # private tmpfs on each host, size-limited
 SHARED_DIR = "/srv/kvmhv-shared"  # <state>/shared, the same directory on every host
 OPT_DIR = "/opt/kvmhv"  # private tmpfs on each host: what kvm_host installs there (its venv) is the host's own
+# /root is a private, empty tmpfs on each host too: a stock root account. The machine's own ~/.bashrc (which
+# bash runs for every SSH command; here it may start a pyenv rehash that takes a lock in the shared home, left
+# stale when teardown kills a session) is none of the hosts' business, nor are ~/.ansible and ~/.ssh.
 # Mount points the hosts need on the (shared) root filesystem; made if missing, removed by down.
 MOUNT_POINTS = (RUN_DIR, STORAGE_DIR, SHARED_DIR, OPT_DIR, "/run/sshd")
 NEEDED = {"/usr/sbin/sshd": "openssh-server", "/usr/bin/ssh-keygen": "openssh-client", "/usr/bin/python3": "python3"}
@@ -60,6 +63,7 @@ ip link set eth0 up
 mount -t tmpfs -o mode=0755,size="$run_size" "kvf-$host-run" /run/kvmhv
 mount -t tmpfs -o mode=0755,size="$srv_size" "kvf-$host-srv" /srv/kvmhv
 mount -t tmpfs -o mode=0755,size=256M "kvf-$host-opt" /opt/kvmhv
+mount -t tmpfs -o mode=0700,size=64M "kvf-$host-home" /root
 mount --bind "$shared" /srv/kvmhv-shared
 hostname "$host"
 echo ready

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +81,24 @@ def playbook(fleet: Fleet, plays: list[dict[str, Any]] | str, extra_vars: dict[s
             argv.append("--diff")
         environ = ansible_env({**fleet.env, **(env or {})})
         environ.pop("ANSIBLE_PYTHON_INTERPRETER", None)  # the inventory (and kvm_host) choose the hosts' Python
+        started = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=timeout, check=False, cwd=str(REPO))
+        seconds = time.monotonic() - started
     try:
         data = json.loads(proc.stdout)
     except ValueError:
         raise AssertionError(f"ansible-playbook printed no JSON (rc={proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}") from None
     tasks = [(task["task"]["name"], host, result)
              for play in data["plays"] for task in play["tasks"] for host, result in task["hosts"].items()]
-    return {"rc": proc.returncode, "stats": data.get("stats", {}), "tasks": tasks, "stderr": proc.stderr, "stdout": proc.stdout}
+    print(f"ansible-playbook {' '.join(p.get('name', '?') for p in plays) if isinstance(plays, list) else plays}: "
+          f"rc {proc.returncode}, {seconds:.1f}s")  # shown with the output of a failing test
+    return {"rc": proc.returncode, "stats": data.get("stats", {}), "tasks": tasks, "stderr": proc.stderr, "stdout": proc.stdout,
+            "seconds": seconds}
 
 
 def results(run: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
-    """host -> result of the task called ``name`` (the last one of that name per host)."""
-    found = {host: res for task, host, res in run["tasks"] if task == name}
+    """host -> result of the task called ``name`` (a role's task also as ``role : name``; the last one per host)."""
+    found = {host: res for task, host, res in run["tasks"] if task == name or task.endswith(f" : {name}")}
     assert found, f"no task {name!r} ran; tasks: {sorted({t for t, _h, _r in run['tasks']})}"
     return found
 

@@ -3,10 +3,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Migration without shared storage (``copy_storage``): the plan both ends derive from one runtime.
 
-Which disks are copied: every read-write disk with a ``path``. A disk QEMU
-reaches itself (``uri``: iSCSI, NBD) is already shared, and a read-only
-disk (an installation ISO) is expected at the same path on the target, as
-with shared storage. The target creates each copied disk at the same path,
+Which disks are copied: every read-write disk with a ``path`` outside the
+``shared_dirs`` both ends are given (directories on storage the two hosts
+share: those disks stay where they are, as in a shared-storage migration).
+A disk QEMU reaches itself (``uri``: iSCSI, NBD) is already shared, and a
+read-only disk (an installation ISO) is expected at the same path on the
+target, as with shared storage. The target creates each copied disk at the same path,
 in the same format and with exactly the virtual size the source reports
 (QEMU's mirror refuses any other size), never over an existing file, and
 exports it writable over NBD on the migration address under the disk's
@@ -35,19 +37,30 @@ COPY_MODE = "write-blocking"
 MIB = 1 << 20
 
 
-def copied_disks(rt: Runtime) -> list[dict[str, Any]]:
+def shared_prefixes(shared_dirs: Any) -> tuple[str, ...]:
+    """``shared_dirs`` checked and normalised into path prefixes (``/srv/shared/``)."""
+    if shared_dirs is None:
+        return ()
+    if not isinstance(shared_dirs, list) or not all(isinstance(d, str) and os.path.isabs(d) for d in shared_dirs):
+        raise KvmError(f"shared_dirs {shared_dirs!r} must be a list of absolute directory paths")
+    return tuple(os.path.normpath(d).rstrip("/") + "/" for d in shared_dirs)
+
+
+def copied_disks(rt: Runtime, shared_dirs: Any = None) -> list[dict[str, Any]]:
     """The disks a copy_storage migration copies, in runtime order (the same list on both ends)."""
-    return [dict(d) for d in rt["disks"] if d.get("path") and not d.get("uri") and d.get("mode", "rw") == "rw"]
+    shared = shared_prefixes(shared_dirs)
+    return [dict(d) for d in rt["disks"] if d.get("path") and not d.get("uri") and d.get("mode", "rw") == "rw"
+            and not os.path.normpath(d["path"]).startswith(shared)]
 
 
-def plan_images(rt: Runtime, sizes: dict[str, Any] | None) -> list[tuple[dict[str, Any], int]]:
+def plan_images(rt: Runtime, sizes: dict[str, Any] | None, shared_dirs: Any = None) -> list[tuple[dict[str, Any], int]]:
     """(disk, virtual size in bytes) of every image the target creates; a KvmError names what is wrong.
 
     ``sizes`` maps disk uuid to the virtual size kvm_instance_info reports on the source.
     """
     sizes = sizes or {}
     plan = []
-    for disk in copied_disks(rt):
+    for disk in copied_disks(rt, shared_dirs):
         path, dev_id = disk["path"], disk["hvinfo"]["id"]
         size = sizes.get(disk["uuid"])
         if isinstance(size, str) and size.isdigit():

@@ -262,7 +262,7 @@ class InstanceOp:
         port = self.params.get("nbd_port")
         if not isinstance(port, int) or not 0 < port < 65536 or port == target.port:
             raise KvmError(f"nbd_port {port!r} must be a TCP port (1-65535) other than the migration port")
-        plan = copy_plan.plan_images(source, self.params.get("disk_sizes"))
+        plan = copy_plan.plan_images(source, self.params.get("disk_sizes"), self.params.get("shared_dirs"))
         if room:
             storage.check_room(plan)
         return plan

@@ -32,14 +32,17 @@ Any failure on the way (a mirror error, the target gone, a deadline) rolls
 back in this order: cancel the migration, cancel the jobs (forced) and wait
 until they are gone, delete the NBD nodes, continue the guest if it was
 running. The source never stops owning its disks (a mirror only reads them)
-and its disk images are never touched, also after success (delete them when
-the instance no longer needs this host). The target's partial copies are
+and its disk images are never touched before the migration completed;
+after that they are stale copies, kept unless ``remove_source_disks`` asks
+to delete them (a migration back to this host needs their paths free). The target's partial copies are
 removed there by ``kvm_instance state=absent only_if_incoming=true`` (the
 ``kvm_migrate`` role does it).
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from typing import Any, Callable
 
@@ -53,7 +56,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import MI
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 DONE = ("completed", "failed", "cancelled")
 # Statuses in which a migration is still under way and migrate_cancel applies.
@@ -270,8 +272,8 @@ async def _migrate_copy(sock: str, uri: str, target: uris.MigrationUri, nbd_port
 
 
 def migrate(rd: RunDir, where: Paths, uri: str, timeout: float, max_bandwidth_mib: int,
-            copy: tuple[uris.MigrationUri, int] | None = None) -> dict[str, Any]:
-    """Migrate, then stop the source and remove its files; returns migration stats."""
+            copy: tuple[uris.MigrationUri, int, list[str]] | None = None, remove_source_disks: bool = False) -> dict[str, Any]:
+    """Migrate, then stop the source and remove its files (and, if asked, the copied disks); returns migration stats."""
     pid = process.running_pid(rd, where)
     found = runtime_file.load(rd, where.name)
     if not pid or found is None:
@@ -280,15 +282,30 @@ def migrate(rd: RunDir, where: Paths, uri: str, timeout: float, max_bandwidth_mi
     if copy is None:
         result = qmp.run(_migrate(where.qmp, uri, timeout, max_bandwidth_mib))
     else:
-        result = qmp.run(_migrate_copy(where.qmp, uri, copy[0], copy[1], copied(rt), timeout, max_bandwidth_mib))
+        result = qmp.run(_migrate_copy(where.qmp, uri, copy[0], copy[1], storage.copied_disks(rt, copy[2]), timeout, max_bandwidth_mib))
     if not process.wait_exit(pid, 30):
         process.stop_hard(rd, where)
     lifecycle.remove_all(rd, where)
+    if copy is not None and remove_source_disks:
+        result["removed_source_disks"] = remove_disks(storage.copied_disks(rt, copy[2]))
     return result
 
 
-def copied(rt: Runtime) -> list[dict[str, Any]]:
-    return storage.copied_disks(rt)
+def remove_disks(disks: list[dict[str, Any]]) -> list[str]:
+    """Delete the source's images of disks that now live on the target (regular files only)."""
+    removed = []
+    for disk in disks:
+        path = disk["path"]
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed.append(path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise KvmError(f"the instance runs on the target now, but its old image {path} here could not be removed: "
+                           f"{err.strerror}") from None
+    return removed
 
 
 async def _status(sock: str) -> str:
@@ -300,12 +317,15 @@ def apply(call: Call) -> dict[str, Any]:
     params = call.params
     target = uris.parse(params["target_uri"], "target_uri")
     copy_storage = params.get("copy_storage")
+    if params.get("remove_source_disks") and not copy_storage:
+        raise KvmError("remove_source_disks only goes with copy_storage (with shared storage the target uses the same files)")
     if copy_storage:
         if target.kind != "tcp":
             raise KvmError("copy_storage needs a tcp:HOST:PORT target_uri: the target exports the disks over NBD on that address")
         port = params.get("nbd_port")
         if not isinstance(port, int) or not 0 < port < 65536 or port == target.port:
             raise KvmError(f"nbd_port {port!r} must be a TCP port (1-65535) other than the migration port")
+        storage.shared_prefixes(params.get("shared_dirs"))
     where = paths(params["runtime_dir"], params["name"])
     rd = open_rundir(where.runtime_dir, create=False)
     with rd:
@@ -316,11 +336,12 @@ def apply(call: Call) -> dict[str, Any]:
             result: dict[str, Any] = {"changed": True, "target_uri": target.uri}
             if copy_storage:
                 found = runtime_file.load(rd, where.name)
-                result["copy_storage"] = [d["hvinfo"]["id"] for d in copied(found[0])] if found else []
+                result["copy_storage"] = [d["hvinfo"]["id"] for d in storage.copied_disks(found[0], params.get("shared_dirs"))] if found else []
             return result
         if rd.missing:
             raise KvmError(f"instance {where.name} is not running in {where.runtime_dir}")
         with rd.lock(where.name, keep_if=where.name + ".runtime.json"):
-            copy = (target, params["nbd_port"]) if copy_storage else None
-            result = migrate(rd, where, target.uri, params["timeout"], params["max_bandwidth"], copy)
+            copy = (target, params["nbd_port"], params.get("shared_dirs") or []) if copy_storage else None
+            result = migrate(rd, where, target.uri, params["timeout"], params["max_bandwidth"], copy,
+                             bool(params.get("remove_source_disks")))
     return {"changed": True, "target_uri": target.uri, "migration": result}

@@ -24,6 +24,15 @@ def test_copied_disks_are_the_read_write_files_in_order():
     assert [d["path"] for d in storage.copied_disks(rt)] == ["/srv/a.img", "/srv/b.qcow2"]
 
 
+def test_disks_under_shared_dirs_are_not_copied():
+    rt = runtime({"path": "/srv/local/a.img"}, {"path": "/srv/shared/b.img"}, {"path": "/srv/shared-not/c.img"})
+    assert [d["path"] for d in storage.copied_disks(rt, ["/srv/shared/"])] == ["/srv/local/a.img", "/srv/shared-not/c.img"]
+    plan = storage.plan_images(rt, {d["uuid"]: 1 << 20 for d in rt["disks"]}, ["/srv/shared", "/srv/shared-not"])
+    assert [d["path"] for d, _size in plan] == ["/srv/local/a.img"]
+    with pytest.raises(KvmError, match=r"shared_dirs .* must be a list of absolute directory paths"):
+        storage.copied_disks(rt, ["srv/shared"])
+
+
 def test_plan_takes_each_size_by_uuid():
     rt = runtime({"path": "/srv/a.img"}, {"path": "/srv/b.qcow2", "format": "qcow2"})
     sizes = {rt["disks"][0]["uuid"]: 64 << 20, rt["disks"][1]["uuid"]: str(8 << 20), "unrelated": 1}
