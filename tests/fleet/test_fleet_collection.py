@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 from fleet import Fleet
-from fleetrun import HOST_PYTHON, changed, failures, free_port, host_files, host_qemus, playbook, results, wheels_dir
+from ansible_runner import REPO
+from fleetrun import HOST_PYTHON, changed, failures, free_port, host_files, host_qemus, host_runtime, playbook, results, wheels_dir
 from guest_report import check_pattern_image, guest_hvparams, latest_report, wait_for_report
 from qemu.qmp import QMPClient
 
@@ -66,9 +67,9 @@ def migrate_play(name: str, source: str, target: str, port: int, **options: Any)
     return [hosts, play]
 
 
-def absent_play(name: str) -> list[dict[str, Any]]:
-    return [{"name": f"Remove {name} everywhere", "hosts": "fleet", "gather_facts": False, "roles": [PREPARED],
-             "tasks": [{"name": "Absent", "kvmhv.qemu.kvm_instance": {"name": name, "state": "absent"}}]}]
+def absent_play(*names: str) -> list[dict[str, Any]]:
+    return [{"name": f"Remove {', '.join(names)} everywhere", "hosts": "fleet", "gather_facts": False, "roles": [PREPARED],
+             "tasks": [{"name": "Absent", "kvmhv.qemu.kvm_instance": {"name": "{{ item }}", "state": "absent"}, "loop": list(names)}]}]
 
 
 def qmp(fleet: Fleet, host: str, name: str, *commands: tuple[str, dict[str, Any] | None]) -> list[Any]:
@@ -245,6 +246,71 @@ def test_shared_storage_migration_over_tcp(fleet: Fleet, prepared: dict[str, Any
     finally:
         playbook(fleet, absent_play(name))
         Path(fleet.path("h1", disk)).unlink(missing_ok=True)
+
+
+def test_fleet_playbooks_provision_hotplug_and_evacuate(fleet: Fleet, prepared: dict[str, Any]) -> None:
+    """playbooks/fleet-*.yml as an operator runs them, each first with --check (which must change nothing)."""
+    book = {name: str(REPO / "playbooks" / f"fleet-{name}.yml") for name in ("provision", "hotplug", "evacuate")}
+    instances = [  # no kernel: the firmware finds nothing to boot and idles (these tests need QEMU, not a guest)
+        {"name": "p1", "host": "h1", "memory": 128, "disks": [{"path": "/srv/kvmhv/p1.img", "size": "4M"}]},
+        {"name": "p2", "host": "h1", "memory": 128, "disks": [{"path": "/srv/kvmhv-shared/p2.img", "size": "4M"}]},
+        {"name": "p3", "host": "h2", "memory": 128, "disks": [{"path": "/srv/kvmhv/p3.qcow2", "size": "4M", "format": "qcow2"}]},
+    ]
+    common = {"fleet_group": "fleet", "fleet_instances": instances, "fleet_hvparams": {"accel": "tcg"},
+              "kvm_host_python_wheels_dir": wheels_dir(), "fleet_hotplug_size": "4M"}
+    where = {"p1": "h1", "p2": "h1", "p3": "h2"}
+
+    def layout() -> dict[str, Any]:
+        return {name: (host_qemus(fleet, host, name) != [], [d["path"] for d in (host_runtime(fleet, host, name) or {}).get("disks", [])])
+                for name, host in where.items()}
+
+    try:
+        planned = playbook(fleet, book["provision"], common, check=True)
+        assert planned["rc"] == 0, failures(planned)
+        assert layout() == dict.fromkeys(where, (False, []))
+        assert not any(fleet.path(h, p).exists() for h, p in (("h1", "/srv/kvmhv/p1.img"), ("h1", "/srv/kvmhv-shared/p2.img"), ("h2", "/srv/kvmhv/p3.qcow2")))
+        said = [r["msg"] for r in results(planned, "Say which instances check mode cannot look at (their images do not exist yet)").values()
+                if not r.get("skipped")]
+        assert sorted(said) == ["would create the images of p1, p2 and start them", "would create the images of p3 and start them"]
+
+        made = playbook(fleet, book["provision"], common)
+        assert made["rc"] == 0, failures(made)
+        assert layout() == {"p1": (True, ["/srv/kvmhv/p1.img"]), "p2": (True, ["/srv/kvmhv-shared/p2.img"]), "p3": (True, ["/srv/kvmhv/p3.qcow2"])}
+        again = playbook(fleet, book["provision"], common)
+        assert again["rc"] == 0 and changed(again) == 0, [(t, h) for t, h, r in again["tasks"] if r.get("changed")]
+
+        before = layout()
+        planned = playbook(fleet, book["hotplug"], common, check=True)
+        assert planned["rc"] == 0, failures(planned)
+        assert layout() == before and not fleet.path("h1", "/srv/kvmhv/p1-data.img").exists()
+        would = {r["item"]: r["device"]["hvinfo"] for r in results(planned, "Plug the disks")["h1"]["results"]}
+        assert sorted(would) == ["p1", "p2"] and would["p1"]["addr"] == "0x11"  # disk 0 has 0x10
+        plugged = playbook(fleet, book["hotplug"], common)
+        assert plugged["rc"] == 0, failures(plugged)
+        assert layout() == {"p1": (True, ["/srv/kvmhv/p1.img", "/srv/kvmhv/p1-data.img"]),
+                            "p2": (True, ["/srv/kvmhv-shared/p2.img", "/srv/kvmhv/p2-data.img"]),
+                            "p3": (True, ["/srv/kvmhv/p3.qcow2", "/srv/kvmhv/p3-data.img"])}
+        again = playbook(fleet, book["hotplug"], common)
+        assert again["rc"] == 0 and changed(again) == 0, [(t, h) for t, h, r in again["tasks"] if r.get("changed")]
+
+        port = max(free_port(fleet, "h2"), free_port(fleet, "h3"))
+        evac = {**common, "evacuate_host": "h1", "evacuate_targets": ["h2", "h3"], "kvm_migrate_port": port, "kvm_migrate_nbd_port": port + 1}
+        before = layout()
+        planned = playbook(fleet, book["evacuate"], evac, check=True)
+        assert planned["rc"] == 0, failures(planned)
+        assert results(planned, "Show the plan")["h1"]["msg"][0] == ["p1 -> h2 -> copy_storage", "p2 -> h3 -> copy_storage"]
+        assert layout() == before
+        moved = playbook(fleet, book["evacuate"], evac)
+        assert moved["rc"] == 0, failures(moved)
+        assert host_qemus(fleet, "h1") == [] and sorted(p.name for p in fleet.path("h1", "/run/kvmhv").iterdir()) == []
+        assert host_qemus(fleet, "h2", "p1") and host_qemus(fleet, "h3", "p2") and host_qemus(fleet, "h2", "p3")
+        assert [d["path"] for d in host_runtime(fleet, "h3", "p2")["disks"]] == ["/srv/kvmhv-shared/p2.img", "/srv/kvmhv/p2-data.img"]
+        assert fleet.path("h2", "/srv/kvmhv/p1-data.img").exists() and fleet.path("h3", "/srv/kvmhv/p2-data.img").exists()
+        assert not fleet.path("h3", "/srv/kvmhv/p2.img").exists()  # the shared disk was used in place, not copied
+        assert fleet.path("h1", "/srv/kvmhv/p1.img").exists()  # the evacuated host keeps its (stale) images unless asked
+    finally:
+        playbook(fleet, absent_play(*where))
+        fleet.path("h1", "/srv/kvmhv-shared/p2.img").unlink(missing_ok=True)
 
 
 class _Job:
