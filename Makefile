@@ -17,7 +17,7 @@ export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
 # QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
 QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest qemu-user demo test lint sanity units integration molecule fleet fleet-up fleet-down bench clean
+.PHONY: setup apt venv link guest qemu-user demo test lint sanity units integration molecule fleet fleet-up fleet-down bench bench-fleet clean
 
 setup: apt venv link guest qemu-user
 
@@ -93,10 +93,16 @@ fleet-down:
 molecule: setup
 	cd extensions && molecule test
 
-# Latency against floors and scale; writes benchmarks/RESULTS.md and latency.png.
+# Latency against floors and scale; writes benchmarks/RESULTS.md and latency.png,
+# then the fleet figures (benchmarks/RESULTS-fleet.md; brings up its own fleets).
 bench: setup
 	pip install -q -r benchmarks/requirements.txt
 	python benchmarks/run.py
+	python benchmarks/fleet_bench.py
+
+# Only the fleet figures: hotplug over SSH on 10 hosts against ping, migration with copy_storage against shared storage.
+bench-fleet: setup
+	python benchmarks/fleet_bench.py
 
 clean:
 	rm -rf $(BUILD) tests/output

@@ -117,7 +117,7 @@ options:
         reaches by URI must be reachable here as with shared storage.
       - The runtime file records the images this host created while the migration is pending, so
         O(state=absent) removes exactly those (and never a file that was there before).
-      - Run O(state=incoming) again once the migration completed to confirm it: the NBD server closes
+      - Run O(state=incoming) again once the migration completed to confirm it. The NBD server closes
         and the images become the instance's own disks.
     type: bool
     default: false

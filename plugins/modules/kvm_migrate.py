@@ -18,12 +18,12 @@ description:
     or timeout the migration is cancelled, the source keeps running and the module fails with the reason.
   - Source and target use QEMU's return path, so a target that cannot load the state (for example a
     different device layout) fails the migration instead of being reported as done.
-  - With O(copy_storage=true) the disks move too, for hosts without shared storage: the target (started
+  - With O(copy_storage=true) the disks move too, for hosts without shared storage. The target (started
     with M(kvmhv.qemu.kvm_instance) C(copy_storage=true)) exports fresh disks over NBD; this module mirrors
     every read-write disk into them while the guest runs (C(blockdev-mirror), write-blocking, so it
     converges under any write load), migrates RAM, and switches over at QEMU's C(pre-switchover) pause
     once each mirror has finished its final sync. On any failure it cancels the migration and the
-    mirrors, removes its NBD connections and continues the guest: the source keeps running on its own
+    mirrors, removes its NBD connections and continues the guest, so the source keeps running on its own
     disks. The source's disk images are left in place after a successful migration.
 author:
   - kvmhv.qemu contributors (@kvmhv)
@@ -47,7 +47,7 @@ options:
   copy_storage:
     description:
       - Copy the disks to a target without shared storage (see the description). Needs a C(tcp:) O(target_uri).
-      - O(timeout) then bounds each phase: every disk mirror in step (READY), RAM copied, the final sync.
+      - O(timeout) then bounds each phase (every disk mirror in step, RAM copied, the final sync).
     type: bool
     default: false
   nbd_port:
@@ -65,7 +65,7 @@ options:
     description:
       - With O(copy_storage), delete this host's images of the copied disks once the migration completed
         (they are stale copies then; a later migration back to this host needs their paths free).
-      - Off by default: disk images are never deleted unless asked.
+      - Off by default, so disk images are never deleted unless asked.
     type: bool
     default: false
 extends_documentation_fragment:

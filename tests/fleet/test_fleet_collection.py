@@ -42,11 +42,14 @@ def prepare_play(wheels: str) -> list[dict[str, Any]]:
                        {"name": "Interpreter", "ansible.builtin.debug": {"var": "ansible_python_interpreter"}}]}]
 
 
-PREPARED = {"role": "kvmhv.qemu.kvm_host", "vars": {"kvm_host_install_packages": False}}  # later plays: hosts are ready
+# Later plays run kvm_host again, as a fleet playbook would: it only checks (dpkg, the venv's pins), changes
+# nothing, and sets each host's interpreter for the play.
+def prepared_role() -> dict[str, Any]:
+    return {"role": "kvmhv.qemu.kvm_host", "vars": {"kvm_host_python_wheels_dir": wheels_dir()}}
 
 
 def boot_play(host: str, name: str, disks: list[dict[str, Any]], hvparams: dict[str, Any], setup: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"name": f"Boot {name} on {host}", "hosts": host, "gather_facts": False, "roles": [PREPARED],
+    return [{"name": f"Boot {name} on {host}", "hosts": host, "gather_facts": False, "roles": [prepared_role()],
              "tasks": [*setup,
                        {"name": "Boot", "ansible.builtin.include_role": {"name": "kvmhv.qemu.kvm_instance"},
                         "vars": {"kvm_instance_list": [{"name": name, "memory": 128, "disks": disks, "hvparams": hvparams}]}}]}]
@@ -55,7 +58,7 @@ def boot_play(host: str, name: str, disks: list[dict[str, Any]], hvparams: dict[
 def migrate_play(name: str, source: str, target: str, port: int, **options: Any) -> list[dict[str, Any]]:
     env = options.pop("environment", None)
     play: dict[str, Any] = {
-        "name": f"Migrate {name}", "hosts": source, "gather_facts": False, "roles": [PREPARED],
+        "name": f"Migrate {name}", "hosts": source, "gather_facts": False, "roles": [prepared_role()],
         "tasks": [{"name": "Migrate", "ansible.builtin.include_role": {"name": "kvmhv.qemu.kvm_migrate"},
                    "vars": {"kvm_migrate_name": name, "kvm_migrate_source": source, "kvm_migrate_target": target,
                             "kvm_migrate_port": port, "kvm_migrate_nbd_port": port + 1, "kvm_migrate_timeout": 300, **options}}]}
@@ -63,12 +66,12 @@ def migrate_play(name: str, source: str, target: str, port: int, **options: Any)
         play["environment"] = env
     # Every host a task is delegated to must have its interpreter set (kvm_host's fact), as in any playbook
     # that prepares the hypervisors first; facts do not outlive a run.
-    hosts = {"name": "Hypervisors", "hosts": f"{source},{target}", "gather_facts": False, "roles": [PREPARED]}
+    hosts = {"name": "Hypervisors", "hosts": f"{source},{target}", "gather_facts": False, "roles": [prepared_role()]}
     return [hosts, play]
 
 
 def absent_play(*names: str) -> list[dict[str, Any]]:
-    return [{"name": f"Remove {', '.join(names)} everywhere", "hosts": "fleet", "gather_facts": False, "roles": [PREPARED],
+    return [{"name": f"Remove {', '.join(names)} everywhere", "hosts": "fleet", "gather_facts": False, "roles": [prepared_role()],
              "tasks": [{"name": "Absent", "kvmhv.qemu.kvm_instance": {"name": "{{ item }}", "state": "absent"}, "loop": list(names)}]}]
 
 

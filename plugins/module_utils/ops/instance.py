@@ -275,9 +275,9 @@ class InstanceOp:
         state, pid = lifecycle.status(self.rd, self.where)
         current = self._load()
         if pid:
-            if current is not None and self._same_tree(current, source):
-                if state == "incoming" or current.get("mark") != INCOMING:
-                    return self._result(False, current)  # still waiting, or arrived and confirmed
+            if current is not None and current.get("mark") == INCOMING and self._same_tree(current, source):
+                if state == "incoming":
+                    return self._result(False, current)  # still waiting for the migration
                 # The migration arrived: confirm it (drop the mark, close the NBD server).
                 settled = lifecycle.settle_incoming(self.rd, self.where, current, pid, write=not self.check)
                 return self._result(True, settled, {"status": "incoming"}, {"status": "running"}, confirmed=True)
