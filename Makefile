@@ -17,7 +17,7 @@ export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
 # QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
 QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest qemu-user demo test lint sanity units integration molecule fleet bench clean
+.PHONY: setup apt venv link guest qemu-user demo test lint sanity units integration molecule fleet fleet-up fleet-down bench bench-fleet clean
 
 setup: apt venv link guest qemu-user
 
@@ -55,7 +55,7 @@ qemu-user:
 demo: setup
 	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml -e guest_dir=$(KVMHV_GUEST_DIR)
 
-test: setup lint sanity units molecule integration
+test: setup lint sanity units molecule integration fleet
 
 lint:
 	ruff check plugins tests benchmarks
@@ -79,14 +79,36 @@ units: setup
 integration: setup
 	python -m pytest tests/integration -q
 
+# Several hosts reached over SSH (tests/fleet/README.md): network namespaces on
+# a bridge, each with its own sshd, runtime and storage directories; kvm_host
+# over SSH, migration over TCP with and without shared storage, the fleet
+# playbooks. The names (kvf-*) are fixed: one fleet per machine, so these tests
+# never run in parallel with another fleet run.
+fleet: setup
+	python -m pytest tests/fleet -q
+
+# A fleet to work with by hand (inventory in /run/kvmhv-fleet); `make fleet-down` removes it.
+FLEET_HOSTS ?= 3
+fleet-up: setup
+	python tests/fleet/fleet.py up --hosts $(FLEET_HOSTS)
+
+fleet-down:
+	python tests/fleet/fleet.py down
+
 # The role scenario on this machine: converge, idempotence, verify, destroy.
 molecule: setup
 	cd extensions && molecule test
 
-# Latency against floors and scale; writes benchmarks/RESULTS.md and latency.png.
+# Latency against floors and scale; writes benchmarks/RESULTS.md and latency.png,
+# then the fleet figures (benchmarks/RESULTS-fleet.md; brings up its own fleets).
 bench: setup
 	pip install -q -r benchmarks/requirements.txt
 	python benchmarks/run.py
+	python benchmarks/fleet_bench.py
+
+# Only the fleet figures: hotplug over SSH on 10 hosts against ping, migration with copy_storage against shared storage.
+bench-fleet: setup
+	python benchmarks/fleet_bench.py
 
 clean:
 	rm -rf $(BUILD) tests/output

@@ -11,14 +11,19 @@ module: kvm_instance
 short_description: Run, stop or remove a QEMU/KVM instance with a deterministic device model
 version_added: "0.1.0"
 description:
-  - Starts a QEMU instance whose disks and NICs sit at explicit, recorded addresses (a PCI slot
-    from 0x10 up on C(pci.0), or a SCSI target on C(scsi.0)), stops it, removes it, or starts it as
-    a live-migration target from another host's runtime file.
+  - Starts a QEMU instance whose disks and NICs sit at explicit, recorded addresses (a PCI slot from 0x10
+    up on C(pci.0), on a C(pci-bridge) or a C(pcie-root-port) of its own on C(q35), or a SCSI target of a
+    recorded SCSI controller), stops it, removes it, starts it as a live-migration target from another host's
+    runtime file, or adopts a QEMU that Ganeti started.
   - The runtime file (C(<runtime_dir>/<name>.runtime.json)) is written before QEMU starts and
     describes exactly what runs; stopping and starting again keeps every address.
+  - On a running instance the O(disks) and O(nics) lists are converged live. Devices the instance lacks are
+    hotplugged in list order at the addresses a cold start would give them, all in one QMP burst and all or
+    nothing; with O(purge=true) devices it has and the lists lack are unplugged together (their unplugs awaited
+    concurrently), each reported; without it they are kept and reported. A C(scsi-cd)'s medium is changed or
+    ejected live. Any other change of an existing device (path, format, mode, type, network) is an error.
   - On a running instance, changed memory, vcpus or hvparams are reported as pending until the next
-    start, and a changed disk or NIC list points to M(kvmhv.qemu.kvm_disk_hotplug) and
-    M(kvmhv.qemu.kvm_nic_hotplug); nothing is silently ignored.
+    start; nothing is silently ignored.
 author:
   - kvmhv.qemu contributors (@kvmhv)
 options:
@@ -48,52 +53,15 @@ options:
     description: Number of virtual CPUs.
     type: int
     default: 1
-  disks:
-    description: Disks in guest order; disk 0 gets the lowest address.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      path:
-        description: Absolute path of the image or block device.
-        type: path
-        required: true
-      format:
-        description: Image format.
-        type: str
-        choices: [raw, qcow2]
-        default: raw
-      mode:
-        description: Read-write or read-only.
-        type: str
-        choices: [rw, ro]
-        default: rw
-      uuid:
-        description: Disk UUID; derived from the instance UUID and the path when not given.
-        type: str
-  nics:
-    description: NICs in guest order.
-    type: list
-    elements: dict
-    default: []
-    suboptions:
-      mac:
-        description: MAC address; derived from the NIC UUID when not given (stable across runs).
-        type: str
-      uuid:
-        description: NIC UUID; derived from the MAC (or the NIC's index) when not given.
-        type: str
-      network:
-        description:
-          - Backend link, a dict with C(type). C(type=tap) with C(ifname) and optionally C(bridge) uses a
-            tap device, C(type=user) QEMU's user networking; without it the NIC has no backend.
-        type: dict
   hvparams:
     description:
-      - Hypervisor parameters over the collection defaults, for example C(disk_type) (paravirtual,
-        scsi-hd, scsi-block, scsi-generic, scsi-cd, ide), C(nic_type), C(scsi_controller_type)
-        (lsi, megasas, virtio-scsi-pci), C(kvm_pci_reservations), C(machine_type), C(accel) (kvm, tcg),
-        C(cpu_type), C(kernel_path), C(initrd_path), C(kernel_args), C(kvm_extra).
+      - Hypervisor parameters over the collection defaults (the README has them all in one table), for example
+        C(disk_type) (paravirtual, scsi-hd, scsi-block, scsi-generic, scsi-cd, ide), C(nic_type),
+        C(scsi_controller_type) (lsi, megasas, virtio-scsi-pci), C(kvm_pci_reservations),
+        C(pci_hotplug_slots) (how many PCI devices can still be hotplugged after start, default 32; the
+        bridges or root ports they need are created at start), C(machine_type) (C(pc), C(q35),
+        C(pc-i440fx-X.Y), C(pc-q35-X.Y)), C(accel) (kvm, tcg), C(cpu_type), C(kernel_path), C(initrd_path),
+        C(kernel_args), C(kvm_extra).
       - Unknown keys or values are errors.
     type: dict
     default: {}
@@ -105,6 +73,18 @@ options:
     type: str
   shutdown_timeout:
     description: Seconds O(state=stopped) waits for the guest to power off before quitting QEMU.
+    type: int
+    default: 30
+  purge:
+    description:
+      - On a running instance, unplug the disks and NICs it has that O(disks) and O(nics) lack. Without it they
+        are kept and reported as a warning.
+      - Unplugs are requested together and awaited concurrently; those that complete are saved, those that time
+        out stay recorded and the task fails naming them.
+    type: bool
+    default: false
+  unplug_timeout:
+    description: Seconds a live convergence waits for the guest to release the devices it unplugs.
     type: int
     default: 30
   adopt:
@@ -132,8 +112,49 @@ options:
           on its command line.
         type: path
         required: true
+  copy_storage:
+    description:
+      - For O(state=incoming), a target without the source's storage. This host creates every read-write
+        disk of O(runtime) that has a path, at the same path, in the same format and with the virtual
+        size from O(disk_sizes), never over an existing file (free space is checked first), and exports
+        each over NBD on the address of O(migration_uri), port O(nbd_port), for the source's
+        M(kvmhv.qemu.kvm_migrate) C(copy_storage=true) to mirror into. Read-only disks and disks QEMU
+        reaches by URI must be reachable here as with shared storage.
+      - The runtime file records the images this host created while the migration is pending, so
+        O(state=absent) removes exactly those (and never a file that was there before).
+      - Run O(state=incoming) again once the migration completed to confirm it. The NBD server closes
+        and the images become the instance's own disks.
+    type: bool
+    default: false
+  disk_sizes:
+    description:
+      - With O(copy_storage), the virtual size in bytes of each copied disk, by disk uuid, as
+        M(kvmhv.qemu.kvm_instance_info) reports it on the source (C(instance.disk_sizes)).
+    type: dict
+  nbd_port:
+    description: With O(copy_storage), the TCP port of the NBD server the disks are exported on.
+    type: int
+    default: 49153
+  shared_dirs:
+    description:
+      - With O(copy_storage), directories on storage this host shares with the source; disks under them
+        are not copied (they are used in place, as in a shared-storage migration). Give the source's
+        M(kvmhv.qemu.kvm_migrate) the same list.
+    type: list
+    elements: path
+    default: []
+  only_if_incoming:
+    description:
+      - With O(state=absent), remove the instance only while it is a migration target whose migration has
+        not arrived (runtime marked incoming, QEMU gone or still waiting); anything else is left alone
+        with a warning. The rollback of a failed migration uses it, so it never removes a running guest
+        or an unrelated instance of the same name.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - kvmhv.qemu.common
+  - kvmhv.qemu.devices.disks
+  - kvmhv.qemu.devices.nics
   - kvmhv.qemu.attributes
 attributes:
   check_mode:
@@ -181,6 +202,21 @@ EXAMPLES = r"""
     state: incoming
     runtime: /tmp/web1.runtime.json
     migration_uri: tcp:0.0.0.0:49152
+
+- name: A target without shared storage (creates and exports the disks)
+  kvmhv.qemu.kvm_instance:
+    name: web1
+    state: incoming
+    runtime: /tmp/web1.runtime.json
+    migration_uri: tcp:10.0.0.12:49152
+    copy_storage: true
+    disk_sizes: "{{ web1_info.instance.disk_sizes }}"
+
+- name: Undo a failed migration target (never a running guest)
+  kvmhv.qemu.kvm_instance:
+    name: web1
+    state: absent
+    only_if_incoming: true
 """
 
 RETURN = r"""
@@ -249,6 +285,15 @@ recovered:
   returned: always
   type: bool
   sample: false
+devices:
+  description:
+    - The live convergence of a running instance (planned in check mode). C(plug) and C(unplug) list each device
+      with the hvinfo it gets or had, C(media) the C(scsi-cd) media changed (C(path) null for an eject), C(kept)
+      the ids the lists lack, left in place without O(purge).
+  returned: when a running instance was converged
+  type: dict
+  sample: {plug: [{id: disk-7c079136, hvinfo: {driver: virtio-blk-pci, id: disk-7c079136, bus: pci.0, addr: "0x12"}}],
+           unplug: [], media: [], kept: []}
 adopted:
   description: The QEMU taken over (O(adopt)).
   returned: with adopt
@@ -261,6 +306,23 @@ notes:
   type: list
   elements: str
   sample: ["kvm_cmd: rewritten for current QEMU: -balloon"]
+created_images:
+  description: With O(copy_storage), the images this target creates (or would create, in check mode).
+  returned: state=incoming
+  type: list
+  elements: dict
+  sample: [{path: /srv/kvmhv/web1-0.img, format: raw, size: 67108864}]
+removed_images:
+  description: Images a migration target had created that O(state=absent) removed (or would remove).
+  returned: state=absent
+  type: list
+  elements: str
+  sample: [/srv/kvmhv/web1-0.img]
+confirmed:
+  description: True when O(state=incoming) found the migration arrived and confirmed it.
+  returned: when the migration arrived
+  type: bool
+  sample: true
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
@@ -286,8 +348,13 @@ def main() -> None:
             "adopt": {"type": "dict", "options": {"runtime": {"type": "path", "required": True},
                                                   "qmp": {"type": "path", "required": True},
                                                   "pidfile": {"type": "path", "required": True}}},
+            "copy_storage": {"type": "bool", "default": False},
+            "disk_sizes": {"type": "dict"},
+            "nbd_port": {"type": "int", "default": 49153},
+            "only_if_incoming": {"type": "bool", "default": False},
+            "shared_dirs": {"type": "list", "elements": "path", "default": []},
         },
-        required_if=[("state", "incoming", ("runtime", "migration_uri"))],
+        required_if=[("state", "incoming", ("runtime", "migration_uri")), ("copy_storage", True, ("disk_sizes",))],
     )
     run(module, instance.apply)
 

@@ -156,6 +156,12 @@ instance:
       type: list
       elements: str
       sample: ["nic 0 (aa:00:00:11:22:33) had no uuid (written before Ganeti 2.8): uuid 04d005cd-6a1b-57e1-9961-f035e1fdbbf6 derived from its MAC"]
+    disk_sizes:
+      description:
+        - Each disk's virtual size in bytes as the live QEMU sees it, by disk uuid (empty when QEMU is
+          not alive). M(kvmhv.qemu.kvm_instance) C(copy_storage) takes it as C(disk_sizes).
+      type: dict
+      sample: {7c079136-0000-4000-8000-000000000001: 67108864}
 instances:
   description: Every instance read (one item when O(name) or O(path) was given), with the keys of RV(instance).
   returned: always

@@ -4,8 +4,8 @@ Each host h<i> is a network namespace kvf-h<i> (10.76.0.<10+i>/24 on the bridge
 kvf-br0 in the root namespace, 10.76.0.1/24) plus a private mount and UTS
 namespace held open by an "anchor" process. In there run the host's own sshd,
 so everything Ansible starts over SSH lives in the host's namespaces: its own
-/run/kvmhv and /srv/kvmhv (tmpfs), and /srv/kvmhv-shared, which is one
-directory for all hosts. See README.md beside this file.
+/run/kvmhv, /srv/kvmhv and /opt/kvmhv (tmpfs), and /srv/kvmhv-shared, which
+is one directory for all hosts. See README.md beside this file.
 
 Shell:  python tests/fleet/fleet.py up [--hosts N] [--state DIR] | down | status | exec HOST -- CMD
 Python: with Fleet(n=3) as fleet: fleet.exec("h1", ["ip", "-4", "addr"])
@@ -40,8 +40,12 @@ DEFAULT_STATE = Path("/run/kvmhv-fleet")
 RUN_DIR = "/run/kvmhv"  # private tmpfs on each host
 STORAGE_DIR = "/srv/kvmhv"  # private tmpfs on each host, size-limited
 SHARED_DIR = "/srv/kvmhv-shared"  # <state>/shared, the same directory on every host
+OPT_DIR = "/opt/kvmhv"  # private tmpfs on each host: what kvm_host installs there (its venv) is the host's own
+# /root is a private, empty tmpfs on each host too: a stock root account. The machine's own ~/.bashrc (which
+# bash runs for every SSH command; here it may start a pyenv rehash that takes a lock in the shared home, left
+# stale when teardown kills a session) is none of the hosts' business, nor are ~/.ansible and ~/.ssh.
 # Mount points the hosts need on the (shared) root filesystem; made if missing, removed by down.
-MOUNT_POINTS = (RUN_DIR, STORAGE_DIR, SHARED_DIR, "/run/sshd")
+MOUNT_POINTS = (RUN_DIR, STORAGE_DIR, SHARED_DIR, OPT_DIR, "/run/sshd")
 NEEDED = {"/usr/sbin/sshd": "openssh-server", "/usr/bin/ssh-keygen": "openssh-client", "/usr/bin/python3": "python3"}
 # Everything up writes into the state dir; down removes these names only (never the dir's other files).
 STATE_ENTRIES = ("fleet.json", "inventory.yml", "ansible.cfg", "ssh_config", "known_hosts", "authorized_keys",
@@ -58,6 +62,8 @@ ip link set lo up
 ip link set eth0 up
 mount -t tmpfs -o mode=0755,size="$run_size" "kvf-$host-run" /run/kvmhv
 mount -t tmpfs -o mode=0755,size="$srv_size" "kvf-$host-srv" /srv/kvmhv
+mount -t tmpfs -o mode=0755,size=256M "kvf-$host-opt" /opt/kvmhv
+mount -t tmpfs -o mode=0700,size=64M "kvf-$host-home" /root
 mount --bind "$shared" /srv/kvmhv-shared
 hostname "$host"
 echo ready

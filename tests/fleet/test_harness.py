@@ -93,12 +93,13 @@ class TestFleet:
     def test_ssh_lands_in_the_hosts_namespaces(self, fleet: Fleet) -> None:
         for host, addr in fleet.addresses.items():
             out = fleet.ssh(host, ["sh", "-c", "hostname; ip -4 -o addr show dev eth0; findmnt -no SOURCE,FSTYPE /run/kvmhv;"
-                                   " readlink /proc/self/ns/net /proc/self/ns/mnt"]).stdout.split("\n")
+                                   " readlink /proc/self/ns/net /proc/self/ns/mnt; findmnt -no SOURCE /opt/kvmhv"]).stdout.split("\n")
             assert out[0] == host
             assert f"inet {addr}/24" in out[1]
             assert out[2].split() == [f"kvf-{host}-run", "tmpfs"]
             anchor = fleet.anchors[host]
             assert out[3:5] == [os.readlink(f"/proc/{anchor}/ns/net"), os.readlink(f"/proc/{anchor}/ns/mnt")]
+            assert out[5] == f"kvf-{host}-opt"  # the host's own /opt/kvmhv (kvm_host's venv goes there)
 
     def test_storage_is_per_host_and_the_shared_dir_is_shared(self, fleet: Fleet) -> None:
         for host in ("h1", "h2"):

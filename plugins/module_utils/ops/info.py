@@ -148,6 +148,17 @@ async def drift(sock: str, rt: Runtime, pid: int) -> list[str]:
                    query.fdset_fds(answers[3]))
 
 
+async def _disk_sizes(sock: str, rt: Runtime) -> dict[str, int]:
+    async with qmp.connect(sock) as mon:
+        blocks = query.blocks_by_device(await mon.cmd("query-block", step="disk sizes"))
+    sizes = {}
+    for disk in rt["disks"]:
+        image = ((blocks.get(disk["hvinfo"]["id"]) or {}).get("inserted") or {}).get("image") or {}
+        if isinstance(image.get("virtual-size"), int):
+            sizes[disk["uuid"]] = image["virtual-size"]
+    return sizes
+
+
 def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Paths | None) -> dict[str, Any]:
     """One instance as the module returns it."""
     if rd is not None and where is not None:
@@ -172,9 +183,12 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] if rd and where else [],
         "drift": [],
         "notes": ganeti.notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
+        "disk_sizes": {},
     }
     if pid is not None and rd is not None and where is not None:
         report["drift"] = qmp.run(drift(lifecycle.query_socket(rd, where), rt, pid))
+        # Each disk's virtual size as QEMU sees it: what a copy_storage target creates.
+        report["disk_sizes"] = qmp.run(_disk_sizes(lifecycle.query_socket(rd, where), rt))
     return report
 
 

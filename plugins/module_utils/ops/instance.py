@@ -11,6 +11,15 @@ A runtime file marked ``incoming`` belongs to a migration target: once QEMU
 there runs the migrated guest the mark is dropped; if that QEMU is gone the
 migration failed and the instance lives on the source, so nothing here
 ever boots a second copy of it.
+
+With ``copy_storage`` the target creates the copied disks itself and
+records them (``created_images``) while it is marked incoming: ``absent``
+then removes exactly those images, unless the guest already runs here (the
+images hold its disks). ``absent`` with ``only_if_incoming`` is the rollback
+of a failed migration: it removes the instance only while it is such a
+target (marked incoming, QEMU gone or still waiting) and leaves anything
+else alone. Running ``incoming`` again after the migration arrived confirms
+it: the mark goes, the NBD server closes, the images become the instance's.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from typing import Any, Callable
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams, uri
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, converge, hotplug, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage as copy_plan
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, converge, hotplug, lifecycle, storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING, STOPPED, base
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
@@ -255,43 +265,96 @@ class InstanceOp:
         except KvmError:
             pass  # a damaged runtime file is removed all the same
         pid = process.running_pid(self.rd, self.where)
+        marked = old is not None and old.get("mark") == INCOMING
+        arrived = lifecycle.arrived(self.rd, self.where, old) if marked and old is not None else None
         exists = pid is not None or any(self.rd.exists(n) for n in self.where.all_names() if not n.endswith(".lock"))
+        if self.params.get("only_if_incoming") and not (marked and arrived is False):
+            if exists:
+                why = ("it is not a migration target" if not marked else
+                       "its migration arrived: the guest runs here" if arrived else "its QEMU does not answer")
+                self.call.warn(f"only_if_incoming: instance {self.where.name} left alone here ({why})")
+            return self._result(False, old, removed_images=[])
+        created = (old or {}).get("created_images") or [] if marked else []
+        if created and arrived is not False:
+            self.call.warn(f"instance {self.where.name}: kept the images this migration target created "
+                           f"({', '.join(r['path'] for r in created)}): the guest ran here on them")
+            created = []
+        removed = storage.still_ours(created) if self.check else []
         if not self.check:
             lifecycle.stop(self.rd, self.where, 0, graceful=False)
+            removed = storage.remove_created(created)  # before the runtime file: a retry still knows them
             lifecycle.remove_all(self.rd, self.where)
-        result = self._result(exists, None, {"status": "present"}, {"status": "absent"})
+        result = self._result(exists or bool(removed), None, {"status": "present"}, {"status": "absent"}, removed_images=removed)
         if old is not None:
             result["instance"]["uuid"] = old.get("uuid") or result["instance"]["uuid"]
             if self.check:
                 result["instance"] = lifecycle.public(old, self.where, "absent", None)
         return result
 
+    def _same_tree(self, current: Runtime, source: Runtime) -> bool:
+        return summary(current) == summary(source) and [d["hvinfo"] for d in current["disks"] + current["nics"]] == \
+            [d["hvinfo"] for d in source["disks"] + source["nics"]]
+
+    def _copy_plan(self, source: Runtime, target: uri.MigrationUri, room: bool) -> list[tuple[dict[str, Any], int]] | None:
+        """What copy_storage creates here (None without copy_storage); checks the room if ``room``, creates nothing."""
+        if not self.params.get("copy_storage"):
+            return None
+        if target.kind != "tcp":
+            raise KvmError("copy_storage needs a tcp:HOST:PORT migration_uri: the disks are exported over NBD on that address")
+        port = self.params.get("nbd_port")
+        if not isinstance(port, int) or not 0 < port < 65536 or port == target.port:
+            raise KvmError(f"nbd_port {port!r} must be a TCP port (1-65535) other than the migration port")
+        plan = copy_plan.plan_images(source, self.params.get("disk_sizes"), self.params.get("shared_dirs"))
+        if room:
+            storage.check_room(plan)
+        return plan
+
     def incoming(self) -> dict[str, Any]:
         target = uri.parse(self.params["migration_uri"], "migration_uri")
         source = runtime_file.read_path(self.params["runtime"])[0]
-        source.pop("mark", None)
+        for key in ("mark", "pending", "created_images"):  # the source's own bookkeeping, not this target's
+            source.pop(key, None)  # type: ignore[misc]
         state, pid = lifecycle.status(self.rd, self.where)
         current = self._load()
         if pid:
-            if state == "incoming" and current is not None and summary(current) == summary(source) \
-                    and [d["hvinfo"] for d in current["disks"] + current["nics"]] == \
-                    [d["hvinfo"] for d in source["disks"] + source["nics"]]:
-                return self._result(False, current)
+            if current is not None and current.get("mark") == INCOMING and self._same_tree(current, source):
+                if state == "incoming":
+                    return self._result(False, current)  # still waiting for the migration
+                # The migration arrived: confirm it (drop the mark, close the NBD server).
+                settled = lifecycle.settle_incoming(self.rd, self.where, current, pid, write=not self.check)
+                return self._result(True, settled, {"status": "incoming"}, {"status": "running"}, confirmed=True)
             raise KvmError(f"instance {self.where.name} already runs here ({state}); remove it first with state=absent")
         if current is not None and current.get("mark") != INCOMING:
             raise KvmError(f"instance {self.where.name} already has a runtime file here ({self.where.runtime}); "
                            "remove it first with state=absent")
+        # A failed earlier target of this instance: its partial copies go before new ones are made.
+        stale = storage.still_ours(current.get("created_images") or []) if current is not None else []
+        if stale and not self.check:
+            storage.remove_created(current.get("created_images") or [])  # type: ignore[union-attr]
         user = process.resolve_user(self.params["qemu_user"])
+        plan = self._copy_plan(source, target, room=not (stale and self.check))  # check mode: the stale copies are still there
+        copied = {d["uuid"] for d, _size in plan or []}
         for disk in source["disks"]:
-            host.check_disk(dict(disk), source["hvparams"])
+            if disk["uuid"] not in copied:
+                host.check_disk(dict(disk), source["hvparams"])
+        images = [{"path": d["path"], "format": d["format"], "size": size} for d, size in plan or []]
         if self.check:
-            result = self._result(True, source, {}, summary(source))
+            result = self._result(True, source, {}, summary(source), created_images=images)
             result["instance"]["status"] = "incoming"
             return result
         if target.kind == "unix" and target.path:
             lifecycle.check_unix_target(target.path)
-        lifecycle.start(self.rd, self.where, source, user, incoming_uri=target.uri)
-        return self._result(True, source, {}, summary(source))
+        created = storage.create_images(plan) if plan is not None else []
+        try:
+            nbd = None
+            if plan is not None:
+                source["created_images"] = created
+                nbd = (target.host or "", self.params["nbd_port"], [d for d, _size in plan])
+            lifecycle.start(self.rd, self.where, source, user, incoming_uri=target.uri, nbd=nbd)
+        except BaseException:
+            storage.remove_created(created)
+            raise
+        return self._result(True, source, {}, summary(source), created_images=images)
 
 
 def apply(call: Call) -> dict[str, Any]:

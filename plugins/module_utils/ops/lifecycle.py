@@ -25,6 +25,7 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti, runtime_file
@@ -100,7 +101,9 @@ def settle_incoming(rd: RunDir, where: Paths, rt: Runtime, pid: int | None, writ
 
     The target cannot know when the source finished, so every writer asks
     QEMU: a target whose QEMU left ``inmigrate`` holds the instance now; one
-    whose QEMU is gone failed, and the instance lives on the source.
+    whose QEMU is gone failed, and the instance lives on the source. A
+    ``copy_storage`` target then closes its NBD server and forgets which
+    images it created: they are the instance's disks from now on.
     """
     if rt.get("mark") != INCOMING:
         return rt
@@ -112,9 +115,20 @@ def settle_incoming(rd: RunDir, where: Paths, rt: Runtime, pid: int | None, writ
     if status(rd, where)[0] == "incoming":
         raise KvmError(f"instance {where.name} here is a migration target still waiting for its migration")
     rt.pop("mark", None)
+    copied = rt.pop("created_images", None) is not None
     if write:
+        if copied:
+            storage.unexport(where.qmp)
         runtime_file.save(rd, where.name, rt)
     return rt
+
+
+def arrived(rd: RunDir, where: Paths, rt: Runtime) -> bool | None:
+    """For a runtime marked incoming: True once the guest runs here, False while it cannot, None if QEMU does not say."""
+    state, pid = status(rd, where)
+    if pid is None or state == "incoming":
+        return False
+    return None if state == "unknown" else True
 
 
 def check_unix_target(path: str) -> None:
@@ -138,19 +152,24 @@ def check_unix_target(path: str) -> None:
     raise KvmError(f"migration socket {path} is in use by another process")
 
 
-async def _ready(sock: str, incoming_uri: str | None) -> None:
-    """Wait for QEMU's QMP greeting; a migration target is then told to listen."""
+async def _ready(sock: str, incoming_uri: str | None, nbd: tuple[str, int, list[dict[str, Any]]] | None = None) -> None:
+    """Wait for QEMU's QMP greeting; a migration target is then told to listen (and to export its disks)."""
     async with qmp.connect(sock, timeout=START_TIMEOUT) as mon:
         if incoming_uri:
             await mon.cmd("migrate-set-capabilities", {"capabilities": MIGRATION_CAPS}, step="incoming")
+            if nbd:
+                await storage.export(mon, *nbd)
             await mon.cmd("migrate-incoming", {"uri": incoming_uri}, step="incoming")
 
 
-def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, incoming_uri: str | None = None) -> int:
+def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, incoming_uri: str | None = None,
+          nbd: tuple[str, int, list[dict[str, Any]]] | None = None) -> int:
     """Write the runtime file, then start QEMU; on failure undo both. Returns QEMU's pid.
 
     The started QEMU is this collection's own: an ``adopted`` mark goes, the
-    instance's own sockets and pid file are used.
+    instance's own sockets and pid file are used. ``nbd`` (host, port, disks)
+    makes a migration target export those disks over NBD before it listens for
+    the migration (``copy_storage``).
     """
     reason = ganeti.unstartable(dict(rt))
     if reason:
@@ -177,7 +196,7 @@ def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, incomin
         process.write_pid(rd, where, child.pid)
         faults.point("start-spawned")
         try:
-            qmp.run(_ready(where.qmp, incoming_uri))
+            qmp.run(_ready(where.qmp, incoming_uri, nbd))
         except KvmError as err:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)

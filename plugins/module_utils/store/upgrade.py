@@ -33,6 +33,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
@@ -145,6 +146,8 @@ def validate(runtime: dict[str, Any]) -> Runtime:
         if not isinstance(ctl, dict) or ctl.get("kind") not in CONTROLLER_KINDS or set(ctl) != {"kind", "hvinfo"}:
             raise KvmError(f"{where} must be {{kind: {'|'.join(CONTROLLER_KINDS)}, hvinfo}}")
         ctl["hvinfo"] = hvi.validate(ctl["hvinfo"], where, (CONTROLLER_KINDS[ctl["kind"]],))
+    if "created_images" in runtime:
+        storage.check_created(runtime["created_images"])
     kinds = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
     for kind in ("disks", "nics"):
         for pos, dev in enumerate(runtime[kind]):

@@ -1,0 +1,169 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The target's side of a ``copy_storage`` migration: room, fresh images, NBD exports, and cleaning up.
+
+The module (root) creates each image itself, exclusively (``O_EXCL``: never
+over a file that exists, whoever made it), hands it to QEMU by descriptor
+like any disk, and records each one's path, device, inode and a random
+token it also writes into the file's ``trusted.kvmhv.image`` extended
+attribute in the runtime file (``created_images``) while the instance is
+marked ``incoming``. ``remove_created`` deletes a path only while it is
+still that very file (a filesystem reuses the inode number of a deleted
+file at once, so device and inode alone do not say it; the token does), so
+a rollback or ``state=absent`` removes exactly the partial copies this
+target made and nothing that was there before or came later. On a
+filesystem without extended attributes the token is null and device and
+inode must do.
+Once the migration has arrived, the record is dropped: the images are then
+the instance's disks, kept like any other.
+
+Free space is checked up front (per filesystem, the full virtual size of
+every image: a sparse copy can fill up later), so a host without room fails
+at once with a clear message instead of halfway through the mirror.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+import subprocess
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+
+QEMU_IMG_TIMEOUT = 60
+XATTR = "trusted.kvmhv.image"  # trusted.*: root only, and tmpfs has it on every kernel
+
+
+def check_room(plan: list[tuple[dict[str, Any], int]]) -> None:
+    """Every image can be created here: no file at its path, its directory exists, enough free space."""
+    needs: dict[int, tuple[str, int]] = {}
+    free: dict[int, int] = {}
+    for disk, size in plan:
+        path = disk["path"]
+        if os.path.lexists(path):
+            raise KvmError(f"copy_storage: {path} already exists on this host; the target creates every copied disk "
+                           "itself and never writes over an existing file (remove it, or migrate with shared storage)")
+        parent = os.path.dirname(path)
+        try:
+            st = os.stat(parent)
+            vfs = os.statvfs(parent)
+        except OSError as err:
+            raise KvmError(f"copy_storage: directory {parent} for disk {disk['hvinfo']['id']}: {err.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise KvmError(f"copy_storage: {parent} is not a directory")
+        where, need = needs.get(st.st_dev, (parent, 0))
+        needs[st.st_dev] = (where, need + size)
+        free[st.st_dev] = vfs.f_bavail * vfs.f_frsize
+    short = storage.shortfalls(needs, free)
+    if short:
+        raise KvmError("copy_storage: not enough space on this host: " + "; ".join(short))
+
+
+def _create_one(disk: dict[str, Any], size: int, qemu_img: str) -> dict[str, Any]:
+    path = disk["path"]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise KvmError(f"copy_storage: cannot create {path}: {err.strerror}") from None
+    st = os.fstat(fd)
+    token: str | None = secrets.token_hex(8)
+    try:
+        os.setxattr(fd, XATTR, str(token).encode())
+    except OSError:
+        token = None  # no extended attributes here: device and inode must do
+    record = {"path": path, "dev": st.st_dev, "ino": st.st_ino, "token": token}
+    try:
+        try:
+            if disk["format"] == "raw":
+                os.ftruncate(fd, size)  # sparse: the mirror writes what the guest has
+        finally:
+            os.close(fd)
+        if disk["format"] == "qcow2":
+            # qemu-img writes the header into the file just made (same inode, checked below).
+            proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", path, str(size)], capture_output=True, text=True,
+                                  timeout=QEMU_IMG_TIMEOUT, check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
+            if proc.returncode != 0:
+                raise KvmError(f"copy_storage: qemu-img create {path}: {(proc.stderr or proc.stdout).strip() or proc.returncode}")
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) != (record["dev"], record["ino"]):
+                raise KvmError(f"copy_storage: {path} was replaced while it was created")
+    except BaseException:
+        remove_created([record])
+        raise
+    return record
+
+
+def create_images(plan: list[tuple[dict[str, Any], int]], qemu_img: str = "qemu-img") -> list[dict[str, Any]]:
+    """Create every planned image (all or nothing); returns the ``created_images`` records."""
+    created: list[dict[str, Any]] = []
+    try:
+        for disk, size in plan:
+            created.append(_create_one(disk, size, qemu_img))
+    except BaseException:
+        remove_created(created)
+        raise
+    return created
+
+
+def _is_ours(rec: dict[str, Any]) -> bool:
+    """Whether the recorded image is still the very file created (device, inode and token)."""
+    try:
+        st = os.lstat(rec["path"])
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise KvmError(f"cannot check {rec['path']}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (rec["dev"], rec["ino"]):
+        return False
+    if rec.get("token") is None:
+        return True
+    try:
+        return bool(os.getxattr(rec["path"], XATTR, follow_symlinks=False) == str(rec["token"]).encode())
+    except OSError:
+        return False
+
+
+def remove_created(records: list[dict[str, Any]]) -> list[str]:
+    """Delete each recorded image that is still the very file created; returns the paths removed."""
+    removed = []
+    for rec in records:
+        if not _is_ours(rec):
+            continue
+        try:
+            os.unlink(rec["path"])
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise KvmError(f"cannot remove {rec['path']}: {err.strerror}") from None
+        removed.append(rec["path"])
+    return removed
+
+
+def still_ours(records: list[dict[str, Any]]) -> list[str]:
+    """The recorded images that exist and are still the files created (what ``remove_created`` would delete)."""
+    return [rec["path"] for rec in records if _is_ours(rec)]
+
+
+async def export(mon: qmp.Monitor, host: str, port: int, disks: list[dict[str, Any]]) -> None:
+    """Start the NBD server on the migration address and export every copied disk writable (target, inmigrate)."""
+    await mon.cmd("nbd-server-start", storage.server_args(host, port), step="copy_storage: NBD server")
+    for disk in disks:
+        await mon.cmd("block-export-add", storage.export_args(disk), step="copy_storage: NBD export")
+
+
+async def _unexport(sock: str) -> None:
+    async with qmp.connect(sock, timeout=5) as mon:
+        # Stopping the server closes every NBD export (QEMU 7.2); a server already gone is fine.
+        await mon.try_cmd("nbd-server-stop")
+
+
+def unexport(sock: str) -> None:
+    """Close the NBD server of a target whose migration arrived (best effort: QEMU may be gone)."""
+    with contextlib.suppress(KvmError):
+        qmp.run(_unexport(sock))

@@ -1,0 +1,175 @@
+"""The source's copy_storage sequence against a scripted QMP peer: the order of commands, and the rollback after each failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+import pytest
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+
+DISKS = [{"path": "/srv/a.img", "format": "raw", "mode": "rw", "hvinfo": {"id": "disk-aaaaaaaa"}},
+         {"path": "/srv/b.img", "format": "raw", "mode": "rw", "hvinfo": {"id": "disk-bbbbbbbb"}}]
+TARGET = uris.parse("tcp:10.76.0.12:49152", "target_uri")
+
+
+def job_event(name: str, job: str, **data: Any) -> dict[str, Any]:
+    return {"event": name, "data": {"device": job, **data}}
+
+
+def migration(status: str) -> dict[str, Any]:
+    return {"event": "MIGRATION", "data": {"status": status}}
+
+
+class Peer:
+    """A QMP peer: each command answers from ``answers`` and queues the events ``emits`` says it causes."""
+
+    def __init__(self, answers: dict[str, Any] | None = None, emits: dict[str, Any] | None = None) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.answers = {"query-status": {"running": True, "status": "running"}, "query-migrate": {"status": "none"},
+                        "query-block-jobs": [], **(answers or {})}
+        self.emits = emits or {}
+        self.events: deque[dict[str, Any]] = deque()
+
+    def _do(self, command: str, args: Any) -> Any:
+        self.sent.append((command, args))
+        emit = self.emits.get(command)
+        if callable(emit):
+            emit = emit(args)
+        self.events.extend(emit or [])
+        answer = self.answers.get(command, {})
+        answer = answer(args) if callable(answer) else answer
+        if isinstance(answer, KvmError):
+            raise answer
+        return answer
+
+    async def cmd(self, command: str, args: Any = None, step: str | None = None, timeout: float = 0) -> Any:
+        return self._do(command, args)
+
+    async def try_cmd(self, command: str, args: Any = None) -> Any:
+        try:
+            return self._do(command, args)
+        except KvmError:
+            return None
+
+    @contextlib.contextmanager
+    def events_cm(self, names: Any) -> Any:
+        yield self
+
+    async def wait_for(self, listener: Any, match: Any, timeout: float, what: str) -> dict[str, Any]:
+        while self.events:
+            event = self.events.popleft()
+            if match(event):
+                return event
+        raise KvmTimeout(f"no {what} within {timeout:g}s")
+
+    def commands(self) -> list[str]:
+        return [f"{cmd} {args.get('device') or args.get('node-name') or args.get('state') or ''}".strip()
+                if isinstance(args, dict) and cmd != "migrate-set-capabilities" else cmd for cmd, args in self.sent]
+
+
+@pytest.fixture
+def go(monkeypatch):
+    def _go(peer: Peer) -> dict[str, Any]:
+        @contextlib.asynccontextmanager
+        async def connect(_sock: str, timeout: float = 0) -> Any:
+            yield Monitorish(peer)
+
+        monkeypatch.setattr(qmp, "connect", connect)
+        return asyncio.run(migrate._migrate_copy("/x.qmp", TARGET.uri, TARGET, 49153, DISKS, 60, 0))
+    return _go
+
+
+class Monitorish:
+    """The Monitor interface the migration uses, forwarding to a Peer."""
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.cmd = peer.cmd
+        self.try_cmd = peer.try_cmd
+        self.wait_for = peer.wait_for
+
+    @contextlib.contextmanager
+    def events(self, names: Any) -> Any:
+        yield None
+
+
+def ready_on_mirror(args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [job_event("BLOCK_JOB_READY", args["job-id"])]
+
+
+def completed_on_cancel(args: dict[str, Any]) -> list[dict[str, Any]]:
+    return [job_event("BLOCK_JOB_COMPLETED", args["device"])]
+
+
+HAPPY = {"blockdev-mirror": ready_on_mirror, "migrate": [migration("setup"), migration("active"), migration("pre-switchover")],
+         "block-job-cancel": completed_on_cancel, "migrate-continue": [migration("device"), migration("completed")]}
+
+
+def test_the_whole_sequence_in_order(go):
+    peer = Peer({"query-migrate": {"status": "completed", "downtime": 120, "total-time": 900, "ram": {}}}, HAPPY)
+    result = go(peer)
+    assert peer.commands() == [
+        "query-status", "migrate-set-capabilities",
+        "blockdev-add kvmhv-nbd0", "blockdev-mirror disk-aaaaaaaa", "blockdev-add kvmhv-nbd1", "blockdev-mirror disk-bbbbbbbb",
+        "migrate", "block-job-cancel kvmhv-mirror0", "block-job-cancel kvmhv-mirror1",
+        "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "migrate-continue pre-switchover", "query-migrate", "quit"]
+    caps = {c["capability"]: c["state"] for c in peer.sent[1][1]["capabilities"]}
+    assert caps == {"events": True, "return-path": True, "pause-before-switchover": True}
+    assert result["downtime_ms"] == 120 and result["storage"]["disks"] == ["disk-aaaaaaaa", "disk-bbbbbbbb"]
+    assert peer.sent[2][1]["server"] == {"type": "inet", "host": "10.76.0.12", "port": "49153"}
+
+
+def test_a_mirror_failing_before_ready_rolls_back_without_touching_the_guest(go):
+    failing = {**HAPPY, "blockdev-mirror": lambda args: [job_event("BLOCK_JOB_ERROR", args["job-id"], operation="write"),
+                                                         job_event("BLOCK_JOB_COMPLETED", args["job-id"], error="No space left on device")]}
+    peer = Peer(emits=failing)
+    with pytest.raises(KvmError) as err:
+        go(peer)
+    assert str(err.value) == ("copy_storage: the copy of disk disk-aaaaaaaa (/srv/a.img) to 10.76.0.12:49153 failed while copying: "
+                              "No space left on device; rolled back, the source keeps running on its own disks")
+    tail = peer.commands()[peer.commands().index("query-migrate"):]
+    assert tail == ["query-migrate", "query-block-jobs", "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "query-status"]
+    assert "migrate" not in peer.commands() and "cont" not in peer.commands()
+
+
+def test_a_failed_final_sync_cancels_the_migration_then_the_jobs_then_continues_the_guest(go):
+    def sync_fails(args):
+        return [job_event("BLOCK_JOB_COMPLETED", args["device"], error="Input/output error")]
+
+    state = {"migration": "pre-switchover", "status_calls": 0}
+
+    def query_migrate(_args):
+        return {"status": state["migration"]}
+
+    def cancelled(_args):
+        state["migration"] = "cancelled"
+        return [migration("cancelling"), migration("cancelled")]
+
+    def query_status(_args):
+        state["status_calls"] += 1  # running at the start; paused (pre-switchover) when the rollback looks
+        return {"running": state["status_calls"] == 1, "status": "running" if state["status_calls"] == 1 else "paused"}
+
+    peer = Peer({"query-migrate": query_migrate, "query-status": query_status},
+                {**HAPPY, "block-job-cancel": sync_fails, "migrate_cancel": cancelled})
+    with pytest.raises(KvmError, match=r"failed in the final sync: Input/output error; rolled back, the source keeps running"):
+        go(peer)
+    tail = peer.commands()[peer.commands().index("migrate_cancel"):]
+    assert tail == ["migrate_cancel", "query-block-jobs", "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "query-status", "cont"]
+
+
+def test_mirrors_never_in_step_time_out_and_roll_back(go):
+    peer = Peer(emits={**HAPPY, "blockdev-mirror": []},
+                answers={"query-block-jobs": [{"device": "kvmhv-mirror0"}, {"device": "kvmhv-mirror1"}]})
+    peer.emits["block-job-cancel"] = lambda args: [job_event("BLOCK_JOB_CANCELLED", args["device"])]
+    with pytest.raises(KvmError, match=r"disk disk-aaaaaaaa \(/srv/a.img\), disk disk-bbbbbbbb \(/srv/b.img\) to 10.76.0.12 was not in step within 60s"):
+        go(peer)
+    forced = [args for cmd, args in peer.sent if cmd == "block-job-cancel"]
+    assert forced == [{"device": "kvmhv-mirror0", "force": True}, {"device": "kvmhv-mirror1", "force": True}]
+    assert "migrate" not in peer.commands()
