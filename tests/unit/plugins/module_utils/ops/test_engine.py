@@ -369,3 +369,12 @@ def test_item_faces():
     tap_nic.fdname = "nic-1"
     assert tap_nic.is_tap and tap_nic.backend() == ("netdev_add", {"type": "tap", "id": "nic-1", "fd": "nic-1"})
     assert nic(2, 0x11).backend() is None and controller().device() == controller().record["hvinfo"]
+
+
+def load_runtime(fake: FakeQemu, rt: dict[str, Any]) -> None:
+    """Make ``fake`` hold everything ``rt`` records, as a start would (for the tests of the operations above the engine)."""
+    items = [Item("controllers", c) for c in rt.get("controllers", []) if c["kind"] != "scsi"]
+    items += [Item("controllers", c) for c in rt.get("controllers", []) if c["kind"] == "scsi"]
+    items += [Item("disks", d) for d in rt["disks"]] + [Item("nics", n) for n in rt["nics"]]
+    run(engine.plug(qmp.Monitor(fake), items, rt["hvparams"], 1.0))
+    fake.log.clear()
