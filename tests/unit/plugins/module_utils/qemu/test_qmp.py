@@ -402,6 +402,10 @@ class FakeQemu:
     def do_migrate_set_parameters(self, _args: dict[str, Any]) -> Any:
         return {}
 
+    def do_migrate_incoming(self, _args: dict[str, Any]) -> Any:
+        self.status = "inmigrate"
+        return {}
+
     async def do_migrate(self, _args: dict[str, Any]) -> Any:
         for status in self.migration:
             await self.emit("MIGRATION", {"status": status})
