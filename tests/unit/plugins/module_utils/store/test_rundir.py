@@ -118,7 +118,7 @@ def test_lock_stays_valid_across_absent(tmp_path):
     holder.start()
     assert ready.wait(10)
     with RunDir.open(directory) as rd:
-        old_inode = rd.lstat("vm1.lock").st_ino
+        assert rd.lstat("vm1.lock") is not None  # the holder's lock file
         release.set()
         begin = time.monotonic()
         with rd.lock("vm1", keep_if="vm1.runtime.json"):
@@ -128,7 +128,6 @@ def test_lock_stays_valid_across_absent(tmp_path):
         assert time.monotonic() - begin < 10
     holder.join(10)
     assert holder.exitcode == 0
-    assert old_inode  # the first lock file existed
 
 
 def test_paths_and_names(tmp_path):
