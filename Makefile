@@ -59,6 +59,7 @@ test: setup lint sanity units molecule integration
 
 lint:
 	ruff check plugins tests benchmarks
+	MYPYPATH=$(COLLECTIONS) mypy --config-file mypy.ini -p ansible_collections.kvmhv.qemu.plugins.module_utils
 	ansible-lint
 
 # ansible-test needs the collection at ansible_collections/kvmhv/qemu inside a

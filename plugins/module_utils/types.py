@@ -11,7 +11,7 @@ one place that decides which keys a stored record must have.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 # The placement of one device: everything its -device needs besides backend
 # links. PCI devices have addr; SCSI devices channel/scsi-id/lun; IDE unit.
@@ -92,3 +92,7 @@ class Runtime(TypedDict, total=False):
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
     adopted: dict[str, Any]  # a QEMU started by something else: its qmp socket and pid file
 
+
+def records(runtime: Runtime, kind: str) -> list[dict[str, Any]]:
+    """The records of one kind (``controllers``, ``disks`` or ``nics``) of a runtime, as plain dicts."""
+    return cast("list[dict[str, Any]]", cast("dict[str, Any]", runtime).get(kind, []))

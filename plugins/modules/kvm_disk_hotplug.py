@@ -12,40 +12,23 @@ short_description: Hotplug or unplug a disk on a running kvmhv.qemu instance
 version_added: "0.1.0"
 description:
   - Adds a disk at the next free address chosen from the instance's runtime file, or removes it.
-  - The instance's recorded hvparams decide the device. On a SCSI instance the disk becomes a SCSI
-    device on C(scsi.0) with the lowest free target; otherwise a C(virtio-blk-pci) device at the
-    lowest free slot of the PCI window.
-  - Add is C(blockdev-add), C(device_add) with the hvinfo, a check in QEMU (C(query-pci) or
-    C(query-block)), then the runtime file is saved. Any failure rolls back what was added and leaves
-    the runtime file unchanged; the error names the failing step.
+  - The disk's O(disk.type) (else the instance's recorded C(disk_type)) decides the device. A SCSI
+    disk gets the lowest free target of the first SCSI controller with room; when all are full (or the
+    instance has none) a controller is hot-added first. Other disks get the lowest free PCI slot
+    (C(pci.0), then its bridges; on C(q35) the first free root port).
+  - Add is journalled, then the disk is handed over (an fdset for a host file), C(blockdev-add),
+    C(device_add) with the hvinfo and a check of where QEMU put it go in one burst, then the runtime
+    file is saved. Any failure rolls back what was added and leaves the runtime file unchanged; the
+    error names the failing step. A run killed at any step is finished or undone by the next one.
+  - The same uuid with another path on a C(scsi-cd) changes its medium live; with other properties on
+    any other disk it is an error. A disk the runtime records but QEMU lost is plugged again.
   - Remove is C(device_del), a wait for QEMU's C(DEVICE_DELETED) event (a PCI unplug needs the
-    guest's ACPI acknowledgement; the request is repeated every 5 seconds until it comes or
+    guest's acknowledgement; the request is repeated every 5 seconds until it comes or
     O(unplug_timeout) passes), C(blockdev-del), then the runtime file is saved.
 author:
   - kvmhv.qemu contributors (@kvmhv)
-options:
-  disk:
-    description: The disk. It is identified by O(disk.uuid) when given, else by O(disk.path).
-    type: dict
-    required: true
-    suboptions:
-      path:
-        description: Absolute path of the image or block device (needed to add).
-        type: path
-      format:
-        description: Image format.
-        type: str
-        choices: [raw, qcow2]
-        default: raw
-      mode:
-        description: Read-write or read-only.
-        type: str
-        choices: [rw, ro]
-        default: rw
-      uuid:
-        description: Disk UUID; derived from the instance UUID and the path when not given.
-        type: str
 extends_documentation_fragment:
+  - kvmhv.qemu.devices.disk
   - kvmhv.qemu.common
   - kvmhv.qemu.hotplug
   - kvmhv.qemu.attributes

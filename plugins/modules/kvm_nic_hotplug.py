@@ -11,31 +11,16 @@ module: kvm_nic_hotplug
 short_description: Hotplug or unplug a NIC on a running kvmhv.qemu instance
 version_added: "0.1.0"
 description:
-  - Adds a NIC (of the instance's recorded C(nic_type)) at the lowest free slot of the PCI window,
-    or removes it, with the same transaction and verification as M(kvmhv.qemu.kvm_disk_hotplug).
+  - Adds a NIC (of the instance's recorded C(nic_type)) at the lowest free PCI slot (C(pci.0), then its
+    bridges; on C(q35) the first free root port), or removes it, with the same journal, transaction and
+    verification as M(kvmhv.qemu.kvm_disk_hotplug).
   - For a C(tap) network the module opens the tap (creating it if it does not exist), attaches it
     to the bridge if one is given, brings it up and passes its file descriptor to QEMU. A tap the
     module created is non-persistent and disappears when QEMU releases it; an existing tap is left alone.
 author:
   - kvmhv.qemu contributors (@kvmhv)
-options:
-  nic:
-    description: The NIC. It is identified by O(nic.uuid) when given, else by O(nic.mac).
-    type: dict
-    required: true
-    suboptions:
-      mac:
-        description: MAC address; derived from the uuid when not given.
-        type: str
-      uuid:
-        description: NIC UUID; derived from the MAC when not given.
-        type: str
-      network:
-        description:
-          - Backend link, a dict with C(type). C(type=tap) takes C(ifname) and optionally C(bridge);
-            C(type=user) is QEMU's user networking; without it the NIC has no backend.
-        type: dict
 extends_documentation_fragment:
+  - kvmhv.qemu.devices.nic
   - kvmhv.qemu.common
   - kvmhv.qemu.hotplug
   - kvmhv.qemu.attributes

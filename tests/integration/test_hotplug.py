@@ -96,7 +96,7 @@ def test_scsi_disk_on_each_controller(runtime_dir, make_disk, controller):
     assert info == {"driver": "scsi-hd", "id": info["id"], "bus": "scsi.0", "channel": 0, "scsi-id": 1, "lun": 0}
     report = wait_for_report(log, lambda r: 6144 in r.disks_by_size(), 15)
     assert report.block[report.disks_by_size()[6144]].hctl.split(":")[2] == "1"
-    assert max(pci_slots(sock)) < 0x10  # no PCI device for a SCSI disk
+    assert info["id"] not in {d["qdev_id"] for d in pci_slots(sock).values()}  # no PCI device for a SCSI disk
     assert_matches_runtime(sock, rt_of(inst))
     removed = run_module("kvm_disk_hotplug", {**args, "state": "absent"})
     assert removed["changed"] is True and info["id"] not in block_nodes(sock)
@@ -115,21 +115,26 @@ def test_limits_and_ide(runtime_dir, make_disk):
     assert lsi["changed"] is True
     seventh = run_module("kvm_disk_hotplug", {"instance": "full1", "runtime_dir": runtime_dir, "disk": {"path": make_disk("f6.img")}})
     assert seventh["device"]["hvinfo"]["scsi-id"] == 6
-    before = Path(lsi["instance"]["runtime_file"]).read_bytes()
+    # the controller is full: the next disk comes with a second controller, hot-added first
     eighth = run_module("kvm_disk_hotplug", {"instance": "full1", "runtime_dir": runtime_dir, "disk": {"path": make_disk("f7.img")}})
-    assert eighth.get("failed") and "lsi (lsi53c895a)" in eighth["msg"] and "7 targets" in eighth["msg"] and "megasas" in eighth["msg"]
-    assert Path(lsi["instance"]["runtime_file"]).read_bytes() == before
+    assert eighth["changed"] is True and eighth["device"]["hvinfo"]["bus"] == "scsi1.0", eighth
+    rt = read_rt(lsi["instance"]["runtime_file"])
+    assert [c["hvinfo"]["id"] for c in rt["controllers"] if c["kind"] == "scsi"] == ["scsi", "scsi1"]
+    assert_matches_runtime(lsi["instance"]["qmp_socket"], rt)
 
-    pci = run_module("kvm_instance", {"name": "full2", "runtime_dir": runtime_dir, "hvparams": {**paused, "kvm_pci_reservations": 31},
+    pci = run_module("kvm_instance", {"name": "full2", "runtime_dir": runtime_dir,
+                                      "hvparams": {**paused, "kvm_pci_reservations": 31, "pci_hotplug_slots": 0},
                                       "disks": [{"path": make_disk("p0.img")}]})
     assert pci["instance"]["disks"][0]["hvinfo"]["addr"] == "0x1f"
+    before = Path(pci["instance"]["runtime_file"]).read_bytes()
     full = run_module("kvm_nic_hotplug", {"instance": "full2", "runtime_dir": runtime_dir, "nic": {"mac": "52:54:00:00:05:01"}})
-    assert full.get("failed") and "PCI window full" in full["msg"] and "kvm_pci_reservations" in full["msg"]
+    assert full.get("failed") and "no free PCI slot" in full["msg"] and "pci_hotplug_slots=0" in full["msg"], full
+    assert Path(pci["instance"]["runtime_file"]).read_bytes() == before
 
     ide = run_module("kvm_instance", {"name": "ide1", "runtime_dir": runtime_dir, "hvparams": {**paused, "disk_type": "ide"}})
     assert ide["changed"] is True
     refused = run_module("kvm_disk_hotplug", {"instance": "ide1", "runtime_dir": runtime_dir, "disk": {"path": make_disk("i0.img")}})
-    assert refused.get("failed") and "ide cannot be hotplugged" in refused["msg"]
+    assert refused.get("failed") and "ide disks cannot be hotplugged" in refused["msg"], refused
     for name in ("full1", "full2", "ide1"):
         run_module("kvm_instance", {"name": name, "runtime_dir": runtime_dir, "state": "absent"})
 

@@ -36,7 +36,7 @@ def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_dis
         assert res["changed"] is True and not res.get("failed"), (module, args, res.get("msg"))
     rt = read_rt(inst["runtime_file"])
     assert sorted(d["hvinfo"]["scsi-id"] for d in rt["disks"]) == [0, 1, 2, 3]  # holes refilled
-    assert sorted(n["hvinfo"]["addr"] for n in rt["nics"]) == ["0x10", "0x11", "0x12"]
+    assert sorted(n["hvinfo"]["addr"] for n in rt["nics"]) == ["0x11", "0x12", "0x13"]  # the SCSI controller has 0x10
     assert_matches_runtime(inst["qmp_socket"], rt)
     want_sizes = {4096, 10240, 12288, 14336}
     want_macs = {"52:54:00:00:08:00", "52:54:00:00:08:02", "52:54:00:00:08:03"}

@@ -80,7 +80,8 @@ def test_free_text_values_reach_qemu_intact(runtime_dir, make_disk):
         fds = {fd["opaque"]: fd["fd"] for s in q(sock, "query-fdsets") for fd in s["fds"]}
         assert os.readlink(f"/proc/{pid}/fd/{fds[dev_id]}") == disk
         assert set(fds) == {"serial", dev_id}  # no extra fdset, no extra device
-        assert {p["name"] for p in q(sock, "qom-list", {"path": "/machine/peripheral"}) if p["type"].startswith("child<")} == {dev_id}
+        peripherals = {p["name"] for p in q(sock, "qom-list", {"path": "/machine/peripheral"}) if p["type"].startswith("child<")}
+        assert peripherals == {dev_id, "pci.1"}  # the disk and the bridge made for hotplug, nothing else
     finally:
         run_module("kvm_instance", {"name": "inj2", "runtime_dir": runtime_dir, "state": "absent"})
         shutil.rmtree(readable)

@@ -44,7 +44,8 @@ def test_lifecycle_virtio_disks(runtime_dir, make_disk):
     pending = run_module("kvm_instance", {**args, "memory": 384, "disks": disks[:1]})
     assert pending["changed"] is False
     assert "memory: 256 -> 384" in pending["pending"]
-    assert any("kvm_disk_hotplug" in p for p in pending["pending"]) and pending["warnings"]
+    assert pending["pending"] == ["memory: 256 -> 384"]
+    assert any("kept (purge: false)" in w for w in pending["warnings"]), pending  # the second disk stays: no purge
 
     before_slots = {s: d["qdev_id"] for s, d in pci_slots(inst["qmp_socket"]).items()}
     stopped = run_module("kvm_instance", {**args, "state": "stopped", "shutdown_timeout": 20})

@@ -33,7 +33,8 @@ def test_live_instance_bus_state_and_drift(runtime_dir, make_disk):
         inst = res["instance"]
         assert res["changed"] is False and inst["alive"] is True and inst["pid"] == running_pid(runtime_dir, "i1")
         assert inst["drift"] == [] and inst["format_version"] == 2
-        assert inst["bus"]["pci"]["used"] == ["0x10", "0x11"] and inst["bus"]["pci"]["free"][0] == "0x12"
+        assert inst["bus"]["pci"]["used"] == ["0x10", "0x11", "0x1f"] and inst["bus"]["pci"]["free"][0] == "0x12"
+        assert [b["id"] for b in inst["bus"]["bridges"]] == ["pci.1"]  # room for 32 hotplugged devices
         assert inst["runtime"]["disks"][0]["hvinfo"] == rt["disks"][0]["hvinfo"]
         # a device added behind the runtime's back is drift
         q(where.qmp, "device_add", {"driver": "e1000", "id": "sneaky", "bus": "pci.0", "addr": "0x15"})

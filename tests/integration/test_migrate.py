@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ansible_runner import run_module
 from guest_report import guest_dir, guest_hvparams, latest_report, wait_for_report
-from helpers import alive, assert_matches_runtime, files_of, q, tcp_uri, kill_instance
+from helpers import alive, assert_matches_runtime, files_of, kill_instance, q, read_rt, tcp_uri
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
@@ -72,7 +72,15 @@ def test_mismatched_target_fails_and_source_stays_up(runtime_dir, tmp_path, make
     wait_for_report(src["serial_log"], lambda r: True, after_seq=last.seq)  # the guest still runs
     refused = run_module("kvm_migrate", {"name": "mig2", "runtime_dir": runtime_dir, "target_uri": tcp_uri()})
     assert refused.get("failed") and alive(src["pid"]), refused
-    run_module("kvm_instance", {"name": "mig2", "runtime_dir": target_dir, "state": "absent"})
+    # the target that failed to load is marked: never booted as a second copy, shown as failed
+    target = wrong_file.parent / "hv2" / "mig2.runtime.json"
+    assert read_rt(str(target))["mark"] == "incoming"
+    info = run_module("kvm_instance_info", {"name": "mig2", "runtime_dir": target_dir})["instance"]
+    assert info["status"] == "incoming-failed" and info["alive"] is False, info
+    again = run_module("kvm_instance", {"name": "mig2", "runtime_dir": target_dir, "hvparams": guest_hvparams()})
+    assert again.get("failed") and "migration never completed" in again["msg"] and "state=absent" in again["msg"], again
+    assert run_module("kvm_instance", {"name": "mig2", "runtime_dir": target_dir, "state": "absent"})["changed"] is True
+    assert files_of(target_dir, "mig2") == []
     run_module("kvm_instance", {"name": "mig2", "runtime_dir": runtime_dir, "state": "absent"})
 
 

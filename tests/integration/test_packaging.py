@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import yaml
@@ -19,6 +20,16 @@ def test_build_install_and_run_the_demo_from_the_installed_copy(tmp_path):
                            capture_output=True, text=True, check=True)
     tarball = next(tmp_path.glob("kvmhv-qemu-*.tar.gz"))
     assert "Created collection" in built.stdout
+    with tarfile.open(tarball) as archive:
+        names = {name.split("/", 1)[0] for name in archive.getnames()}
+        files = set(archive.getnames())
+    assert {"plugins", "roles", "playbooks", "meta", "README.md", "LICENSE", "requirements.txt",
+            "MANIFEST.json", "FILES.json", "CHANGELOG.rst", "changelogs", "tests", "extensions"} <= names, names
+    leaked = names & {".ansible", "collections", ".venv", ".build", ".ci", "Makefile", "mypy.ini", "pyproject.toml",
+                      "requirements-dev.txt", ".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache"}
+    assert not leaked, leaked
+    assert "benchmarks/latency.png" not in files and not any("__pycache__" in f for f in files)
+    assert open(REPO / "requirements.txt").read().count("==") == 1  # only qemu.qmp: an execution environment pulls nothing else
     installed = tmp_path / "installed"
     subprocess.run([str(VENV_BIN / "ansible-galaxy"), "collection", "install", "--force", "-p", str(installed), str(tarball)],
                    capture_output=True, text=True, check=True)

@@ -259,3 +259,18 @@ def test_runtime_dir_problems_are_one_line(tmp_path):
             one_line_failure(res, str(path), *words.split("|"))
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_root_mode_is_an_explicit_choice(runtime_dir, make_disk):
+    """qemu_user: root runs QEMU as root (for hosts that need it); the default never does."""
+    args = {"name": "rm1", "runtime_dir": runtime_dir, "hvparams": PAUSED, "disks": [{"path": make_disk("rm1.img")}]}
+    default = run_module("kvm_instance", args)["instance"]
+    assert Path(f"/proc/{default['pid']}").stat().st_uid != 0
+    run_module("kvm_instance", {**args, "state": "absent"})
+    root = run_module("kvm_instance", {**args, "qemu_user": "root"})
+    assert root["changed"] is True and Path(f"/proc/{root['instance']['pid']}").stat().st_uid == 0, root
+    plugged = run_module("kvm_disk_hotplug", {"instance": "rm1", "runtime_dir": runtime_dir, "disk": {"path": make_disk("rm1-hot.img")}})
+    assert plugged["changed"] is True, plugged
+    missing = run_module("kvm_instance", {**args, "name": "rm2", "qemu_user": "no-such-user"})
+    one_line_failure(missing, "QEMU user 'no-such-user' does not exist", "kvm_host role")
+    run_module("kvm_instance", {**args, "state": "absent"})

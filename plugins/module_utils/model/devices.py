@@ -32,6 +32,11 @@ def derived_uuid(*parts: str) -> str:
     return str(uuidlib.uuid5(UUID_NS, "/".join(parts)))
 
 
+def instance_uuid(name: str, given: str | None = None) -> str:
+    """An instance's uuid: the one given (or recorded), else one derived from its name."""
+    return given or derived_uuid("instance", name)
+
+
 def mac_from_uuid(dev_uuid: str) -> str:
     """A stable locally administered MAC in QEMU's 52:54:00 range."""
     digits = dev_uuid.replace("-", "")[-6:]
@@ -156,7 +161,7 @@ def network_record(net: Any) -> dict[str, Any] | None:
                 raise KvmError(f"nic network {key} {net[key]!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)")
         if "ifname" not in net:
             raise KvmError("nic network type tap needs an 'ifname'")
-        return net
+        return dict(net)
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 

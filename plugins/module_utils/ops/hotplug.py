@@ -26,7 +26,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item,
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
 # What must match for a request to be the device already plugged.
 PROPERTIES = {"disks": ("path", "uri", "format", "mode", "type"), "nics": ("mac", "network")}
@@ -52,18 +52,18 @@ def identity(kind: str, spec: dict[str, Any]) -> tuple[str, Any]:
 
 def new_record(kind: str, spec: dict[str, Any], rt: Runtime, name: str) -> dict[str, Any]:
     """The runtime record a request describes (validated; not yet placed)."""
-    inst_uuid = rt.get("uuid") or devices.derived_uuid("instance", name)
+    inst_uuid = devices.instance_uuid(name, rt.get("uuid"))
     return devices.disk_record(spec, inst_uuid) if kind == "disks" else devices.nic_record(spec, inst_uuid)
 
 
 def asked_properties(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """The identity-independent properties a request states, normalised like a record."""
+    asked: dict[str, Any] = {}
     if kind == "disks":
-        asked = {k: spec[k] for k in PROPERTIES[kind] if k in spec}
+        asked.update({k: spec[k] for k in PROPERTIES[kind] if k in spec})
         if "type" in asked:
             asked["type"] = hvp.DISK_TYPE_ALIASES.get(asked["type"], asked["type"])
         return asked
-    asked: dict[str, Any] = {}
     if "mac" in spec:
         asked["mac"] = str(spec["mac"]).lower()
     if "network" in spec:
@@ -95,7 +95,7 @@ def plan_add(rt: Runtime, kind: str, record: dict[str, Any]) -> tuple[dict[str, 
 def layout(rt: Runtime) -> str:
     """The device layout as diff mode shows it, one device per line."""
     lines = [f"{dev['hvinfo']['id']} {dev['hvinfo']['driver']} {hvi.where(dev['hvinfo'])}"
-             for kind in ("controllers", "disks", "nics") for dev in rt.get(kind, [])]  # type: ignore[misc]
+             for kind in ("controllers", "disks", "nics") for dev in records(rt, kind)]
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +114,7 @@ async def settle_journal(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime
     entries = journal.read(rd, where)
     if not entries:
         return False
-    known = {dev["hvinfo"]["id"] for kind in ("controllers", "disks", "nics") for dev in rt.get(kind, [])}  # type: ignore[misc]
+    known = {dev["hvinfo"]["id"] for kind in ("controllers", "disks", "nics") for dev in records(rt, kind)}
     items = [Item(kind, rec) for kind, rec in entries if rec["hvinfo"]["id"] not in known]
     committed, removed = await engine.reconcile(mon, items, timeout) if items else ([], [])
     for item in committed:
@@ -203,7 +203,7 @@ class HotplugOp:
         changed.update({"path": asked.get("path"), "format": asked.get("format", cd["format"])})
         diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path')}\n", "after": f"{cd['hvinfo']['id']} medium {changed['path']}\n"}
         if not self.call.check:
-            await media.change(mon, cd, changed, rt["hvparams"])
+            await media.change(mon, cd, dict(changed), rt["hvparams"])
             runtime_file.save(self.rd, self.where.name, after)
         return True, dict(changed), diff
 

@@ -28,7 +28,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
 DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
 # export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
@@ -78,7 +78,7 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
     known_slots: set[int] = set()
     root = hvp.root_bus(rt["hvparams"])
     for kind in ("controllers", "disks", "nics"):
-        for dev in rt.get(kind, []):  # type: ignore[misc]
+        for dev in records(rt, kind):
             info = dev["hvinfo"]
             dev_id = info["id"]
             recorded.add(dev_id)

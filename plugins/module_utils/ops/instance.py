@@ -15,7 +15,7 @@ ever boots a second copy of it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -33,7 +33,7 @@ MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the tes
 def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
     """Validate the module parameters into an instance spec (pure)."""
     name = params["name"]
-    uuid = hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else devices.derived_uuid("instance", name)
+    uuid = devices.instance_uuid(name, hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else None)
     for key, low in (("memory", MIN_MEMORY), ("vcpus", 1)):
         if params[key] < low:
             raise KvmError(f"{key} must be at least {low}")
@@ -151,8 +151,7 @@ class InstanceOp:
         if not self.check:
             runtime_file.save(self.rd, self.where.name, rt)
 
-    def _result(self, changed: bool, rt: Runtime | None, before: dict[str, Any] | None = None,
-                after: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    def _result(self, changed: bool, rt: Runtime | None, before: Any = None, after: Any = None, **extra: Any) -> dict[str, Any]:
         state, pid = lifecycle.status(self.rd, self.where)
         if rt is not None and rt.get("mark") == INCOMING and pid is None:
             state = "incoming-failed"
@@ -160,7 +159,7 @@ class InstanceOp:
         if rt is not None:
             result["instance"] = lifecycle.public(rt, self.where, state, pid)
         else:
-            uuid = self.params.get("uuid") or devices.derived_uuid("instance", self.where.name)
+            uuid = devices.instance_uuid(self.where.name, self.params.get("uuid"))
             result["instance"] = {"name": self.where.name, "uuid": uuid, "status": state, "pid": pid,
                                   "qmp_socket": self.where.qmp, "runtime_file": self.where.runtime,
                                   "serial_log": self.where.serial, "disks": [], "nics": [], "cmdline": []}
@@ -269,7 +268,6 @@ class InstanceOp:
         target = uri.parse(self.params["migration_uri"], "migration_uri")
         source = runtime_file.read_path(self.params["runtime"])[0]
         source.pop("mark", None)
-        source.pop("pending", None)
         state, pid = lifecycle.status(self.rd, self.where)
         current = self._load()
         if pid:
@@ -303,7 +301,7 @@ def apply(call: Call) -> dict[str, Any]:
     rd = open_rundir(where.runtime_dir, create=not call.check and state in ("running", "incoming"))
     with rd:
         op = InstanceOp(call, rd, where)
-        handler = getattr(op, state)
+        handler: Callable[[], dict[str, Any]] = getattr(op, state)
         if call.check or rd.missing:
             return handler()
         with rd.lock(where.name, keep_if=base(where.runtime)):

@@ -82,11 +82,6 @@ def migrate(rd: RunDir, where: Paths, uri: str, timeout: float, max_bandwidth_mi
     return result
 
 
-async def _status(sock: str) -> str:
-    async with qmp.connect(sock, timeout=5) as mon:
-        return str((await mon.cmd("query-status"))["status"])
-
-
 def apply(call: Call) -> dict[str, Any]:
     params = call.params
     target = uris.parse(params["target_uri"], "target_uri")
@@ -94,9 +89,8 @@ def apply(call: Call) -> dict[str, Any]:
     rd = open_rundir(where.runtime_dir, create=False)
     with rd:
         if call.check:
-            if not process.running_pid(rd, where):
-                raise KvmError(f"instance {where.name} is not running in {where.runtime_dir}")
-            qmp.run(_status(lifecycle.query_socket(rd, where)))
+            if lifecycle.status(rd, where)[0] in ("stopped", "absent", "unknown"):
+                raise KvmError(f"instance {where.name} is not running (or does not answer QMP) in {where.runtime_dir}")
             return {"changed": True, "target_uri": target.uri}
         if rd.missing:
             raise KvmError(f"instance {where.name} is not running in {where.runtime_dir}")

@@ -109,7 +109,7 @@ class Monitor:
 
         async def first() -> dict[str, Any]:
             while True:
-                event = await listener.get()
+                event: dict[str, Any] = await listener.get()
                 if match(event):
                     return event
 

@@ -35,7 +35,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
 FORMAT_VERSION = 2
 LEGACY_VERSION = 0
@@ -213,9 +213,9 @@ def _check_nic(dev: dict[str, Any], where: str) -> None:
 
 def validate(runtime: dict[str, Any]) -> Runtime:
     """Strict checks so a damaged or hostile file fails here, before QEMU or a hotplug sees it."""
-    for key, kind in (("kvm_cmd", list), ("hvparams", dict), ("disks", list), ("nics", list)):
-        if not isinstance(runtime.get(key), kind):
-            raise KvmError(f"runtime field {key!r} is missing or not a {kind.__name__}")
+    for key, shape in (("kvm_cmd", list), ("hvparams", dict), ("disks", list), ("nics", list)):
+        if not isinstance(runtime.get(key), shape):
+            raise KvmError(f"runtime field {key!r} is missing or not a {shape.__name__}")
     for key in ("kvm_cmd", "kvm_extra"):
         if not all(isinstance(arg, str) and "\x00" not in arg for arg in runtime.get(key, [])):
             raise KvmError(f"runtime field {key!r} must be a list of strings")
@@ -261,7 +261,7 @@ def validate(runtime: dict[str, Any]) -> Runtime:
 def _unexportable_controllers(runtime: Runtime, keep_qemu_placed_scsi: bool) -> list[str]:
     """Why the recorded controllers do not fit an older layout (bridges and ports nobody uses are
     dropped: they only gave room for hotplug)."""
-    used_buses = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in runtime[kind]}  # type: ignore[literal-required]
+    used_buses = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in records(runtime, kind)}
     reasons = []
     for ctl in runtime.get("controllers", []):
         info = ctl["hvinfo"]
@@ -281,7 +281,7 @@ def to_legacy(runtime: Runtime) -> list[Any]:
     """
     reasons = _unexportable_controllers(runtime, keep_qemu_placed_scsi=False)
     for kind in ("disks", "nics"):
-        for dev in runtime[kind]:  # type: ignore[literal-required]
+        for dev in records(runtime, kind):
             info = dev["hvinfo"]
             if not hvi.is_pci(info) or info["bus"] != hvp.PCI_BUS:
                 reasons.append(f"{kind[:-1]} {info['id']} sits on {info['bus']} and the legacy layout only records {hvp.PCI_BUS} slots")
@@ -310,7 +310,7 @@ def to_v1(runtime: Runtime) -> dict[str, Any]:
             reasons.append(f"disk {disk['hvinfo']['id']} has no path (version 1 only knows host files)")
     if reasons:
         raise KvmError(f"cannot export to runtime format version 1: {'; '.join(reasons)}")
-    data = copy.deepcopy(dict(runtime))
+    data: dict[str, Any] = copy.deepcopy(dict(runtime))
     for ctl in data.pop("controllers", []):
         if ctl["kind"] == "scsi":
             data["kvm_cmd"] += ["-device", f"{ctl['hvinfo']['driver']},id={ctl['hvinfo']['id']}"]
