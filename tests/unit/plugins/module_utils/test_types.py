@@ -160,3 +160,9 @@ def test_undeclared_keys_do_not_survive_the_upgrade(where):
     except KvmError:
         return  # refused: fine
     assert problems(rt, types.Runtime) == []
+
+
+def test_records_of_a_kind():
+    rt = every_runtime()["pc"]
+    assert types.records(rt, "disks") is rt["disks"] and types.records(rt, "controllers") is rt["controllers"]
+    assert types.records({"disks": []}, "controllers") == []  # type: ignore[typeddict-item]

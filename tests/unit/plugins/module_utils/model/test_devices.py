@@ -30,6 +30,12 @@ def test_derived_identities_are_uuid5_of_instance_kind_and_name():
     assert devices.derived_uuid("instance", "vm1") == oracle_uuid("instance/vm1")
 
 
+def test_instance_uuid_is_the_given_one_or_derived_from_the_name():
+    assert devices.instance_uuid("vm1") == oracle_uuid("instance/vm1")
+    assert devices.instance_uuid("vm1", None) == devices.instance_uuid("vm1", "") == oracle_uuid("instance/vm1")
+    assert devices.instance_uuid("vm1", DISK_UUID) == DISK_UUID
+
+
 def test_mac_from_uuid_takes_the_last_six_digits():
     assert devices.mac_from_uuid(DISK_UUID) == "52:54:00:ab:cd:ef"
     nic = devices.nic_record({"uuid": DISK_UUID.upper()}, INST)
@@ -182,6 +188,13 @@ def test_bad_nic_specs(spec, message):
     with pytest.raises(KvmError) as err:
         devices.nic_record(spec, INST, 0)
     assert message in str(err.value)
+
+
+def test_network_records_are_copies():
+    given = {"type": "tap", "ifname": "tap0"}
+    made = devices.network_record(given)
+    made["bridge"] = "br0"
+    assert given == {"type": "tap", "ifname": "tap0"}
 
 
 def test_a_nic_without_mac_uuid_or_index_cannot_be_identified():

@@ -10,7 +10,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import MIGRATION_CAPS
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
 
 from ..qemu.test_qmp import FakeQemu, connect_to
 
@@ -88,8 +88,20 @@ def test_apply_refuses_a_bad_target_and_an_instance_that_does_not_run(tmp_path):
     call = Call({"target_uri": "ssh://x", "runtime_dir": str(tmp_path), "name": "vm1", "timeout": 5, "max_bandwidth": 0})
     with pytest.raises(KvmError, match="target_uri 'ssh://x' must be tcp:HOST:PORT"):
         migrate.apply(call)
-    for check in (False, True):
+    for check, message in ((False, "instance vm1 is not running in"), (True, r"instance vm1 is not running \(or does not answer QMP\) in")):
         call = Call({"target_uri": "tcp:h:1", "runtime_dir": str(tmp_path / "none"), "name": "vm1", "timeout": 5, "max_bandwidth": 0},
                     check=check)
-        with pytest.raises(KvmError, match="instance vm1 is not running in"):
+        with pytest.raises(KvmError, match=message):
             migrate.apply(call)
+
+
+def test_check_mode_asks_qemu_whether_the_source_runs(tmp_path, fake, monkeypatch):
+    (tmp_path / "rt").mkdir(mode=0o700)
+    monkeypatch.setattr(process, "running_pid", lambda _rd, _where: 4242)
+    call = Call({"target_uri": "tcp:h:1", "runtime_dir": str(tmp_path / "rt"), "name": "vm1", "timeout": 5, "max_bandwidth": 0},
+                check=True)
+    assert migrate.apply(call) == {"changed": True, "target_uri": "tcp:h:1"}
+    assert fake.commands() == ["query-status"]  # nothing migrates in check mode
+    fake.hang_up()
+    with pytest.raises(KvmError, match=r"not running \(or does not answer QMP\)"):
+        migrate.apply(call)
