@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
 
 from ..store.test_upgrade import make_runtime
@@ -44,3 +45,59 @@ def test_tap_nics_get_their_descriptor_and_incoming_defers():
     assert netdev == {"type": "tap", "id": nic, "fd": "9"}
     assert cmd[cmd.index("-incoming") + 1] == "defer"
     assert sorted(fds.all()) == [3, 4, 5, 6, 7, 9]
+
+
+def test_fixed_argv():
+    plain = argv.fixed_argv("/usr/bin/qemu", "vm,1", "u-1", 256.0, 2, hvparams.normalize({"accel": "tcg"}))
+    assert plain == ["/usr/bin/qemu", "-name", "vm,,1", "-uuid", "u-1", "-machine", "pc,accel=tcg", "-m", "256", "-smp", "2",
+                     "-nodefaults", "-display", "none"]
+    full = argv.fixed_argv("qemu", "vm1", "u", 128, 1, hvparams.normalize({
+        "machine_type": "pc-q35-8.2", "cpu_type": "host,+avx2", "kernel_path": "/k", "initrd_path": "/i", "kernel_args": "a=b c"}))
+    assert full[full.index("-machine") + 1] == "pc-q35-8.2,accel=kvm"
+    assert full[full.index("-cpu") + 1] == "host,+avx2"
+    assert full[full.index("-kernel"):full.index("-kernel") + 6] == ["-kernel", "/k", "-initrd", "/i", "-append", "a=b c"]
+    assert full[-2:] == ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
+    # initrd and append need a kernel (normalize refuses an initrd alone; append alone is dropped)
+    no_kernel = argv.fixed_argv("qemu", "vm1", "u", 128, 1, hvparams.normalize({"kernel_args": "quiet"}))
+    assert "-append" not in no_kernel and "-kernel" not in no_kernel and "-global" not in no_kernel
+
+
+def test_controllers_buses_first_then_scsi_each_in_recorded_order():
+    rt = {"controllers": [
+        {"kind": "scsi", "hvinfo": {"driver": "megasas", "id": "scsi", "bus": "pci.0", "addr": "0x10"}},
+        {"kind": "pci-bridge", "hvinfo": {"driver": "pci-bridge", "id": "pci.2", "bus": "pci.0", "addr": "0x1e", "chassis_nr": 2}},
+        {"kind": "scsi", "hvinfo": {"driver": "megasas", "id": "scsi1", "bus": "pci.2", "addr": "0x1"}},
+        {"kind": "pci-bridge", "hvinfo": {"driver": "pci-bridge", "id": "pci.1", "bus": "pci.0", "addr": "0x1f", "chassis_nr": 1}},
+    ]}
+    cmd = argv.controller_argv(rt)  # type: ignore[arg-type]
+    assert cmd[::2] == ["-device"] * 4
+    assert [json.loads(a)["id"] for a in cmd[1::2]] == ["pci.2", "pci.1", "scsi", "scsi1"]
+    assert argv.controller_argv({}) == []  # type: ignore[typeddict-item]
+
+
+def test_network_disks_empty_drives_and_unlinked_nics():
+    rt = make_runtime("scsi-hd")
+    rt["disks"][0].update(path=None, uri="iscsi://t.example/iqn.2026-01.x:t/3", type="scsi-block")
+    rt["disks"][0]["hvinfo"]["driver"] = "scsi-block"
+    rt["disks"][1].update(path=None, type="scsi-cd", mode="ro")
+    rt["disks"][1]["hvinfo"]["driver"] = "scsi-cd"
+    rt["nics"][0]["network"] = None
+    cmd = argv.device_argv(rt, argv.HostFds(3, 4, 5))
+    assert "-add-fd" not in cmd and "-netdev" not in cmd
+    assert [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-blockdev"] == [{
+        "driver": "iscsi", "transport": "tcp", "portal": "t.example:3260", "target": "iqn.2026-01.x:t", "lun": 3,
+        "node-name": rt["disks"][0]["hvinfo"]["id"], "read-only": False}]
+    devices = [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == "-device"]
+    assert devices[0]["drive"] == rt["disks"][0]["hvinfo"]["id"] and "drive" not in devices[1]
+    assert devices[2] == {**rt["nics"][0]["hvinfo"], "mac": rt["nics"][0]["mac"]}
+
+
+def test_fdsets_count_only_host_files():
+    rt = make_runtime()
+    rt["disks"].insert(0, {**rt["disks"][0], "path": None, "uri": "nbd://h/e",
+                           "hvinfo": {**rt["disks"][0]["hvinfo"], "id": "disk-net", "addr": "0x1d"}})
+    ids = [d["hvinfo"]["id"] for d in rt["disks"]]
+    cmd = argv.device_argv(rt, argv.HostFds(3, 4, 5, {ids[1]: (20, False), ids[2]: (21, False)}, {}))
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "-add-fd"] == [f"fd=20,set=2,opaque={ids[1]}", f"fd=21,set=3,opaque={ids[2]}"]
+    assert argv.plumbing_argv(argv.HostFds(3, 4, 5))[-2:] == ["-serial", "chardev:serial0"]
+    assert argv.plumbing_argv(argv.HostFds(3, 4, 5), incoming=True)[-2:] == ["-incoming", "defer"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import socket
+import stat
 import time
 
 import pytest
@@ -116,7 +118,7 @@ def test_lock_stays_valid_across_absent(tmp_path):
     holder.start()
     assert ready.wait(10)
     with RunDir.open(directory) as rd:
-        old_inode = rd.lstat("vm1.lock").st_ino
+        assert rd.lstat("vm1.lock") is not None  # the holder's lock file
         release.set()
         begin = time.monotonic()
         with rd.lock("vm1", keep_if="vm1.runtime.json"):
@@ -126,7 +128,6 @@ def test_lock_stays_valid_across_absent(tmp_path):
         assert time.monotonic() - begin < 10
     holder.join(10)
     assert holder.exitcode == 0
-    assert old_inode  # the first lock file existed
 
 
 def test_paths_and_names(tmp_path):
@@ -138,3 +139,70 @@ def test_paths_and_names(tmp_path):
     with pytest.raises(KvmError, match="longer than 107 bytes"):
         paths("/" + "d" * 96, "vm1")
     assert list_names(["a.runtime.json", "b.runtime.json", "notes.txt", ".x.runtime.json.tmp.1"]) == ["a", "b"]
+
+
+@pytest.mark.xfail(strict=True, reason="bug: rundir.NAME_RE ends in '$', which also matches before a final newline: "
+                                       "check_name('vm1\\n') passes and the instance's files get a newline in their names")
+def test_a_name_with_a_trailing_newline_is_refused(tmp_path):
+    with pytest.raises(KvmError, match="instance name"):
+        paths(str(tmp_path), "vm1\n")
+
+
+def test_every_instance_file_has_its_name(tmp_path):
+    where = paths(str(tmp_path / "." / "rt"), "vm1")
+    assert where.runtime_dir == str(tmp_path / "rt")
+    named = {where.runtime, where.journal, where.qmp, where.qmp_ro, where.pidfile, where.serial, where.log, where.lock}
+    assert {os.path.basename(p) for p in named} == set(where.all_names())
+    assert len(named) == 8 and all(os.path.dirname(p) == where.runtime_dir for p in named)
+
+
+def test_missing_dir_has_nothing_and_removes_nothing(tmp_path):
+    empty = MissingDir(str(tmp_path / "none"))
+    assert empty.missing and empty.fd == -1
+    assert (empty.lstat("x"), empty.exists("x"), empty.unlink("x"), empty.remove_temps("vm1")) == (None, False, False, None)
+
+
+def test_listen_replaces_a_leftover_socket_but_never_a_directory(tmp_path):
+    with RunDir.open(private(tmp_path / "rt")) as rd:
+        first = rd.listen("vm1.qmp")
+        first.close()  # a leftover socket file stays
+        assert stat.S_ISSOCK(rd.lstat("vm1.qmp").st_mode)
+        again = rd.listen("vm1.qmp")
+        try:
+            assert stat.S_IMODE(rd.lstat("vm1.qmp").st_mode) == 0o600
+            probe = socket.socket(socket.AF_UNIX)
+            probe.connect(rd.join("vm1.qmp"))  # the new socket listens
+            probe.close()
+        finally:
+            again.close()
+        os.mkdir(rd.join("vm1.ro.qmp"))
+        with pytest.raises(KvmError, match="is a directory; remove it"):
+            rd.listen("vm1.ro.qmp")
+
+
+def test_unlink_and_remove_temps_touch_only_the_instance(tmp_path):
+    with RunDir.open(private(tmp_path / "rt")) as rd:
+        for name in (".vm1.pid.tmp.1", ".vm1.pending.json.tmp.2", ".vm10.pid.tmp.3", ".vm1.notes.tmp.4", "vm1.pid"):
+            (tmp_path / "rt" / name).write_text("x")
+        rd.remove_temps("vm1")
+        assert rd.listdir() == [".vm1.notes.tmp.4", ".vm10.pid.tmp.3", "vm1.pid"]
+        assert rd.unlink("vm1.pid") is True and rd.unlink("vm1.pid") is False
+        os.mkdir(rd.join("vm1.log"))
+        with pytest.raises(KvmError, match="cannot remove"):
+            rd.unlink("vm1.log")
+
+
+def test_open_append_appends_and_is_private(tmp_path):
+    with RunDir.open(private(tmp_path / "rt")) as rd:
+        for text in (b"one\n", b"two\n"):
+            fd = rd.open_append("vm1.qemu.log")
+            os.write(fd, text)
+            os.close(fd)
+        assert rd.read_text("vm1.qemu.log") == "one\ntwo\n"
+        assert stat.S_IMODE(rd.lstat("vm1.qemu.log").st_mode) == 0o600
+        os.chmod(rd.join("vm1.qemu.log"), 0o620)
+        with pytest.raises(KvmError, match="is writable by group or others"):
+            rd.open_append("vm1.qemu.log")
+        os.mkfifo(rd.join("vm1.serial.log"), 0o600)
+        with pytest.raises(KvmError, match="is not a regular file"):
+            rd.read_text("vm1.serial.log")

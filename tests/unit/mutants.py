@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Hand-written mutants of the allocator, the upgrader, hvinfo validation and convergence; the unit suite must kill each.
+
+    python tests/unit/mutants.py            # every mutant
+    python tests/unit/mutants.py A1 U3      # some
+
+Each mutant replaces one exact snippet (found exactly once) in a file under
+plugins/module_utils, runs the whole unit suite (hypothesis derandomized, no
+example database, no bytecode written), and puts the file back, whatever
+happens. A mutant survives when the suite passes. The table printed at the
+end is the one in tests/README.md; the script fails if a mutant survives or
+plugins/ is not exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGINS = REPO / "plugins" / "module_utils"
+
+
+class Mutant(NamedTuple):
+    key: str
+    file: str
+    old: str
+    new: str
+    what: str
+
+
+MUTANTS = [
+    # -- model/allocator.py ------------------------------------------------------------------------------------------
+    Mutant("A1", "model/allocator.py", 'return range(self.hvparams["kvm_pci_reservations"], last + 1)',
+           'return range(self.hvparams["kvm_pci_reservations"], last)', "window off by one: the last slot is never used"),
+    Mutant("A2", "model/allocator.py", 'for target in range(scsi_limit(ctl["driver"]) + 1):',
+           'for target in range(scsi_limit(ctl["driver"])):', "a controller's highest SCSI target is never used"),
+    Mutant("A3", "model/allocator.py", "                if target not in self.used.get(bus, set()):",
+           "                if target > max(self.used.get(bus, set()), default=-1):", "SCSI holes skipped: a new disk goes after the highest target"),
+    Mutant("A4", "model/allocator.py", "    bus, slot = free[0]\n",
+           "    order = list(state.pci_leaves()); last = max([i for i, leaf in enumerate(order) if state.slot_used(*leaf)], default=-1); "
+           "bus, slot = next((leaf for leaf in order[last + 1:] if not state.slot_used(*leaf)), free[0])\n",
+           "PCI holes skipped: a new device goes after the last used leaf"),
+    Mutant("A5", "model/allocator.py", '"addr": hex(free[-1]),', '"addr": hex(free[0]),', "bridges take the bottom of the window"),
+    Mutant("A6", "model/allocator.py", '                    info["multifunction"] = True', "                    pass",
+           "function 0 of a root-port slot without multifunction"),
+    Mutant("A7", "model/allocator.py", "                used.add((addr[0], None))  # the slot as a whole", "                pass",
+           "a taken slot is not marked as a whole"),
+    Mutant("A8", "model/allocator.py",
+           "    for _ in range(new_controllers):\n        place_scsi_controller(state)\n    for disk in new_disks:\n"
+           '        if disk["type"] not in hvp.SCSI_DISK_TYPES:\n            disk["hvinfo"] = place_disk(state, disk)[0]\n',
+           '    for disk in new_disks:\n        if disk["type"] not in hvp.SCSI_DISK_TYPES:\n            disk["hvinfo"] = place_disk(state, disk)[0]\n'
+           "    for _ in range(new_controllers):\n        place_scsi_controller(state)\n",
+           "SCSI controllers placed after the PCI disks at start"),
+    Mutant("A9", "model/allocator.py", 'provide_leaves(state, required + hvparams["pci_hotplug_slots"], required)',
+           "provide_leaves(state, required, required)", "the hotplug room (pci_hotplug_slots) is forgotten"),
+    Mutant("A10", "model/allocator.py", "        for ctl in self.scsi_controllers():\n            bus = scsi_bus_of",
+           "        for ctl in reversed(self.scsi_controllers()):\n            bus = scsi_bus_of", "SCSI controllers filled last one first"),
+    Mutant("A11", "model/allocator.py", "if isinstance(addr, tuple) and addr[1] == 0 and (addr[0], None) in used:", "if False:",
+           "function 0 may join a slot whose other functions are taken"),
+    Mutant("A12", "model/allocator.py", 'return hvp.SCSI_CONTROLLER_ID if index == 0 else f"{hvp.SCSI_CONTROLLER_ID}{index}"',
+           'return f"{hvp.SCSI_CONTROLLER_ID}{index}"', "the first SCSI controller is scsi0, not scsi"),
+    Mutant("A13", "model/allocator.py", "PORTS_PER_SLOT = 8", "PORTS_PER_SLOT = 7", "seven root ports per q35 slot"),
+    Mutant("A14", "model/allocator.py",
+           'if have < required or (have < needed and not state.ids - {c["hvinfo"]["id"] for c in state.controllers}):',
+           "if have < required:", "a new instance starts without its promised hotplug room"),
+    # -- store/upgrade.py --------------------------------------------------------------------------------------------
+    Mutant("U1", "store/upgrade.py",
+           '                controllers.append({"kind": "scsi", "hvinfo": {"driver": head[0], "id": hvp.SCSI_CONTROLLER_ID, "bus": hvp.PCI_BUS}})',
+           "                pass", "the v1->v2 step drops the SCSI controller (and its -device)"),
+    Mutant("U2", "store/upgrade.py", 'if data.pop("stopped", False):', 'if data.get("stopped", False):',
+           "the v1->v2 step keeps stopped: true beside the mark"),
+    Mutant("U3", "store/upgrade.py", '            if dev["hvinfo"]["bus"] not in buses:', "            if False:",
+           "devices on a bus no controller provides are accepted"),
+    Mutant("U4", "store/upgrade.py", 'ctl.get("kind") not in CONTROLLER_KINDS or set(ctl) != {"kind", "hvinfo"}:',
+           'ctl.get("kind") not in CONTROLLER_KINDS:', "a controller record may carry extra keys"),
+    Mutant("U5", "store/upgrade.py", "if version > FORMAT_VERSION:", "if version > FORMAT_VERSION + 1:",
+           "the next format version is called unknown, not newer"),
+    Mutant("U6", "store/upgrade.py", "            skip = True", "            skip = False",
+           "a legacy plumbing option's argument stays on the command line"),
+    Mutant("U7", "store/upgrade.py", 'data["hvparams"].pop("pci_hotplug_slots", None)', 'data["hvparams"].get("pci_hotplug_slots", None)',
+           "the export to version 1 keeps an hvparam version 1 refuses"),
+    Mutant("U8", "store/upgrade.py", 'disk.setdefault("type", hvp.DRIVER_DISK_TYPES.get(disk["hvinfo"].get("driver"), "paravirtual"))',
+           'disk.setdefault("type", "paravirtual")', "v1 disks all become paravirtual"),
+    Mutant("U9", "store/upgrade.py", "runtime = data if fresh else copy.deepcopy(data)", "runtime = data",
+           "the caller's data is upgraded in place"),
+    Mutant("U10", "store/upgrade.py", 'if hvp.DISK_DRIVERS.get(dev["type"]) != dev["hvinfo"]["driver"]:', "if False:",
+           "a disk type that contradicts its driver is accepted"),
+    Mutant("U11", "store/upgrade.py", 'data["kvm_cmd"] = argv[:pos] + argv[pos + 2:]', 'data["kvm_cmd"] = list(argv)',
+           "the v1 controller's -device stays in kvm_cmd (two controllers named scsi)"),
+    Mutant("U12", "store/upgrade.py", "if mark is not None and mark not in MARKS:", "if False:", "any mark is accepted"),
+    # -- model/hvinfo.py (validation) ----------------------------------------------------------------------------------
+    Mutant("H1", "model/hvinfo.py", "unknown = sorted(set(hvinfo) - set(required) - set(optional))", "unknown = []",
+           "an unknown hvinfo key is accepted"),
+    Mutant("H2", "model/hvinfo.py", "int(ADDR_RE.match(v).group(1), 16) <= 0x1F,", "int(ADDR_RE.match(v).group(1), 16) <= 0x20,",
+           "slot 0x20 is accepted"),
+    Mutant("H3", "model/hvinfo.py", '"scsi-id": (_int_in(0, 255), "an integer 0-255"),', '"scsi-id": (_int_in(0, 256), "an integer 0-255"),',
+           "scsi-id 256 is accepted"),
+    Mutant("H4", "model/hvinfo.py", "isinstance(v, int) and not isinstance(v, bool) and low <= v <= high",
+           "isinstance(v, int) and low <= v <= high", "true/false are accepted as integers"),
+    Mutant("H5", "model/hvinfo.py", "if kinds is not None and kind not in kinds:", "if False:",
+           "a driver of another kind is accepted (a disk driver on a NIC)"),
+    Mutant("H6", "model/hvinfo.py", '"unit": (_int_in(0, 1), "0 or 1"),', '"unit": (_int_in(0, 3), "0 or 1"),', "IDE unit 2 is accepted"),
+    Mutant("H7", "model/hvinfo.py", '"chassis_nr": (_int_in(1, 255)', '"chassis_nr": (_int_in(0, 255)', "chassis_nr 0 is accepted"),
+    Mutant("H8", "model/hvinfo.py", 'bus_re = {"scsi": SCSI_BUS_RE, "ide": IDE_BUS_RE}.get(kind, PCI_BUS_RE)',
+           r'bus_re = re.compile(r"^(pcie?\.[0-9]{1,3}|scsi[0-9]{0,3}\.0|ide\.[0-5])$")', "any bus name for any kind"),
+    Mutant("H9", "model/hvinfo.py", 'ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,31}$")', 'ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,32}$")',
+           "33-character ids are accepted"),
+    Mutant("H10", "model/hvinfo.py", "    if missing:\n", "    if False:\n", "required keys may be missing"),
+    Mutant("H11", "model/hvinfo.py", "return cast(HvInfo, {key: hvinfo[key] for key in KEY_ORDER if key in hvinfo})",
+           "return cast(HvInfo, hvinfo)", "validate hands back the stored dict itself, in its order"),
+    # -- ops/converge.py ---------------------------------------------------------------------------------------------------
+    Mutant("C1", "ops/converge.py", "                if purge:\n", "                if False:\n", "plan() forgets purge: nothing is unplugged"),
+    Mutant("C2", "ops/converge.py", 'remaining[kind] = [d for d in remaining[kind] if not (purge and d["uuid"] not in wanted)]',
+           "remaining[kind] = list(remaining[kind])", "adds do not reuse the addresses the unplugs free"),
+    Mutant("C3", "ops/converge.py", '        for want in spec[kind]:\n            if want["uuid"] in known:',
+           '        for want in reversed(spec[kind]):\n            if want["uuid"] in known:', "adds in reverse list order"),
+    Mutant("C4", "ops/converge.py", 'all(d.startswith(("path ", "uri ")) for d in differs)', 'any(d.startswith(("path ", "uri ")) for d in differs)',
+           "a CD whose path and mode differ counts as a medium change"),
+    Mutant("C5", "ops/converge.py", 'want.get("path"), want.get("format", disk["format"])', 'want.get("path"), disk["format"]',
+           "after() forgets the new medium's format"),
+    Mutant("C6", "ops/converge.py", 'if d["hvinfo"]["id"] not in gone]', "if True]", "after() keeps the unplugged devices"),
+    Mutant("C7", "ops/converge.py",
+           '                result.adds += [Item("controllers", dict(c)) for c in controllers]\n            result.adds.append(Item(kind, record))',
+           '                result.adds += [Item(kind, record)] + [Item("controllers", dict(c)) for c in controllers]\n                continue\n'
+           "            result.adds.append(Item(kind, record))", "a new SCSI controller is plugged after its disk"),
+    Mutant("C8", "ops/converge.py", "            elif differs:\n", "            elif False:\n", "property changes are silently ignored"),
+    Mutant("C9", "ops/converge.py", 'have.get("type") == "scsi-cd"', 'have.get("type") in ("scsi-cd", "paravirtual", "scsi-hd")',
+           "any disk's path counts as a medium"),
+]
+
+
+ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+PYTEST = [sys.executable, "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutants"]
+
+
+def xfail_tests() -> set[str]:
+    """Node ids of the strict xfails (bugs in plugins/): one that passes under a mutant fails the run but kills nothing."""
+    done = subprocess.run([*PYTEST, "--collect-only", "-m", "xfail"], cwd=REPO, env=ENV, capture_output=True, text=True, check=True)
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def run_suite(xfails: set[str]) -> tuple[int, list[str]]:
+    done = subprocess.run([*PYTEST, "--tb=no", "-rf"], cwd=REPO, env=ENV, capture_output=True, text=True, check=False)
+    failed = [line[len("FAILED "):].split(" - ", 1)[0] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
+    failed = [nodeid for nodeid in failed if nodeid not in xfails]
+    names: list[str] = []
+    for nodeid in failed:
+        name = nodeid.split("[", 1)[0].split("tests/unit/plugins/module_utils/", 1)[-1]
+        if name not in names:
+            names.append(name)
+    return done.returncode, names
+
+
+def apply(mutant: Mutant, xfails: set[str]) -> tuple[bool, list[str]]:
+    path = PLUGINS / mutant.file
+    original = path.read_text(encoding="utf-8")
+    if original.count(mutant.old) != 1:
+        raise SystemExit(f"{mutant.key}: the snippet occurs {original.count(mutant.old)} times in {mutant.file}")
+    try:
+        path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
+        _code, failed = run_suite(xfails)
+    finally:
+        path.write_text(original, encoding="utf-8")
+    return bool(failed), failed
+
+
+def main(keys: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not keys or m.key in keys]
+    survivors = []
+    xfails = xfail_tests()
+    for mutant in chosen:
+        killed, failed = apply(mutant, xfails)
+        shown = ", ".join(failed[:3]) + (f" (+{len(failed) - 3})" if len(failed) > 3 else "")
+        print(f"| {mutant.key} | {mutant.file} | {mutant.what} | {'killed' if killed else 'SURVIVED'} by {shown or '-'} |", flush=True)
+        if not killed:
+            survivors.append(mutant.key)
+    clean = subprocess.run(["git", "diff", "--quiet", "--", "plugins"], cwd=REPO, check=False).returncode == 0
+    if not clean:
+        print("plugins/ differs from git after the run", file=sys.stderr)
+    if survivors:
+        print(f"survivors: {' '.join(survivors)}", file=sys.stderr)
+    return 0 if clean and not survivors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
