@@ -59,6 +59,7 @@ test: setup lint sanity units molecule integration fleet
 
 lint:
 	ruff check plugins tests benchmarks
+	pycodestyle --max-line-length 160 --ignore=W503,W504,E402,E741,E203 plugins tests benchmarks extensions
 	MYPYPATH=$(COLLECTIONS) mypy --config-file mypy.ini -p ansible_collections.kvmhv.qemu.plugins.module_utils
 	ansible-lint
 

@@ -226,8 +226,8 @@ def bench_scale(tmp: str, counts: tuple[int, ...]) -> dict[int, dict[str, float]
     results = {}
     for count in counts:
         rdir = tempfile.mkdtemp(prefix="s", dir=tmp)
-        start = playbook([{"name": "start", "kvmhv.qemu.kvm_instance": {"name": "{{ item }}", "runtime_dir": rdir,
-                                                                       "hvparams": {"accel": "tcg", "kvm_extra": "-S"}},
+        instance = {"name": "{{ item }}", "runtime_dir": rdir, "hvparams": {"accel": "tcg", "kvm_extra": "-S"}}
+        start = playbook([{"name": "start", "kvmhv.qemu.kvm_instance": instance,
                            "loop": [f"s{i:03d}" for i in range(count)]}], tmp)
         begin = time.perf_counter()
         info = json.loads(subprocess.run(

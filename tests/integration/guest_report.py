@@ -91,7 +91,6 @@ class Report:
     def macs(self) -> set[str]:
         return set(self.net.values())
 
-
     def pings_ok(self) -> set[str]:
         """Test-network NICs whose latest ping of the host succeeded."""
         return {ifname for ifname, state in self.ping.items() if state == "ok"}

@@ -68,7 +68,7 @@ def assert_matches_runtime(sock: str, rt: dict[str, Any]) -> None:
         kind, bus = next(answers), next(answers).rsplit("/", 1)[-1]
         assert (kind, bus) == (info["driver"], info["bus"]), (info, kind, bus)
         if "addr" in info:
-            slot, _, function = info["addr"].partition(".")
+            slot, _dot, function = info["addr"].partition(".")
             assert next(answers) == int(slot, 16) << 3 | int(function or "0", 16), info
         if "scsi-id" in info:
             assert next(answers) == info["scsi-id"], info

@@ -115,7 +115,10 @@ def test_lsi_with_twenty_scsi_disks_on_three_controllers_and_one_hot_added(runti
 
 def test_a_cd_beside_virtio_disks_changes_its_medium_live(runtime_dir, make_disk):
     cd_uuid = "cdcdcdcd-0000-4000-8000-000000000001"
-    cd = lambda path: {"uuid": cd_uuid, "type": "scsi-cd", **({"path": path} if path else {})}  # noqa: E731
+
+    def cd(path: str | None) -> dict:
+        return {"uuid": cd_uuid, "type": "scsi-cd", **({"path": path} if path else {})}
+
     boot, first, second = make_disk("boot.img", 2), make_disk("cd1.iso", 3), make_disk("cd2.iso", 5)
     args = {"name": "cd1", "runtime_dir": runtime_dir, "disks": [{"path": boot}, cd(first)], "hvparams": guest_hvparams()}
     inst = run_module("kvm_instance", args)["instance"]

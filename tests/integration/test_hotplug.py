@@ -11,7 +11,6 @@ from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, block_nodes, pci_slots, read_rt
 
 
-
 def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:
     res = run_module("kvm_instance", {"name": name, "runtime_dir": runtime_dir, "disks": [{"path": make_disk(f"{name}-boot.img", 2)}],
                                       "hvparams": guest_hvparams(**hv)})

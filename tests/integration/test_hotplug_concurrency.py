@@ -9,7 +9,6 @@ from ansible_runner import ansible_env, run_module
 from helpers import assert_matches_runtime, read_rt
 
 
-
 def test_six_parallel_hotplugs(runtime_dir, make_disk):
     res = run_module("kvm_instance", {"name": "c1", "runtime_dir": runtime_dir, "hvparams": {"accel": "tcg", "kvm_extra": "-S"}})
     inst = res["instance"]

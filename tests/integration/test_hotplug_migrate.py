@@ -8,7 +8,6 @@ from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, read_rt, tcp_uri
 
 
-
 def test_migrate_after_eleven_hotplug_operations(runtime_dir, tmp_path, make_disk):
     boot = run_module("kvm_instance", {"name": "pm1", "runtime_dir": runtime_dir, "disks": [{"path": make_disk("b.img", 2)}],
                                        "nics": [{"mac": "52:54:00:00:08:00"}],

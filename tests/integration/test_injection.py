@@ -26,7 +26,7 @@ PAUSED = {"accel": "tcg", "kvm_extra": "-S"}
 def refused(result: dict, runtime_dir: str, name: str) -> None:
     assert result.get("failed"), result
     assert "\n" not in result["msg"] and "Traceback" not in json.dumps(result), result["msg"]
-    assert [f for f in files_of(runtime_dir, name)] == [] and qemu_pids_in(runtime_dir) == []
+    assert list(files_of(runtime_dir, name)) == [] and qemu_pids_in(runtime_dir) == []
 
 
 def hostile(value: str, char: str) -> str:
@@ -47,8 +47,8 @@ def test_grammar_options_refuse_hostile_characters(runtime_dir, option, char):
     elif option == "mac":
         args["nics"] = [{"mac": hostile("52:54:00:00:0d:01", char)}]
     elif option in ("ifname", "bridge"):
-        args["nics"] = [{"mac": "52:54:00:00:0d:01", "network": {"type": "tap", "ifname": "kvi0", "bridge": "kvibr0",
-                                                                   option: hostile("kvi0", char)}}]
+        network = {"type": "tap", "ifname": "kvi0", "bridge": "kvibr0", option: hostile("kvi0", char)}
+        args["nics"] = [{"mac": "52:54:00:00:0d:01", "network": network}]
     elif option == "kernel_path":
         args["hvparams"]["kernel_path"] = hostile("vmlinuz", char)  # relative: refused whatever the character
     elif option == "newline":  # free-text values may hold , = and a leading -, never a control character

@@ -11,7 +11,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.process import wai
 from helpers import alive, assert_matches_runtime, files_of, pci_slots, read_rt
 
 
-
 def rt_of(runtime_dir: str, name: str) -> dict:
     return read_rt(f"{runtime_dir}/{name}.runtime.json")
 

@@ -309,7 +309,7 @@ def assign(controllers: list[Controller], disks: list[dict[str, Any]], nics: lis
     pci_disks = [d for d in new_disks if disk_type(d, hvparams) not in hvp.SCSI_DISK_TYPES | {"ide"}]
     required = new_controllers + len(pci_disks) + len(new_nics)
     state.shortfall = provide_leaves(state, required + hvparams["pci_hotplug_slots"], required)
-    for _ in range(new_controllers):
+    for _controller in range(new_controllers):
         place_scsi_controller(state)
     for disk in new_disks:
         if disk["type"] not in hvp.SCSI_DISK_TYPES:

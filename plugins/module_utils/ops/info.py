@@ -258,4 +258,3 @@ def apply(call: Call) -> dict[str, Any]:
     if call.diff and diffs:
         result["diff"] = diffs
     return result
-
