@@ -38,11 +38,14 @@ def test_install_commands(tmp_path):
     requirements = yaml.safe_load(block("install", 1))
     requirements["collections"][0]["source"] = str(tarball)
     (tmp_path / "requirements.yml").write_text(yaml.safe_dump(requirements))
+    # As on a user's machine: no copy of the collection importable already (the test run's PYTHONPATH has one,
+    # and ansible-galaxy then answers "Nothing to do").
+    env = {k: v for k, v in ansible_env({"ANSIBLE_COLLECTIONS_PATH": ""}).items() if k != "PYTHONPATH"}
     for pos, shown in enumerate(commands(block("install"))):
         target = tmp_path / f"into-{pos}"
         argv = [re.sub(r"^kvmhv-qemu-[0-9.]+\.tar\.gz$", str(tarball), a).replace("/src/kvmhv-qemu", str(REPO)) for a in shown]
         done = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:], "-p", str(target)], capture_output=True, text=True,
-                              cwd=tmp_path, env=ansible_env({"ANSIBLE_COLLECTIONS_PATH": str(target)}), check=False)
+                              cwd=tmp_path, env={**env, "ANSIBLE_COLLECTIONS_PATH": str(target)}, check=False)
         assert done.returncode == 0, (argv, done.stdout[-2000:], done.stderr[-2000:])
         assert (target / "ansible_collections" / "kvmhv" / "qemu" / "plugins" / "modules" / "kvm_instance.py").exists(), argv
 
