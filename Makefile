@@ -17,7 +17,7 @@ export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
 # QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
 QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest qemu-user demo test lint sanity units integration molecule fleet fleet-up fleet-down bench bench-fleet clean
+.PHONY: setup apt venv link guest qemu-user demo test lint sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fleet clean
 
 setup: apt venv link guest qemu-user
 
@@ -76,6 +76,10 @@ sanity: setup
 
 units: setup
 	python -m pytest tests/unit -q
+
+# Hand-written mutants of module_utils; the unit suite must kill every one (tests/README.md).
+mutants: setup
+	python tests/unit/mutants.py
 
 integration: setup
 	python -m pytest tests/integration -q
