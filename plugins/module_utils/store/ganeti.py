@@ -798,6 +798,7 @@ def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[An
             if dev["mode"] == "ro":
                 opts.append("readonly=on")
             argv += ["-drive", join_opts(opts)]
+    argv += runtime.get("kvm_extra") or []  # Ganeti keeps kvm_extra inside kvm_cmd, and a target runs only kvm_cmd
     argv[1:1] = _plumbing(runtime, name, run_dir)
     out: list[Any] = []
     for pos, arg in enumerate(argv):
