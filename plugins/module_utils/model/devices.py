@@ -22,8 +22,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 DISK_FORMATS = ("raw", "qcow2")
 DISK_MODES = ("rw", "ro")
 NETWORK_TYPES = ("tap", "user")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 # Namespace for uuids derived from names, so the same input gives the same uuid.
 UUID_NS = uuidlib.UUID("6b1f2d4e-3c1a-5e8b-9a47-0c2d8e6f4a10")
 
@@ -94,8 +94,8 @@ def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
     return record
 
 
-_ISCSI_RE = re.compile(r"^iscsi://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/(iqn\.[A-Za-z0-9.:-]+)/([0-9]{1,5})$")
-_NBD_RE = re.compile(r"^nbd://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/([A-Za-z0-9._-]{1,64})$")
+_ISCSI_RE = re.compile(r"^iscsi://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/(iqn\.[A-Za-z0-9.:-]+)/([0-9]{1,5})\Z")
+_NBD_RE = re.compile(r"^nbd://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/([A-Za-z0-9._-]{1,64})\Z")
 
 
 def disk_uri(uri: Any) -> dict[str, Any]:

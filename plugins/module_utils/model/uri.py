@@ -10,8 +10,8 @@ from typing import NamedTuple
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
-_TCP_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})$")
-_UNIX_RE = re.compile(r"^unix:(/[^\x00-\x1f]+)$")
+_TCP_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})\Z")
+_UNIX_RE = re.compile(r"^unix:(/[^\x00-\x1f]+)\Z")
 
 
 class MigrationUri(NamedTuple):

@@ -26,7 +26,6 @@ is validated strictly (``validate``) before anyone uses it.
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any, Callable, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -42,7 +41,6 @@ FORMAT_VERSION = 2
 LEGACY_VERSION = 0
 MARKS = ("stopped", "incoming")
 CONTROLLER_KINDS = {"scsi": "controller", "pci-bridge": "pci-bridge", "pcie-root-port": "pcie-root-port"}
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def from_legacy(data: list[Any]) -> dict[str, Any]:
@@ -117,7 +115,7 @@ def _check_disk(dev: dict[str, Any], where: str) -> None:
 
 
 def _check_nic(dev: dict[str, Any], where: str) -> None:
-    if not isinstance(dev.get("mac"), str) or not _MAC_RE.match(dev["mac"]):
+    if not isinstance(dev.get("mac"), str) or not devices.MAC_RE.match(dev["mac"]):
         raise KvmError(f"{where}: mac {dev.get('mac')!r} is not a MAC address")
     try:
         dev["network"] = devices.network_record(dev.get("network"))

@@ -128,7 +128,6 @@ def test_disk_uri_refuses_everything_else(uri):
         devices.disk_uri(uri)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: devices' patterns end in '$', which also matches before a final newline")
 @pytest.mark.parametrize("check", [
     lambda: devices.disk_uri("nbd://h/e\n"),
     lambda: devices.disk_uri("iscsi://t/iqn.x/0\n"),
