@@ -17,6 +17,7 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DISK_FORMATS = ("raw", "qcow2")
@@ -106,14 +107,15 @@ def disk_uri(uri: Any) -> dict[str, Any]:
     """
     text = str(uri)
     iscsi = _ISCSI_RE.match(text)
-    if iscsi:
+    if iscsi and uris.port_ok(iscsi.group(2) or "3260"):
         return {"driver": "iscsi", "transport": "tcp", "portal": f"{iscsi.group(1)}:{iscsi.group(2) or 3260}",
                 "target": iscsi.group(3), "lun": int(iscsi.group(4))}
     nbd = _NBD_RE.match(text)
-    if nbd:
+    if nbd and uris.port_ok(nbd.group(2) or "10809"):
         return {"driver": "nbd", "server": {"type": "inet", "host": nbd.group(1), "port": nbd.group(2) or "10809"},
                 "export": nbd.group(3)}
-    raise KvmError(f"disk uri {text!r} is not iscsi://HOST[:PORT]/IQN/LUN or nbd://HOST[:PORT]/EXPORT (no credentials)")
+    raise KvmError(f"disk uri {text!r} is not iscsi://HOST[:PORT]/IQN/LUN or nbd://HOST[:PORT]/EXPORT "
+                   "(port 1-65535, no credentials)")
 
 
 def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:
