@@ -108,11 +108,14 @@ def disk_uri(uri: Any) -> dict[str, Any]:
     text = str(uri)
     iscsi = _ISCSI_RE.match(text)
     if iscsi and uris.port_ok(iscsi.group(2) or "3260"):
+        # libiscsi parses the portal itself: an IPv6 host keeps its brackets
         return {"driver": "iscsi", "transport": "tcp", "portal": f"{iscsi.group(1)}:{iscsi.group(2) or 3260}",
                 "target": iscsi.group(3), "lun": int(iscsi.group(4))}
     nbd = _NBD_RE.match(text)
     if nbd and uris.port_ok(nbd.group(2) or "10809"):
-        return {"driver": "nbd", "server": {"type": "inet", "host": nbd.group(1), "port": nbd.group(2) or "10809"},
+        # QEMU's InetSocketAddress wants the bare host: an IPv6 address without its brackets
+        host = nbd.group(1).removeprefix("[").removesuffix("]")
+        return {"driver": "nbd", "server": {"type": "inet", "host": host, "port": nbd.group(2) or "10809"},
                 "export": nbd.group(3)}
     raise KvmError(f"disk uri {text!r} is not iscsi://HOST[:PORT]/IQN/LUN or nbd://HOST[:PORT]/EXPORT "
                    "(port 1-65535, no credentials)")

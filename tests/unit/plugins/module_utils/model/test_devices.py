@@ -139,10 +139,9 @@ def test_a_trailing_newline_is_refused(check):
         check()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: devices.disk_uri keeps the brackets of an IPv6 nbd host; "
-                                       "QEMU's InetSocketAddress host wants the bare address")
 def test_nbd_ipv6_host_is_the_bare_address():
     assert devices.disk_uri("nbd://[fd00::2]/e")["server"]["host"] == "fd00::2"
+    assert devices.disk_uri("iscsi://[fd00::2]/iqn.x/0")["portal"] == "[fd00::2]:3260"  # libiscsi's portal keeps them
 
 
 @pytest.mark.parametrize("uri", ["nbd://h:1/e", "nbd://h:65535/e", "iscsi://t:65535/iqn.x/0"])
