@@ -21,7 +21,24 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
 
 
+def _done(answers: dict[str, Any], command: str) -> bool:
+    return command in answers and not isinstance(answers[command], KvmError)
+
+
+async def _undo(mon: Monitor, dev_id: str, answers: dict[str, Any], new_set: int | None, old_sets: list[int]) -> None:
+    """After a failed burst: take out whatever of the new medium QEMU took, so its node (named like the
+    device) and fdset do not block the next change; the old fdset goes once its node is gone."""
+    if new_set is not None and _done(answers, "blockdev-add"):
+        if _done(answers, "blockdev-insert-medium"):
+            await mon.try_cmd("blockdev-remove-medium", {"id": dev_id})
+        await mon.try_cmd("blockdev-del", {"node-name": dev_id})
+    stale = old_sets if _done(answers, "blockdev-del") else []
+    for fdset in [*stale, *([new_set] if new_set is not None else [])]:
+        await mon.try_cmd("remove-fd", {"fdset-id": fdset})
+
+
 async def change(mon: Monitor, cd: dict[str, Any], want: dict[str, Any], hvparams: dict[str, Any]) -> None:
+    """Put ``want``'s medium (or none) into the scsi-cd ``cd`` in one burst; on a failure nothing new stays."""
     dev_id = cd["hvinfo"]["id"]
     old_sets = query.fdsets_by_opaque(await mon.cmd("query-fdsets", step="media")).get(dev_id, [])
     burst: list[tuple[str, dict[str, Any] | None]] = [("blockdev-open-tray", {"id": dev_id, "force": True})]
@@ -42,8 +59,7 @@ async def change(mon: Monitor, cd: dict[str, Any], want: dict[str, Any], hvparam
     answers = await mon.batch(burst)
     failed = next((a for a in answers if isinstance(a, KvmError)), None)
     if failed is not None:
-        if new_set is not None:
-            await mon.try_cmd("remove-fd", {"fdset-id": new_set})
+        await _undo(mon, dev_id, dict(zip([c for c, _a in burst], answers, strict=True)), new_set, old_sets)
         raise failed.with_step("media")
     for fdset in old_sets:
         await mon.try_cmd("remove-fd", {"fdset-id": fdset})
