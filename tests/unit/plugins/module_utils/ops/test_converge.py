@@ -146,8 +146,6 @@ def test_every_problem_is_named_at_once_and_ide_cannot_be_hotplugged():
         converge.plan(rt, {"disks": [disk(1), disk(2), disk(3, type="ide")], "nics": []}, purge=False)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge.plan takes a scsi-cd's uri change for a medium change, but media.change can only "
-                                       "insert a path: the CD is ejected, after() records no uri, and every run plans the change again")
 def test_a_cd_asked_with_a_uri_converges():
     cd = disk(1, type="scsi-cd")
     rt = runtime([cd], [])
@@ -156,8 +154,6 @@ def test_a_cd_asked_with_a_uri_converges():
     assert converge.plan(done, spec, purge=True).empty
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge.plan refuses a scsi-cd medium change that also changes the format, which "
-                                       "kvm_disk_hotplug accepts and media.change and after() carry out")
 def test_a_cd_medium_may_change_its_format():
     rt = runtime([disk(1, type="scsi-cd")], [])
     spec = {"disks": [disk(1, type="scsi-cd", path="/srv/new.qcow2", format="qcow2")], "nics": []}
