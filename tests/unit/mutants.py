@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hand-written mutants of the allocator, the upgrader, hvinfo validation and convergence; the unit suite must kill each.
+"""Hand-written mutants of the allocator, the upgrader, hvinfo validation, convergence and the fixed xfail bugs; the unit suite must kill each.
 
     python tests/unit/mutants.py            # every mutant
     python tests/unit/mutants.py A1 U3      # some
@@ -131,6 +131,16 @@ MUTANTS = [
     Mutant("C8", "ops/converge.py", "            elif differs:\n", "            elif False:\n", "property changes are silently ignored"),
     Mutant("C9", "ops/media.py", 'found.get("type") == "scsi-cd"', 'found.get("type") in ("scsi-cd", "paravirtual", "scsi-hd")',
            "any disk's path counts as a medium"),
+    # -- fixes of the strict xfails ---------------------------------------------------------------------------------------
+    Mutant("F1", "store/rundir.py", r'NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")',
+           r'NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")', "an instance name with a trailing newline passes"),
+    Mutant("F2", "ops/media.py", '        await mon.try_cmd("blockdev-del", {"node-name": dev_id})\n', "        pass\n",
+           "a failed medium change leaves the new block node behind"),
+    Mutant("F3", "qemu/qmp.py", "        if not commands:\n            return []\n", "", "an empty batch raises"),
+    Mutant("F4", "store/upgrade.py", "    extra = sorted(set(record) - _DECLARED[kind])", "    extra: list[str] = []",
+           "undeclared runtime fields are kept"),
+    Mutant("F5", "ops/info.py", "qdev not in skip:", "qdev not in skip and qdev not in present:",
+           "a named device of an unknown kind in the hotplug window is no drift"),
 ]
 
 
