@@ -6,7 +6,8 @@
 These are ``TypedDict``s (not classes) because the runtime *is* JSON: the
 same dicts are read, checked by the upgrader, handed to QEMU and written back.
 Every key is optional to the type checker; ``store.upgrade.validate`` is the
-one place that decides which keys a stored record must have.
+one place that decides which keys a stored record must have, and refuses a
+key declared here for no record (``keys_of``): this file is the one list.
 """
 
 from __future__ import annotations
@@ -98,3 +99,8 @@ class Runtime(TypedDict, total=False):
 def records(runtime: Runtime, kind: str) -> list[dict[str, Any]]:
     """The records of one kind (``controllers``, ``disks`` or ``nics``) of a runtime, as plain dicts."""
     return cast("list[dict[str, Any]]", cast("dict[str, Any]", runtime).get(kind, []))
+
+
+def keys_of(record_type: Any) -> frozenset[str]:
+    """The keys a TypedDict above declares (what ``store.upgrade.validate`` lets a stored record hold)."""
+    return frozenset(record_type.__annotations__)

@@ -17,13 +17,14 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DISK_FORMATS = ("raw", "qcow2")
 DISK_MODES = ("rw", "ro")
 NETWORK_TYPES = ("tap", "user")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 # Namespace for uuids derived from names, so the same input gives the same uuid.
 UUID_NS = uuidlib.UUID("6b1f2d4e-3c1a-5e8b-9a47-0c2d8e6f4a10")
 
@@ -94,8 +95,8 @@ def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
     return record
 
 
-_ISCSI_RE = re.compile(r"^iscsi://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/(iqn\.[A-Za-z0-9.:-]+)/([0-9]{1,5})$")
-_NBD_RE = re.compile(r"^nbd://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/([A-Za-z0-9._-]{1,64})$")
+_ISCSI_RE = re.compile(r"^iscsi://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/(iqn\.[A-Za-z0-9.:-]+)/([0-9]{1,5})\Z")
+_NBD_RE = re.compile(r"^nbd://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?/([A-Za-z0-9._-]{1,64})\Z")
 
 
 def disk_uri(uri: Any) -> dict[str, Any]:
@@ -106,14 +107,18 @@ def disk_uri(uri: Any) -> dict[str, Any]:
     """
     text = str(uri)
     iscsi = _ISCSI_RE.match(text)
-    if iscsi:
+    if iscsi and uris.port_ok(iscsi.group(2) or "3260"):
+        # libiscsi parses the portal itself: an IPv6 host keeps its brackets
         return {"driver": "iscsi", "transport": "tcp", "portal": f"{iscsi.group(1)}:{iscsi.group(2) or 3260}",
                 "target": iscsi.group(3), "lun": int(iscsi.group(4))}
     nbd = _NBD_RE.match(text)
-    if nbd:
-        return {"driver": "nbd", "server": {"type": "inet", "host": nbd.group(1), "port": nbd.group(2) or "10809"},
+    if nbd and uris.port_ok(nbd.group(2) or "10809"):
+        # QEMU's InetSocketAddress wants the bare host: an IPv6 address without its brackets
+        host = nbd.group(1).removeprefix("[").removesuffix("]")
+        return {"driver": "nbd", "server": {"type": "inet", "host": host, "port": nbd.group(2) or "10809"},
                 "export": nbd.group(3)}
-    raise KvmError(f"disk uri {text!r} is not iscsi://HOST[:PORT]/IQN/LUN or nbd://HOST[:PORT]/EXPORT (no credentials)")
+    raise KvmError(f"disk uri {text!r} is not iscsi://HOST[:PORT]/IQN/LUN or nbd://HOST[:PORT]/EXPORT "
+                   "(port 1-65535, no credentials)")
 
 
 def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:

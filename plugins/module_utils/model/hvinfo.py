@@ -23,16 +23,16 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import HvInfo
 
 # QEMU's rule for a device/node/netdev id: a letter first, then letters,
 # digits, '.', '_' or '-'; block node names are capped at 32 characters.
-ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,31}$")
+ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,31}\Z")
 ID_MAX = 32
-UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 # Bus names the collection (and Ganeti) use: the root PCI bus, bridges and
 # root ports (named after their id), SCSI controller buses, the IDE buses.
-PCI_BUS_RE = re.compile(r"^pcie?\.[0-9]{1,3}$")
-SCSI_BUS_RE = re.compile(r"^scsi[0-9]{0,3}\.0$")
-IDE_BUS_RE = re.compile(r"^ide\.[0-5]$")
+PCI_BUS_RE = re.compile(r"^pcie?\.[0-9]{1,3}\Z")
+SCSI_BUS_RE = re.compile(r"^scsi[0-9]{0,3}\.0\Z")
+IDE_BUS_RE = re.compile(r"^ide\.[0-5]\Z")
 # A PCI address: slot (0x00-0x1f), optionally .function (0-7).
-ADDR_RE = re.compile(r"^0x([0-9a-fA-F]{1,2})(?:\.(?:0x)?([0-7]))?$")
+ADDR_RE = re.compile(r"^0x([0-9a-fA-F]{1,2})(?:\.(?:0x)?([0-7]))?\Z")
 
 
 def _int_in(low: int, high: int) -> Callable[[Any], bool]:

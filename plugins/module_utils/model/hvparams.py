@@ -74,14 +74,14 @@ DEFAULTS: dict[str, Any] = {
     "kernel_args": None,
     "kvm_extra": None,
 }
-_MACHINE_RE = re.compile(r"^(pc|q35|pc-(i440fx|q35)-[0-9]{1,2}\.[0-9]{1,2})$")
+_MACHINE_RE = re.compile(r"^(pc|q35|pc-(i440fx|q35)-[0-9]{1,2}\.[0-9]{1,2})\Z")
 MAX_HOTPLUG_SLOTS = 240
 # -cpu is not QemuOpts: a comma always separates, so the value must follow
 # the grammar MODEL[,FEATURE...] where a feature is +flag, -flag or
 # flag=on|off|<number>; nothing else (no model-id=..., no escaping tricks).
 _CPU_MODEL = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _CPU_FEATURE = r"(?:[+-][a-z0-9][a-z0-9_.-]{0,63}|[a-z0-9][a-z0-9_.-]{0,63}=(?:on|off|true|false|[0-9]{1,10}|0x[0-9a-fA-F]{1,8}))"
-_CPU_RE = re.compile(rf"^{_CPU_MODEL}(?:,{_CPU_FEATURE})*$")
+_CPU_RE = re.compile(rf"^{_CPU_MODEL}(?:,{_CPU_FEATURE})*\Z")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "disk_type": tuple(DISK_DRIVERS) + tuple(DISK_TYPE_ALIASES),
     "nic_type": tuple(NIC_DRIVERS),

@@ -10,8 +10,14 @@ from typing import NamedTuple
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
-_TCP_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})$")
-_UNIX_RE = re.compile(r"^unix:(/[^\x00-\x1f]+)$")
+_TCP_RE = re.compile(r"^tcp:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})\Z")
+_UNIX_RE = re.compile(r"^unix:(/[^\x00-\x1f]+)\Z")
+
+
+def port_ok(digits: str) -> bool:
+    """Whether a port the patterns matched (1-5 digits) is one QEMU can use, 1-65535: shared by
+    migration and disk uris, so both refuse what QEMU would refuse only at start or hotplug."""
+    return 0 < int(digits) < 65536
 
 
 class MigrationUri(NamedTuple):
@@ -26,7 +32,7 @@ def parse(uri: object, option: str) -> MigrationUri:
     """``tcp:HOST:PORT`` or ``unix:/PATH``, else a KvmError naming ``option``."""
     if isinstance(uri, str):
         tcp = _TCP_RE.match(uri)
-        if tcp and 0 < int(tcp.group(2)) < 65536:
+        if tcp and port_ok(tcp.group(2)):
             return MigrationUri(uri, "tcp", tcp.group(1), int(tcp.group(2)), None)
         unix = _UNIX_RE.match(uri)
         if unix:

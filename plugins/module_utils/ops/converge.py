@@ -19,7 +19,7 @@ in two moves through the one hotplug engine:
   removed again and the runtime file is unchanged.
 
 A device whose identity matches but whose properties differ is an error,
-except a ``scsi-cd``'s medium (path), which changes live. Either way QEMU
+except a ``scsi-cd``'s medium (path or uri, and its format), which changes live. Either way QEMU
 and the runtime file agree afterwards.
 """
 
@@ -89,7 +89,7 @@ def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
             if have is None:
                 continue
             differs = hotplug.mismatch(kind, dict(have), wanted_properties(kind, want, rt["hvparams"]))
-            if differs and kind == "disks" and have.get("type") == "scsi-cd" and all(d.startswith(("path ", "uri ")) for d in differs):
+            if kind == "disks" and media.medium_change(dict(have), differs):
                 result.media.append((dict(have), want))
             elif differs:
                 problems.append(f"{have['hvinfo']['id']} differs: {', '.join(differs)}")
@@ -126,7 +126,7 @@ def after(rt: Runtime, the_plan: Plan) -> Runtime:
     for cd, want in the_plan.media:
         for disk in result["disks"]:
             if disk["uuid"] == cd["uuid"]:
-                disk["path"], disk["format"] = want.get("path"), want.get("format", disk["format"])
+                disk.update(media.medium(want, dict(disk)))  # type: ignore[typeddict-item]
     return result
 
 

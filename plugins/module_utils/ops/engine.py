@@ -167,6 +167,8 @@ async def _occupant(mon: Monitor, item: Item) -> str | None:
     if item.id in present:
         return f"a device with id {item.id}"
     others = [i for i in present if i != item.id]
+    if not others:
+        return None  # nothing else there: no drift, and no round trip
     questions: list[tuple[str, dict[str, Any] | None]] = []
     for dev_id in others:
         questions += _placement_queries(Item("disks", {"hvinfo": {**info, "id": dev_id}}))

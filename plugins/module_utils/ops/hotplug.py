@@ -165,7 +165,7 @@ class HotplugOp:
         if found is not None:
             asked = asked_properties(self.kind, self.spec)
             differs = mismatch(self.kind, found, {**found, **asked})
-            if differs and found.get("type") == "scsi-cd" and all(d.startswith(("path ", "format ")) for d in differs):
+            if media.medium_change(found, differs):
                 return await self._change_medium(mon, rt, found, asked)
             if differs:
                 raise KvmError(f"{self.kind[:-1]} {found['hvinfo']['id']} is plugged with {', '.join(differs)}; "
@@ -206,8 +206,9 @@ class HotplugOp:
         """A scsi-cd asked with another image: its medium changes live."""
         after = runtime_file.copy(rt)
         changed = next(d for d in after["disks"] if d["uuid"] == cd["uuid"])
-        changed.update({"path": asked.get("path"), "format": asked.get("format", cd["format"])})
-        diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path')}\n", "after": f"{cd['hvinfo']['id']} medium {changed['path']}\n"}
+        changed.update(media.medium(asked, cd))  # type: ignore[typeddict-item]
+        diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path') or cd.get('uri')}\n",
+                "after": f"{cd['hvinfo']['id']} medium {changed['path'] or changed['uri']}\n"}
         if not self.call.check:
             await media.change(mon, cd, dict(changed), rt["hvparams"])
             runtime_file.save(self.rd, self.where.name, after)

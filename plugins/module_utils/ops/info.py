@@ -115,17 +115,29 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
                 if same is False:
                     real = os.path.realpath(backing) if backing else "?"
                     problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
+    reported: set[str] = set()
     for dev_id, kind in sorted(present.items()):
         if dev_id not in recorded and (kind in DEVICE_DRIVERS or hvi.driver_kind(kind) is not None):
             got = placed.get(dev_id, {})
             at = f" at {got['bus']} slot {got['addr'] >> 3:#04x}" if isinstance(got.get("addr"), int) else \
                 f" at {got.get('bus')} scsi-id {got['scsi-id']}" if "scsi-id" in got else ""
             problems.append(f"QEMU has {kind} {dev_id}{at}, missing from the runtime")
+            reported.add(dev_id)
+    return problems + _window_drift(rt, root_slots, known_slots, present, reported | recorded)
+
+
+def _window_drift(rt: Runtime, root_slots: dict[int, dict[str, Any]], known_slots: set[int], present: dict[str, str],
+                  skip: set[str]) -> list[str]:
+    """Whatever sits in the hotplug window unrecorded, named or not, of any kind: a named device of a kind
+    this collection does not know takes the slot too (a hotplug there fails with a drift hint)."""
+    root = hvp.root_bus(rt["hvparams"])
     window = construct.bus_state(rt).window()
+    problems = []
     for slot, dev in sorted(root_slots.items()):
         qdev = dev.get("qdev_id") or ""
-        if slot in window and slot not in known_slots and qdev not in present:
-            problems.append(f"QEMU has {qdev or 'a device'} at {root} slot {slot:#04x}, missing from the runtime")
+        if slot in window and slot not in known_slots and qdev not in skip:
+            what = f"{present[qdev]} {qdev}" if qdev in present else qdev or "a device"
+            problems.append(f"QEMU has {what} at {root} slot {slot:#04x}, missing from the runtime")
     return problems
 
 

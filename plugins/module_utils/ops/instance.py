@@ -24,6 +24,7 @@ it: the mark goes, the NBD server closes, the images become the instance's.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
@@ -65,9 +66,11 @@ NIC_KEYS = ("uuid", "mac", "network")
 
 
 def _dev_key(dev: Any, kind: str, hvp: dict[str, Any]) -> tuple[Any, ...]:
+    """A device's identity and properties, hashable; a network by its sorted JSON, so key order
+    (the runtime file is written sorted) never makes two equal networks differ."""
     if kind == "disks":
         return (*(dev.get(k) for k in DISK_KEYS[:-1]), allocator.disk_type(dev, hvp))
-    return (dev["uuid"], dev["mac"], repr(dev.get("network")))
+    return (dev["uuid"], dev["mac"], json.dumps(dev.get("network"), sort_keys=True))
 
 
 def summary(spec: Any) -> dict[str, Any]:

@@ -76,13 +76,14 @@ def nics(runtime: Any) -> list[dict[str, Any]]:
 
 def has_serial(runtime: Any) -> bool:
     """False when ``kvm_cmd`` says ``-serial none`` (then a start adds no serial port either)."""
-    argv = runtime["kvm_cmd"]
+    argv = runtime.get("kvm_cmd") or []
     return not any(argv[pos] == "-serial" and argv[pos + 1] == "none" for pos in range(len(argv) - 1))
 
 
 def kvm_cmd_ids(runtime: Any) -> set[str]:
-    """Ids of the devices ``kvm_cmd`` creates itself (``-device DRIVER,...,id=X``)."""
-    argv = runtime["kvm_cmd"]
+    """Ids of the devices ``kvm_cmd`` creates itself (``-device DRIVER,...,id=X``); none without a ``kvm_cmd``
+    (a runtime being planned), rather than a KeyError."""
+    argv = runtime.get("kvm_cmd") or []
     ids: set[str] = set()
     for pos in range(len(argv) - 1):
         if argv[pos] == "-device" and not argv[pos + 1].startswith("{"):

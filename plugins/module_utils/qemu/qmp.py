@@ -67,8 +67,11 @@ class Monitor:
 
         QEMU executes them in order. Each answer is the command's result or
         the KvmError it raised (one deadline for the whole burst), so the
-        caller sees exactly what happened and what to undo.
+        caller sees exactly what happened and what to undo. No commands, no
+        answers (asyncio.wait refuses an empty set).
         """
+        if not commands:
+            return []
         tasks = [asyncio.ensure_future(self._execute(cmd, args, None)) for cmd, args in commands]
         await asyncio.wait(tasks, timeout=timeout)
         answers: list[Any] = []

@@ -114,7 +114,7 @@ _UNSUPPORTED_DISK_TYPES = ("sd", "mtd", "pflash")
 # -drive interfaces whose disks the module hands over; others are left to QEMU.
 _DRIVE_DISK_INTERFACES = ("virtio", "ide", "scsi")
 _PROTOCOL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-_NUM_RE = re.compile(r"^([0-9]+)([MmGg]?)$")
+_NUM_RE = re.compile(r"^([0-9]+)([MmGg]?)\Z")
 _IFNAME_PREFIX = "gnt"
 # Ganeti's nic_type / disk_type -> the -device driver it used (a literal type otherwise).
 _GANETI_NIC_DRIVER = {"paravirtual": "virtio-net-pci"}
@@ -413,7 +413,7 @@ def _hvparams(ganeti_hv: dict[str, Any], argv: list[str], notes: list[str]) -> t
     try:
         normalized = hvp.normalize(ours)
     except KvmError as err:
-        if not machine or "machine_type" not in err.msg or not re.match(r"^pc(-[0-9.]+)?$", machine):
+        if not machine or "machine_type" not in err.msg or not re.match(r"^pc(-[0-9.]+)?\Z", machine):
             raise KvmError(f"Ganeti runtime: {err.msg}") from None
         # An older i440fx name (pc-0.12, pc-1.0): kvm_cmd keeps it; new starts use "pc".
         ours["machine_type"] = "pc"
@@ -658,7 +658,7 @@ def unstartable(runtime: dict[str, Any]) -> str | None:
 
 _DRIVE_KEYS = frozenset({"if", "index", "bus", "unit", "cache", "aio", "discard", "serial", "werror", "rerror",
                          "detect-zeroes", "copy-on-read", "snapshot"})
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 _FIXED_NIC_DRIVERS = frozenset(hvp.NIC_DRIVERS.values())
 _FIXED_DISK_DRIVERS = frozenset({*hvp.DISK_DRIVERS.values()})
 CACHE_MODES = ("none", "writeback", "writethrough", "directsync", "unsafe", "default")
@@ -798,6 +798,7 @@ def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[An
             if dev["mode"] == "ro":
                 opts.append("readonly=on")
             argv += ["-drive", join_opts(opts)]
+    argv += runtime.get("kvm_extra") or []  # Ganeti keeps kvm_extra inside kvm_cmd, and a target runs only kvm_cmd
     argv[1:1] = _plumbing(runtime, name, run_dir)
     out: list[Any] = []
     for pos, arg in enumerate(argv):

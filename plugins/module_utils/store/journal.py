@@ -23,22 +23,31 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Pat
 KINDS = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",), "controllers": ("controller",)}
 
 
+def _entries(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """The journal's entries, each record's hvinfo validated like the runtime's (raises on any damage)."""
+    data = json.loads(text)
+    entries = [(entry["kind"], entry["record"]) for entry in data]
+    for kind, record in entries:
+        if kind not in KINDS or not isinstance(record, dict):
+            raise ValueError(kind)
+        record["hvinfo"] = hvi.validate(record.get("hvinfo"), "journal", KINDS[kind])
+        if kind == "controllers" and record.get("kind") != "scsi":
+            raise ValueError("only SCSI controllers are hot-added")
+    return entries
+
+
 def read(rd: RunDir, where: Paths) -> list[tuple[str, dict[str, Any]]]:
+    """The pending entries; any damage (a bad hvinfo too) names the file and the way out."""
     text = rd.read_text(os.path.basename(where.journal))
     if text is None:
         return []
     try:
-        data = json.loads(text)
-        entries = [(entry["kind"], entry["record"]) for entry in data]
-        for kind, record in entries:
-            if kind not in KINDS or not isinstance(record, dict):
-                raise ValueError(kind)
-            record["hvinfo"] = hvi.validate(record.get("hvinfo"), "journal", KINDS[kind])
-            if kind == "controllers" and record.get("kind") != "scsi":
-                raise ValueError("only SCSI controllers are hot-added")
+        return _entries(text)
+    except KvmError as err:
+        reason = err.msg
     except (ValueError, TypeError, KeyError) as err:
-        raise KvmError(f"hotplug journal {where.journal} is damaged ({err}); check QEMU with kvm_instance_info, then remove it") from None
-    return entries
+        reason = str(err)
+    raise KvmError(f"hotplug journal {where.journal} is damaged ({reason}); check QEMU with kvm_instance_info, then remove it")
 
 
 def write(rd: RunDir, where: Paths, entries: list[tuple[str, dict[str, Any]]]) -> None:

@@ -36,7 +36,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
 DEFAULT_RUNTIME_DIR = "/run/kvmhv"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 RUNTIME_SUFFIX = ".runtime.json"
 UNIX_PATH_MAX = 107
 # Suffixes of the files an instance owns in the runtime directory.

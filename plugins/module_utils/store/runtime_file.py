@@ -53,8 +53,18 @@ def save(rd: RunDir, name: str, runtime: Runtime) -> None:
     rd.write_atomic(name + RUNTIME_SUFFIX, dumps(runtime))
 
 
-def read_path(path: str) -> tuple[Runtime, int]:
-    """A runtime file given by path (any format the upgrader reads), opened safely."""
+def _check_trusted(fd: int, path: str) -> None:
+    """Refuse anything but a regular file of root or the module's user, not writable by others."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise KvmError(f"runtime file {path} is not a regular file")
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise KvmError(f"runtime file {path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
+                       "only files of root or the module's user, not writable by others, are trusted")
+
+
+def _open_trusted(path: str) -> int:
+    """A descriptor of ``path``, checked before anything reads it (fdopen of a directory would raise)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -63,13 +73,17 @@ def read_path(path: str) -> tuple[Runtime, int]:
         if os.path.islink(path):
             raise KvmError(f"runtime file {path} is a symlink; give the file itself") from None
         raise KvmError(f"cannot read runtime file {path}: {err.strerror}") from None
-    with os.fdopen(fd, encoding="utf-8") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise KvmError(f"runtime file {path} is not a regular file")
-        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise KvmError(f"runtime file {path} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
-                           "only files of root or the module's user, not writable by others, are trusted")
+    try:
+        _check_trusted(fd, path)
+    except BaseException:
+        os.close(fd)  # no descriptor leaks on a refusal
+        raise
+    return fd
+
+
+def read_path(path: str) -> tuple[Runtime, int]:
+    """A runtime file given by path (any format the upgrader reads), opened safely."""
+    with os.fdopen(_open_trusted(path), encoding="utf-8") as handle:
         try:
             text = handle.read()
         except (OSError, UnicodeDecodeError) as err:

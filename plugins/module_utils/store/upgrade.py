@@ -26,7 +26,6 @@ is validated strictly (``validate``) before anyone uses it.
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any, Callable, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -36,13 +35,13 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams a
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, NicRecord, Runtime, keys_of, records
 
 FORMAT_VERSION = 2
 LEGACY_VERSION = 0
 MARKS = ("stopped", "incoming")
+_DECLARED = {"runtime": keys_of(Runtime), "disks": keys_of(DiskRecord), "nics": keys_of(NicRecord)}
 CONTROLLER_KINDS = {"scsi": "controller", "pci-bridge": "pci-bridge", "pcie-root-port": "pcie-root-port"}
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
 def from_legacy(data: list[Any]) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def _check_disk(dev: dict[str, Any], where: str) -> None:
 
 
 def _check_nic(dev: dict[str, Any], where: str) -> None:
-    if not isinstance(dev.get("mac"), str) or not _MAC_RE.match(dev["mac"]):
+    if not isinstance(dev.get("mac"), str) or not devices.MAC_RE.match(dev["mac"]):
         raise KvmError(f"{where}: mac {dev.get('mac')!r} is not a MAC address")
     try:
         dev["network"] = devices.network_record(dev.get("network"))
@@ -125,8 +124,17 @@ def _check_nic(dev: dict[str, Any], where: str) -> None:
         raise KvmError(f"{where}: {err.msg}") from None
 
 
+def _only_declared(record: dict[str, Any], kind: str, where: str) -> None:
+    """Refuse a field types.py does not declare: nothing reads it, yet every save would write it back."""
+    extra = sorted(set(record) - _DECLARED[kind])
+    if extra:
+        raise KvmError(f"{where} has field(s) {', '.join(map(repr, extra))} this collection does not know; "
+                       "remove them from the file")
+
+
 def validate(runtime: dict[str, Any]) -> Runtime:
     """Strict checks so a damaged or hostile file fails here, before QEMU or a hotplug sees it."""
+    _only_declared(runtime, "runtime", "runtime")
     for key, shape in (("kvm_cmd", list), ("hvparams", dict), ("disks", list), ("nics", list)):
         if not isinstance(runtime.get(key), shape):
             raise KvmError(f"runtime field {key!r} is missing or not a {shape.__name__}")
@@ -154,6 +162,7 @@ def validate(runtime: dict[str, Any]) -> Runtime:
             where = f"runtime {kind[:-1]} {pos}"
             if not isinstance(dev, dict):
                 raise KvmError(f"{where} must be a mapping")
+            _only_declared(dev, kind, where)
             dev["uuid"] = hvi.check_uuid(dev.get("uuid"), f"{where} uuid")
             dev["hvinfo"] = hvi.validate(dev.get("hvinfo"), where, kinds[kind])
             if kind == "disks":

@@ -128,7 +128,6 @@ def test_disk_uri_refuses_everything_else(uri):
         devices.disk_uri(uri)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: devices' patterns end in '$', which also matches before a final newline")
 @pytest.mark.parametrize("check", [
     lambda: devices.disk_uri("nbd://h/e\n"),
     lambda: devices.disk_uri("iscsi://t/iqn.x/0\n"),
@@ -140,14 +139,16 @@ def test_a_trailing_newline_is_refused(check):
         check()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: devices.disk_uri keeps the brackets of an IPv6 nbd host; "
-                                       "QEMU's InetSocketAddress host wants the bare address")
 def test_nbd_ipv6_host_is_the_bare_address():
     assert devices.disk_uri("nbd://[fd00::2]/e")["server"]["host"] == "fd00::2"
+    assert devices.disk_uri("iscsi://[fd00::2]/iqn.x/0")["portal"] == "[fd00::2]:3260"  # libiscsi's portal keeps them
 
 
-@pytest.mark.xfail(strict=True, reason="bug: devices.disk_uri accepts ports 0 and 65536-99999, which model/uri.parse refuses "
-                                       "for migration; QEMU fails only at start or hotplug")
+@pytest.mark.parametrize("uri", ["nbd://h:1/e", "nbd://h:65535/e", "iscsi://t:65535/iqn.x/0"])
+def test_disk_uri_ports_at_the_ends_of_the_range(uri):
+    devices.disk_uri(uri)
+
+
 @pytest.mark.parametrize("uri", ["nbd://h:0/e", "nbd://h:99999/e", "iscsi://t:70000/iqn.x/0"])
 def test_disk_uri_ports_are_in_range(uri):
     with pytest.raises(KvmError):

@@ -250,8 +250,6 @@ def test_addresses_accept_exactly_slots_0_to_1f_and_functions_0_to_7(slot, funct
     assert accepted == expected
 
 
-@pytest.mark.xfail(strict=True, reason="bug: hvinfo's ID_RE, UUID_RE, bus and address patterns end in '$', which also matches "
-                                       "before a final newline, so validate() keeps such values")
 @pytest.mark.parametrize("key,value", [("id", "disk-1\n"), ("bus", "pci.0\n"), ("addr", "0x10\n")])
 def test_validate_refuses_a_trailing_newline(key, value):
     with pytest.raises(KvmError):

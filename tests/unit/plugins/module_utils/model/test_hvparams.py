@@ -139,7 +139,6 @@ def test_is_scsi_follows_the_disk_type():
     assert hvparams.disk_driver(hvparams.normalize({"disk_type": "ide"}), "scsi-cd") == "scsi-cd"  # a disk's own type wins
 
 
-@pytest.mark.xfail(strict=True, reason="bug: hvparams' _MACHINE_RE and _CPU_RE end in '$', which also matches before a final newline")
 @pytest.mark.parametrize("params", [{"machine_type": "pc\n"}, {"cpu_type": "host\n"}], ids=["machine", "cpu"])
 def test_a_trailing_newline_is_refused(params):
     with pytest.raises(KvmError):

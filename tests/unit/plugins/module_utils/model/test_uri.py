@@ -38,8 +38,6 @@ def test_host_names_up_to_253_characters():
         uri.parse(f"tcp:{long_host}c:1", "x")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: model/uri.py's patterns end in '$': 'unix:/tmp/x\\n' parses with path /tmp/x "
-                                       "while QEMU is told the uri with the newline (check_unix_target checks another path)")
 @pytest.mark.parametrize("text", ["unix:/tmp/x\n", "tcp:host:4444\n"])
 def test_a_trailing_newline_is_refused(text):
     with pytest.raises(KvmError):

@@ -146,8 +146,6 @@ def test_every_problem_is_named_at_once_and_ide_cannot_be_hotplugged():
         converge.plan(rt, {"disks": [disk(1), disk(2), disk(3, type="ide")], "nics": []}, purge=False)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge.plan takes a scsi-cd's uri change for a medium change, but media.change can only "
-                                       "insert a path: the CD is ejected, after() records no uri, and every run plans the change again")
 def test_a_cd_asked_with_a_uri_converges():
     cd = disk(1, type="scsi-cd")
     rt = runtime([cd], [])
@@ -156,8 +154,6 @@ def test_a_cd_asked_with_a_uri_converges():
     assert converge.plan(done, spec, purge=True).empty
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge.plan refuses a scsi-cd medium change that also changes the format, which "
-                                       "kvm_disk_hotplug accepts and media.change and after() carry out")
 def test_a_cd_medium_may_change_its_format():
     rt = runtime([disk(1, type="scsi-cd")], [])
     spec = {"disks": [disk(1, type="scsi-cd", path="/srv/new.qcow2", format="qcow2")], "nics": []}
@@ -233,8 +229,7 @@ def test_converge_unplugs_changes_media_then_adds_and_saves(fake, rd, tmp_path):
     where = paths(rd.path, "vm1")
     runtime_file.save(rd, "vm1", rt)
     spec = {"disks": [disk(1, directory), {**cd, "path": f"{directory}/d4.iso"}, disk(4, directory)], "nics": []}
-    the_plan = converge.plan(rt, spec, purge=True)
-    done = asyncio.run(converge.converge(qmp.Monitor(fake), rd, where, rt, the_plan, Call({}), 1.0))
+    done = asyncio.run(converge.converge(qmp.Monitor(fake), rd, where, rt, spec, True, Call({}), 1.0))
     commands = fake.commands()
     assert commands.index("device_del") < commands.index("blockdev-open-tray") < commands.index("device_add")
     assert set(fake.devices) == {"scsi", "disk-00000001", "disk-00000003", "disk-00000004"}
@@ -252,15 +247,13 @@ def test_devices_that_do_not_leave_stay_recorded_and_fail_the_task_after_the_add
     where = paths(rd.path, "vm1")
     spec = {"disks": [disk(3, directory)], "nics": []}
     with pytest.raises(KvmError) as err:
-        asyncio.run(converge.converge(qmp.Monitor(fake), rd, where, rt, converge.plan(rt, spec, purge=True), Call({}), 0.2))
+        asyncio.run(converge.converge(qmp.Monitor(fake), rd, where, rt, spec, True, Call({}), 0.2))
     assert str(err.value).startswith("unplug: these devices did not leave and stay recorded: disk-00000002 (no DEVICE_DELETED")
     saved = runtime_file.load(rd, "vm1")[0]
     assert [d["uuid"] for d in saved["disks"]] == [uuid(2), uuid(3)] and set(fake.devices) == {"disk-00000002", "disk-00000003"}
     assert saved["disks"][1]["hvinfo"]["addr"] == "0x10"  # the slot disk 1 freed; disk 2 still holds 0x11
 
 
-@pytest.mark.xfail(strict=True, reason="bug: converge.converge plugs at the addresses plan() counted as freed even when their devices "
-                                       "did not leave: device_add fails with a false 'drift' hint and the stuck unplug goes unreported")
 def test_an_unplug_that_fails_does_not_turn_into_a_drift_error(fake, rd, tmp_path):
     directory = images(tmp_path, 1, 2, 3, 4)
     rt = runtime([disk(1, directory), disk(2, directory)], [])
@@ -270,5 +263,5 @@ def test_an_unplug_that_fails_does_not_turn_into_a_drift_error(fake, rd, tmp_pat
     the_plan = converge.plan(rt, spec, purge=True)
     assert [i.record["hvinfo"]["addr"] for i in the_plan.adds] == ["0x10", "0x11"]  # 0x11 is disk 2's
     with pytest.raises(KvmError) as err:
-        asyncio.run(converge.converge(qmp.Monitor(fake), rd, paths(rd.path, "vm1"), rt, the_plan, Call({}), 0.2))
+        asyncio.run(converge.converge(qmp.Monitor(fake), rd, paths(rd.path, "vm1"), rt, spec, True, Call({}), 0.2))
     assert "did not leave" in str(err.value) and "drift" not in str(err.value)

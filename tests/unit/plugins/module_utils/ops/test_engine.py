@@ -173,8 +173,6 @@ def test_no_drift_hint_when_nothing_sits_there(fake, image):
     assert str(err) == "device_add: QEMU refused device_add: hotplug is disabled"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: when device_add fails and QEMU has no other peripheral, engine._occupant sends an empty "
-                                       "batch; Monitor.batch([]) raises ValueError, so a traceback replaces PlugFailed and the journal stays")
 def test_a_refused_device_add_on_an_empty_qemu_is_a_plug_failure(fake, image):
     fake.refuse["device_add"] = ("GenericError", "hotplug is disabled")
     err = failed_plug(fake, [pci_disk(image("a.img"))])

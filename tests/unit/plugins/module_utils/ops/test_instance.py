@@ -94,9 +94,6 @@ def test_differences():
     assert instance.differences(rt, moved)[1][0].startswith("disks differ from the running instance (1 to add, 1 to remove)")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: instance.differences keys NICs by repr(network), so a tap network read back from the "
-                                       "(sorted) runtime file differs from the same network in the task: a recovery warns about a "
-                                       "NIC change that is none")
 def test_differences_do_not_depend_on_key_order():
     tap_nics = [{"mac": "52:54:00:00:00:0c", "network": {"type": "tap", "ifname": "tap0", "bridge": "br0"}}]
     rt = as_stored(instance.plan_runtime(spec(nics=tap_nics), "qemu"))

@@ -81,12 +81,23 @@ def test_a_refused_step_names_media_and_drops_the_new_descriptor(fake, tmp_path)
         change(fake, rt, {"path": str(tmp_path / "nothing.iso")})
 
 
-@pytest.mark.xfail(strict=True, reason="bug: ops/media.change removes only the new fdset when the burst fails after blockdev-add: the "
-                                       "new block node (named like the device) stays, so every later change fails with a duplicate node")
-def test_a_failed_insert_leaves_nothing_that_blocks_the_next_change(fake, tmp_path):
+@pytest.mark.parametrize("refused", ["blockdev-insert-medium", "blockdev-close-tray"])
+def test_a_failed_insert_leaves_nothing_that_blocks_the_next_change(fake, tmp_path, refused):
     rt = with_cd(fake, tmp_path)
-    fake.refuse["blockdev-insert-medium"] = ("GenericError", "Tray is locked")
+    fake.refuse[refused] = ("GenericError", "Tray is locked")
     with pytest.raises(KvmError):
         change(fake, rt, {"path": str(tmp_path / "d2.img")})
+    assert fake.nodes == {} and fake.fdsets == {}  # the new node and descriptor are gone with the old ones
     fake.refuse.clear()
     change(fake, {**rt, "disks": [{**rt["disks"][0], "path": None}]}, {"path": str(tmp_path / "d2.img")})
+    assert os.path.samestat(held_file(fake, "disk-00000001"), os.stat(tmp_path / "d2.img"))
+
+
+def test_a_uri_medium_is_a_node_qemu_reaches_itself(fake, tmp_path):
+    rt = with_cd(fake, tmp_path)
+    change(fake, rt, {"path": None, "uri": "nbd://[fd00::2]:10900/cd"})
+    assert fake.commands() == ["query-fdsets", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-del", "blockdev-add",
+                               "blockdev-insert-medium", "blockdev-close-tray", "remove-fd"]
+    assert fake.log[4][1] == {"driver": "nbd", "server": {"type": "inet", "host": "fd00::2", "port": "10900"}, "export": "cd",
+                              "node-name": "disk-00000001", "read-only": True}
+    assert fake.fdsets == {}  # no descriptor: the old one went with its medium

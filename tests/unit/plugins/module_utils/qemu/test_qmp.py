@@ -630,6 +630,5 @@ def test_run_runs_one_conversation():
     assert qmp.run(answer()) == 42
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Monitor.batch([]) raises ValueError (asyncio.wait of nothing) instead of answering []")
 def test_an_empty_batch_has_no_answers(fake):
     assert asyncio.run(qmp.Monitor(fake).batch([])) == []

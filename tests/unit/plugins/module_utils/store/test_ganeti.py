@@ -399,6 +399,9 @@ def test_export_of_a_native_instance_adds_ganeti_plumbing():
     assert [n["hvinfo"]["addr"] for n in out[1]] == ["0x12"] and out[2]["kvm_pci_reservations"] == 16
     assert [d[1] for d in out[3]] == ["/srv/d0.img", "/srv/d1.img"]
     assert [d[0]["hvinfo"]["id"] for d in out[3]] == [d["hvinfo"]["id"] for d in rt["disks"]]
+    rt["kvm_extra"] = ["-device", "virtio-rng-pci"]  # the extras are part of the device tree a Ganeti target starts
+    assert ganeti.export(rt, "3")[0][-2:] == ["-device", "virtio-rng-pci"]
+    rt["kvm_extra"] = []
     scsi = native("scsi-hd", scsi_controller_type="virtio-scsi-pci")  # its controller is a recorded PCI device
     with pytest.raises(KvmError, match="SCSI controller scsi is a recorded PCI device"):
         ganeti.export(scsi, "3")

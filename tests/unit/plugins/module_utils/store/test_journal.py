@@ -71,8 +71,6 @@ def test_records_are_validated_like_the_runtime(rd, kind, record):
         journal.read(rd, where)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: store/journal.read lets hvi.validate's KvmError through, so a journal with a bad hvinfo "
-                                       "is reported as 'journal: hvinfo ...' without the file name and the way out")
 @pytest.mark.parametrize("hvinfo", [None, {**DISK["hvinfo"], "serial": "x"}])
 def test_a_bad_hvinfo_is_reported_as_a_damaged_journal(rd, hvinfo):
     where = paths(rd.path, "vm1")

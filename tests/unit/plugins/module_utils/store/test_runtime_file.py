@@ -94,8 +94,6 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: store/runtime_file.read_path calls os.fdopen before its regular-file check: a directory "
-                                       "raises IsADirectoryError (a traceback, not a KvmError) and leaks the descriptor")
 def test_read_path_of_a_directory_is_a_clear_error(tmp_path):
     before = open_fds()
     with pytest.raises(KvmError, match="is not a regular file"):
