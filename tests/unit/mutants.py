@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Hand-written mutants of the allocator, the upgrader, hvinfo validation, convergence and the fixed xfail bugs; the unit suite must kill each.
 
     python tests/unit/mutants.py            # every mutant

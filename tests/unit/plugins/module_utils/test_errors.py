@@ -26,7 +26,7 @@ def test_the_step_prefixes_the_message_only_in_str():
 def test_with_step_keeps_type_message_and_class(cls):
     err = cls("lost it", "qom-list", errors.DEVICE_NOT_FOUND)
     moved = err.with_step("reconcile")
-    assert type(moved) is cls and moved is not err
+    assert moved.__class__ is cls and moved is not err  # the same class, not a base
     assert (moved.msg, moved.step, moved.error_class) == ("lost it", "reconcile", "DeviceNotFound")
     assert str(moved) == "reconcile: lost it" and err.step == "qom-list"
 

@@ -47,9 +47,9 @@ def test_pc_disks_first_then_nics_from_0x10_and_one_bridge_on_top():
     assert d[0]["hvinfo"] == {"driver": "virtio-blk-pci", "id": "disk-00000001", "bus": "pci.0", "addr": "0x10"}
     assert d[0]["type"] == "paravirtual"
     # 5 cold devices + 32 for hotplug > the 16-slot window: one bridge, at the top of the window
-    assert ctl == [{"kind": "pci-bridge", "hvinfo": {"driver": "pci-bridge", "id": "pci.1", "bus": "pci.0", "addr": "0x1f",
-                                                      "chassis_nr": 1, "shpc": False, "mem-reserve": 2 << 20,
-                                                      "pref64-reserve": 2 << 20}}]
+    bridge = {"driver": "pci-bridge", "id": "pci.1", "bus": "pci.0", "addr": "0x1f",
+              "chassis_nr": 1, "shpc": False, "mem-reserve": 2 << 20, "pref64-reserve": 2 << 20}
+    assert ctl == [{"kind": "pci-bridge", "hvinfo": bridge}]
     assert len(state.free_pci_leaves()) == 10 + 31
 
 
@@ -129,7 +129,7 @@ def test_recorded_addresses_are_kept_and_holes_filled_lowest_first():
 
 def test_hotplug_places_into_the_topology_and_adds_a_scsi_controller_when_full():
     d = disks(7)
-    ctl, _ = place({"disk_type": "scsi-hd", "pci_hotplug_slots": 3}, d)
+    ctl, _unused = place({"disk_type": "scsi-hd", "pci_hotplug_slots": 3}, d)
     state = allocator.BusState.build(hvparams.normalize({"disk_type": "scsi-hd", "pci_hotplug_slots": 3}), ctl, d)
     info, added = allocator.place_disk(state, disks(1, start=50)[0])
     assert [c["hvinfo"]["id"] for c in added] == ["scsi1"] and info["bus"] == "scsi1.0" and info["scsi-id"] == 0
@@ -140,7 +140,7 @@ def test_hotplug_places_into_the_topology_and_adds_a_scsi_controller_when_full()
 
 def test_exhausted_hotplug_capacity_names_the_hvparam():
     d = disks(1)
-    ctl, _ = place({"pci_hotplug_slots": 0, "kvm_pci_reservations": 31}, d)
+    ctl, _unused = place({"pci_hotplug_slots": 0, "kvm_pci_reservations": 31}, d)
     assert d[0]["hvinfo"]["addr"] == "0x1f" and ctl == []
     state = allocator.BusState.build(hvparams.normalize({"pci_hotplug_slots": 0, "kvm_pci_reservations": 31}), ctl, d)
     with pytest.raises(KvmError) as err:
@@ -217,15 +217,15 @@ def test_ide_units_in_order_then_full():
 
 def test_scsi_targets_fill_the_first_controller_with_room_lowest_first():
     d = disks(10, type="scsi-hd")
-    ctl, _ = place({"pci_hotplug_slots": 0}, d)
+    ctl, _unused = place({"pci_hotplug_slots": 0}, d)
     assert [c["hvinfo"]["id"] for c in ctl] == ["scsi", "scsi1"]
     del d[8]  # scsi1.0 target 1
     del d[3]  # scsi.0 target 3
     state = allocator.BusState.build(hvparams.normalize({"pci_hotplug_slots": 0}), ctl, d)
     assert state.free_scsi_target() == ("scsi.0", 3)
-    first, _ = allocator.place_disk(state, disks(1, start=60, type="scsi-cd")[0])
-    second, _ = allocator.place_disk(state, disks(1, start=61, type="scsi-hd")[0])
-    third, _ = allocator.place_disk(state, disks(1, start=62, type="scsi-hd")[0])
+    first, _unused = allocator.place_disk(state, disks(1, start=60, type="scsi-cd")[0])
+    second, _unused = allocator.place_disk(state, disks(1, start=61, type="scsi-hd")[0])
+    third, _unused = allocator.place_disk(state, disks(1, start=62, type="scsi-hd")[0])
     assert [(i["bus"], i["scsi-id"], i["driver"]) for i in (first, second, third)] == [
         ("scsi.0", 3, "scsi-cd"), ("scsi1.0", 1, "scsi-hd"), ("scsi1.0", 3, "scsi-hd")]
 
@@ -233,7 +233,7 @@ def test_scsi_targets_fill_the_first_controller_with_room_lowest_first():
 def test_a_new_scsi_controller_is_of_the_instance_type_on_the_lowest_free_leaf():
     hv_in = {"disk_type": "scsi-hd", "scsi_controller_type": "megasas", "pci_hotplug_slots": 2}
     d = disks(64)
-    ctl, _ = place(hv_in, d)
+    ctl, _unused = place(hv_in, d)
     assert [c["hvinfo"]["driver"] for c in ctl] == ["megasas"]
     assert d[63]["hvinfo"]["scsi-id"] == 63
     state = allocator.BusState.build(hvparams.normalize(hv_in), ctl, d)

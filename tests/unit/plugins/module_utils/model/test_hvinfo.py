@@ -222,8 +222,9 @@ BASE_OF = {"scsi-id": GOOD_SCSI, "lun": GOOD_SCSI, "channel": GOOD_SCSI, "unit":
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(sorted(INT_RANGES)), st.one_of(st.integers(min_value=-3, max_value=300), st.integers(min_value=60000, max_value=70000),
-                                                       st.integers(min_value=(1 << 40) - 2, max_value=(1 << 40) + 2), st.booleans()))
+@given(st.sampled_from(sorted(INT_RANGES)),
+       st.one_of(st.integers(min_value=-3, max_value=300), st.integers(min_value=60000, max_value=70000),
+                 st.integers(min_value=(1 << 40) - 2, max_value=(1 << 40) + 2), st.booleans()))
 def test_integer_keys_accept_exactly_their_range(key, value):
     low, high = INT_RANGES[key]
     expected = not isinstance(value, bool) and low <= value <= high

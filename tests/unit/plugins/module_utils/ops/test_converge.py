@@ -122,8 +122,8 @@ def test_a_cd_medium_changes_live_and_after_records_it():
     (lambda s: s["disks"][0].update(type="scsi-hd"), "disk-00000001 differs: type 'paravirtual' (asked: 'scsi-hd')"),
     (lambda s: s["disks"][0].update(path="/srv/moved.img"), "disk-00000001 differs: path '/srv/d1.img' (asked: '/srv/moved.img')"),
     (lambda s: s["disks"][1].update(mode="rw"), "disk-00000002 differs: mode 'ro' (asked: 'rw')"),  # a cd's mode is no medium
-    (lambda s: s["disks"][1].update(mode="rw", path="/srv/x.iso"), "disk-00000002 differs: path '/srv/d2.img' (asked: '/srv/x.iso'), "
-                                                                    "mode 'ro' (asked: 'rw')"),  # nor is a new medium with it
+    (lambda s: s["disks"][1].update(mode="rw", path="/srv/x.iso"),
+     "disk-00000002 differs: path '/srv/d2.img' (asked: '/srv/x.iso'), mode 'ro' (asked: 'rw')"),  # nor is a new medium with it
     (lambda s: s["nics"][0].update(mac="52:54:00:00:00:99"), "differs: mac"),
     (lambda s: s["nics"][0].update(network={"type": "user"}), "differs: network None (asked: {'type': 'user'})"),
 ])

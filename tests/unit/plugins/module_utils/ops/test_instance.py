@@ -133,8 +133,8 @@ def test_merge_devices_keeps_what_still_fits():
     merged = instance.merge_devices(old, new, hv, "disks", {"pci.0", "pci.1", "scsi.0"})
     assert [m.get("hvinfo", {}).get("id") for m in merged] == ["disk-0", None, None, "disk-3", None, None]
     assert all(m["path"] == n["path"] for m, n in zip(merged, new, strict=True))
-    nics_old = [{**devices.nic_record({"uuid": uuid(9)}, VM1), "hvinfo": {"driver": "virtio-net-pci", "id": "nic-9", "bus": "pci.0",
-                                                                        "addr": "0x11"}}]
+    nic9 = {"driver": "virtio-net-pci", "id": "nic-9", "bus": "pci.0", "addr": "0x11"}
+    nics_old = [{**devices.nic_record({"uuid": uuid(9)}, VM1), "hvinfo": nic9}]
     nics_new = [devices.nic_record({"uuid": uuid(9)}, VM1)]
     assert instance.merge_devices(nics_old, nics_new, hv, "nics", {"pci.0"})[0]["hvinfo"]["id"] == "nic-9"
     e1000 = hvparams.normalize({"nic_type": "e1000"})
@@ -146,8 +146,8 @@ def test_plan_runtime_keeps_the_recorded_layout_and_fills_holes():
     again = instance.plan_runtime(spec(disks=[{"path": f"/srv/{n}.img"} for n in range(4)]), "qemu", first)
     assert as_stored(again) == first
     changed = instance.plan_runtime(spec(disks=[{"path": f"/srv/{n}.img"} for n in (0, 2, 3, 9)]), "qemu", first)
-    assert [d["hvinfo"]["addr"] for d in changed["disks"]] == [first["disks"][0]["hvinfo"]["addr"], first["disks"][2]["hvinfo"]["addr"],
-                                                              first["disks"][3]["hvinfo"]["addr"], first["disks"][1]["hvinfo"]["addr"]]
+    addrs = [d["hvinfo"]["addr"] for d in first["disks"]]
+    assert [d["hvinfo"]["addr"] for d in changed["disks"]] == [addrs[0], addrs[2], addrs[3], addrs[1]]
     q35 = instance.plan_runtime(spec(hvparams={"machine_type": "q35", "pci_hotplug_slots": 2}), "qemu", first)
     assert {c["kind"] for c in q35["controllers"]} == {"pcie-root-port", "scsi"}
     assert all(d["hvinfo"]["bus"] != "pci.0" for d in q35["disks"] + q35["nics"])

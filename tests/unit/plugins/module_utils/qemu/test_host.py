@@ -48,8 +48,8 @@ def a_block_device() -> str:
     pytest.skip("this machine has no block device node in /dev")
 
 
-def opened(disk: dict, hv: dict = HV) -> tuple[int, bool, int]:
-    fd, block = host.open_disk(disk, hv)
+def opened(disk: dict, hv: dict | None = None) -> tuple[int, bool, int]:
+    fd, block = host.open_disk(disk, HV if hv is None else hv)
     try:
         return fd, block, fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
     finally:

@@ -182,8 +182,8 @@ def test_spawn_hands_over_exactly_the_descriptors_and_a_minimal_environment(rd):
         assert got.read() == "pass\n"
     out = rd.read_text("vm1.qemu.log").split()
     assert f"sid={child.pid}" in out and f"pid={child.pid}" in out and "cwd=/" in out  # a session of its own, in /
-    assert [w for w in out if "=" in w and not w.startswith(("sid=", "pid=", "cwd="))] == ["LC_ALL=C", f"PATH={process.ENV['PATH']}",
-                                                                                          "PWD=/"]
+    env = [w for w in out if "=" in w and not w.startswith(("sid=", "pid=", "cwd="))]
+    assert env == ["LC_ALL=C", f"PATH={process.ENV['PATH']}", "PWD=/"]
     fds = sorted(int(w) for w in out if w.isdigit())
     assert fds[:3] == [0, 1, 2] and write_end in fds and len(fds) == 5  # stdio, the passed fd, and ls's own directory fd
 

@@ -306,8 +306,8 @@ def test_to_legacy_appends_the_extras_and_refuses_other_buses():
     rt["kvm_extra"] = ["-S"]
     assert upgrade.to_legacy(rt)[0][-1] == "-S"
     rt["nics"][0]["hvinfo"]["bus"] = "pci.1"
-    rt["controllers"] = [{"kind": "pci-bridge", "hvinfo": {"driver": "pci-bridge", "id": "pci.1", "bus": "pci.0", "addr": "0x1f",
-                                                          "chassis_nr": 1}}]
+    bridge = {"driver": "pci-bridge", "id": "pci.1", "bus": "pci.0", "addr": "0x1f", "chassis_nr": 1}
+    rt["controllers"] = [{"kind": "pci-bridge", "hvinfo": bridge}]
     with pytest.raises(KvmError) as err:
         upgrade.to_legacy(rt)
     assert "devices sit on pci-bridge pci.1" in str(err.value) and "nic hotnic-11111111-pci-18 sits on pci.1" in str(err.value)
