@@ -49,10 +49,10 @@ MUTANTS = [
     Mutant("A7", "model/allocator.py", "                used.add((addr[0], None))  # the slot as a whole", "                pass",
            "a taken slot is not marked as a whole"),
     Mutant("A8", "model/allocator.py",
-           "    for _ in range(new_controllers):\n        place_scsi_controller(state)\n    for disk in new_disks:\n"
+           "    for _controller in range(new_controllers):\n        place_scsi_controller(state)\n    for disk in new_disks:\n"
            '        if disk["type"] not in hvp.SCSI_DISK_TYPES:\n            disk["hvinfo"] = place_disk(state, disk)[0]\n',
            '    for disk in new_disks:\n        if disk["type"] not in hvp.SCSI_DISK_TYPES:\n            disk["hvinfo"] = place_disk(state, disk)[0]\n'
-           "    for _ in range(new_controllers):\n        place_scsi_controller(state)\n",
+           "    for _controller in range(new_controllers):\n        place_scsi_controller(state)\n",
            "SCSI controllers placed after the PCI disks at start"),
     Mutant("A9", "model/allocator.py", 'provide_leaves(state, required + hvparams["pci_hotplug_slots"], required)',
            "provide_leaves(state, required, required)", "the hotplug room (pci_hotplug_slots) is forgotten"),
