@@ -92,9 +92,14 @@ def nbd_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def server_args(host: str, port: int) -> dict[str, Any]:
-    """``nbd-server-start`` on the target."""
-    return {"addr": {"type": "inet", "data": {"host": nbd_host(host), "port": str(port)}}}
+def server_args(host: str, port: int, exports: int) -> dict[str, Any]:
+    """``nbd-server-start`` on the target: one connection per export, the source's mirror.
+
+    The exports are writable and NBD has no authentication here, so nobody
+    else may hold a connection while the source's mirrors are connected (the
+    migration stream itself is as open: use a trusted network, README).
+    """
+    return {"addr": {"type": "inet", "data": {"host": nbd_host(host), "port": str(port)}}, "max-connections": max(1, exports)}
 
 
 def export_args(disk: dict[str, Any]) -> dict[str, Any]:

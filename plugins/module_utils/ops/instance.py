@@ -208,7 +208,7 @@ class InstanceOp:
             result = self._result(True, planned, before, after, recovered=recovered)
             result["instance"]["status"] = "running"
             return result
-        lifecycle.start(self.rd, self.where, planned, user)
+        lifecycle.start(self.rd, self.where, planned, user, self.params["qemu_binary"])
         if recovered:
             self.call.warn(f"instance {self.where.name} had died; started it again from its runtime file")
         return self._result(True, planned, before, after, recovered=recovered)
@@ -353,7 +353,7 @@ class InstanceOp:
             if plan is not None:
                 source["created_images"] = created
                 nbd = (target.host or "", self.params["nbd_port"], [d for d, _size in plan])
-            lifecycle.start(self.rd, self.where, source, user, incoming_uri=target.uri, nbd=nbd)
+            lifecycle.start(self.rd, self.where, source, user, self.params["qemu_binary"], incoming_uri=target.uri, nbd=nbd)
         except BaseException:
             storage.remove_created(created)
             raise

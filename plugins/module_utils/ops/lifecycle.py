@@ -162,20 +162,23 @@ async def _ready(sock: str, incoming_uri: str | None, nbd: tuple[str, int, list[
             await mon.cmd("migrate-incoming", {"uri": incoming_uri}, step="incoming")
 
 
-def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, incoming_uri: str | None = None,
+def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, binary: str, incoming_uri: str | None = None,
           nbd: tuple[str, int, list[dict[str, Any]]] | None = None) -> int:
     """Write the runtime file, then start QEMU; on failure undo both. Returns QEMU's pid.
 
     The started QEMU is this collection's own: an ``adopted`` mark goes, the
     instance's own sockets and pid file are used. ``nbd`` (host, port, disks)
     makes a migration target export those disks over NBD before it listens for
-    the migration (``copy_storage``).
+    the migration (``copy_storage``). The program is ``binary`` (the
+    module's ``qemu_binary``), whatever the runtime file's ``kvm_cmd`` names:
+    a file from another host or from Ganeti never chooses what runs here.
     """
     reason = ganeti.unstartable(dict(rt))
     if reason:
         raise KvmError(f"cannot start {where.name}: {reason}")
     where = where.own()
     rt.pop("adopted", None)
+    rt["kvm_cmd"] = [binary, *rt["kvm_cmd"][1:]]
     runtime_name = base(where.runtime)
     before = rd.read_text(runtime_name)
     logs_existed = {name: rd.exists(base(name)) for name in (where.serial, where.log)}

@@ -218,8 +218,40 @@ class Copy:
         return self.migration
 
 
+async def settle_earlier_run(mon: qmp.Monitor, listener: Any) -> bool:
+    """Undo what a kvm_migrate killed on this source left in QEMU; True when there was something.
+
+    This run holds the instance's lock, so a migration under way, a mirror
+    job or an NBD client node of ours belongs to a run that died (an SSH
+    drop, a timeout). Left alone, the guest may stay paused at
+    pre-switchover for ever and every retry fails on them. They are rolled
+    back as a failed run would have done; a migration that completed means
+    the instance already lives on the target, which a retry must not undo.
+    """
+    info = await mon.try_cmd("query-migrate") or {}
+    status = info.get("status")
+    if status == "completed":
+        raise KvmError("an earlier migration of this instance completed (QEMU here is only its paused former copy): "
+                       "confirm it on the target with kvm_instance state=incoming, then remove it here with state=absent",
+                       "migrate")
+    jobs = [str(j.get("device")) for j in await mon.try_cmd("query-block-jobs") or []
+            if str(j.get("device", "")).startswith(storage.JOB_PREFIX)]
+    nodes = [str(n.get("node-name")) for n in await mon.try_cmd("query-named-block-nodes", {"flat": True}) or []
+             if str(n.get("node-name", "")).startswith(storage.NODE_PREFIX)]
+    if status not in UNDER_WAY and not jobs and not nodes:
+        return False
+    leftover = Copy(mon, listener, [], "", 0)
+    leftover.migration = status
+    leftover.jobs = {job: "running" for job in jobs}
+    leftover.nodes = sorted(set(nodes))
+    await leftover.rollback(was_running=True)
+    return True
+
+
 async def _migrate(sock: str, uri: str, timeout: float, max_bandwidth_mib: int) -> dict[str, Any]:
     async with qmp.connect(sock) as mon:
+        with mon.events(("MIGRATION", *JOB_EVENTS)) as leftovers:
+            await settle_earlier_run(mon, leftovers)
         await mon.cmd("migrate-set-capabilities", {"capabilities": capabilities(False)}, step="migrate setup")
         if max_bandwidth_mib:
             await mon.cmd("migrate-set-parameters", {"max-bandwidth": max_bandwidth_mib << 20}, step="migrate setup")
@@ -248,6 +280,8 @@ async def _migrate_copy(sock: str, uri: str, target: uris.MigrationUri, nbd_port
                         timeout: float, max_bandwidth_mib: int) -> dict[str, Any]:
     """The copy_storage migration (module docstring); the source keeps running on any failure."""
     async with qmp.connect(sock) as mon:
+        with mon.events(("MIGRATION", *JOB_EVENTS)) as leftovers:
+            await settle_earlier_run(mon, leftovers)
         was_running = bool((await mon.cmd("query-status", step="migrate setup"))["running"])
         await mon.cmd("migrate-set-capabilities", {"capabilities": capabilities(True)}, step="migrate setup")
         if max_bandwidth_mib:

@@ -152,7 +152,7 @@ def still_ours(records: list[dict[str, Any]]) -> list[str]:
 
 async def export(mon: qmp.Monitor, host: str, port: int, disks: list[dict[str, Any]]) -> None:
     """Start the NBD server on the migration address and export every copied disk writable (target, inmigrate)."""
-    await mon.cmd("nbd-server-start", storage.server_args(host, port), step="copy_storage: NBD server")
+    await mon.cmd("nbd-server-start", storage.server_args(host, port, len(disks)), step="copy_storage: NBD server")
     for disk in disks:
         await mon.cmd("block-export-add", storage.export_args(disk), step="copy_storage: NBD export")
 

@@ -73,8 +73,9 @@ def test_qmp_arguments():
     rt = runtime({"path": "/srv/a.img"})
     disk = storage.copied_disks(rt)[0]
     dev = disk["hvinfo"]["id"]
-    assert storage.server_args("10.0.0.2", 49153) == {"addr": {"type": "inet", "data": {"host": "10.0.0.2", "port": "49153"}}}
-    assert storage.server_args("[fd00::2]", 7)["addr"]["data"]["host"] == "fd00::2"
+    assert storage.server_args("10.0.0.2", 49153, 2) == {"addr": {"type": "inet", "data": {"host": "10.0.0.2", "port": "49153"}},
+                                                         "max-connections": 2}
+    assert storage.server_args("[fd00::2]", 7, 1)["addr"]["data"]["host"] == "fd00::2"
     assert storage.export_args(disk) == {"type": "nbd", "id": dev, "node-name": dev, "name": dev, "writable": True}
     assert storage.client_args(1, disk, "[fd00::2]", 49153) == {
         "driver": "nbd", "node-name": "kvmhv-nbd1", "export": dev, "server": {"type": "inet", "host": "fd00::2", "port": "49153"}}

@@ -180,10 +180,10 @@ def failing_qemu(tmp_path, message: str) -> str:
 def test_a_failed_start_puts_everything_back(rd, tmp_path, accel, message, reason):
     where = paths(rd.path, "vm1")
     rt = runtime([disk(1, images(tmp_path, 1))], [nic(1, network={"type": "user"})], accel=accel)
-    rt["kvm_cmd"][0] = failing_qemu(tmp_path, message)
+    rt["kvm_cmd"][0] = "/bin/sh"  # a runtime file never picks the program: the module's qemu_binary runs
     rd.write_atomic("vm1.pending.json", "[]")  # a journal from an earlier QEMU goes with it
     with pytest.raises(KvmError) as err:
-        lifecycle.start(rd, where, rt, process.resolve_user("root"))
+        lifecycle.start(rd, where, rt, process.resolve_user("root"), failing_qemu(tmp_path, message))
     assert str(err.value) == reason
     assert rd.listdir() == []  # no runtime file, no sockets, no pid file, no logs it created
 
@@ -194,9 +194,8 @@ def test_a_failed_restart_keeps_the_previous_runtime_file_and_logs(rd, tmp_path)
     before = runtime_file.dumps({**rt, "mark": "stopped"})
     rd.write_atomic("vm1.runtime.json", before)
     rd.write_atomic("vm1.qemu.log", "an old run\n")
-    rt["kvm_cmd"][0] = failing_qemu(tmp_path, "boom")
     with pytest.raises(KvmError, match=r"^QEMU failed to start: boom$"):
-        lifecycle.start(rd, where, rt, process.resolve_user("root"), incoming_uri="tcp:0:4444")
+        lifecycle.start(rd, where, rt, process.resolve_user("root"), failing_qemu(tmp_path, "boom"), incoming_uri="tcp:0:4444")
     assert rd.read_text("vm1.runtime.json") == before
     assert rd.read_text("vm1.qemu.log") == "an old run\nstarting\nboom\n"
     assert sorted(rd.listdir()) == ["vm1.qemu.log", "vm1.runtime.json", "vm1.serial.log"]

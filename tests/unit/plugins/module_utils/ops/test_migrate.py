@@ -42,7 +42,8 @@ def run(uri: str = "tcp:10.0.0.2:4444", timeout: float = 5, bandwidth: int = 0) 
 
 def test_a_completed_migration_quits_the_source(fake):
     assert run(bandwidth=100) == migrate.stats(fake.migrate_info)
-    assert fake.log == [("migrate-set-capabilities", {"capabilities": [*MIGRATION_CAPS, NO_PAUSE]}),
+    assert fake.log == [("query-migrate", None), ("query-block-jobs", None), ("query-named-block-nodes", {"flat": True}),
+                        ("migrate-set-capabilities", {"capabilities": [*MIGRATION_CAPS, NO_PAUSE]}),
                         ("migrate-set-parameters", {"max-bandwidth": 100 << 20}),
                         ("migrate", {"uri": "tcp:10.0.0.2:4444"}), ("query-migrate", None), ("quit", None)]
 

@@ -39,6 +39,11 @@ class Peer:
 
     def _do(self, command: str, args: Any) -> Any:
         self.sent.append((command, args))
+        started = {c for c, _a in self.sent}
+        if command == "query-migrate" and "migrate" not in started:
+            return {}  # as QEMU answers before any migration (what a run asks first, for a killed run's leftovers)
+        if command in ("query-block-jobs", "query-named-block-nodes") and "blockdev-mirror" not in started:
+            return []
         emit = self.emits.get(command)
         if callable(emit):
             emit = emit(args)
@@ -116,14 +121,15 @@ def test_the_whole_sequence_in_order(go):
     peer = Peer({"query-migrate": {"status": "completed", "downtime": 120, "total-time": 900, "ram": {}}}, HAPPY)
     result = go(peer)
     assert peer.commands() == [
+        "query-migrate", "query-block-jobs", "query-named-block-nodes",  # nothing left by a killed run
         "query-status", "migrate-set-capabilities",
         "blockdev-add kvmhv-nbd0", "blockdev-mirror disk-aaaaaaaa", "blockdev-add kvmhv-nbd1", "blockdev-mirror disk-bbbbbbbb",
         "migrate", "block-job-cancel kvmhv-mirror0", "block-job-cancel kvmhv-mirror1",
         "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "migrate-continue pre-switchover", "query-migrate", "quit"]
-    caps = {c["capability"]: c["state"] for c in peer.sent[1][1]["capabilities"]}
+    caps = {c["capability"]: c["state"] for c in peer.sent[4][1]["capabilities"]}
     assert caps == {"events": True, "return-path": True, "pause-before-switchover": True}
     assert result["downtime_ms"] == 120 and result["storage"]["disks"] == ["disk-aaaaaaaa", "disk-bbbbbbbb"]
-    assert peer.sent[2][1]["server"] == {"type": "inet", "host": "10.76.0.12", "port": "49153"}
+    assert peer.sent[5][1]["server"] == {"type": "inet", "host": "10.76.0.12", "port": "49153"}
 
 
 def test_a_mirror_failing_before_ready_rolls_back_without_touching_the_guest(go):
@@ -134,7 +140,8 @@ def test_a_mirror_failing_before_ready_rolls_back_without_touching_the_guest(go)
         go(peer)
     assert str(err.value) == ("copy_storage: the copy of disk disk-aaaaaaaa (/srv/a.img) to 10.76.0.12:49153 failed while copying: "
                               "No space left on device; rolled back, the source keeps running on its own disks")
-    tail = peer.commands()[peer.commands().index("query-migrate"):]
+    cmds = peer.commands()
+    tail = cmds[len(cmds) - 1 - cmds[::-1].index("query-migrate"):]
     assert tail == ["query-migrate", "query-block-jobs", "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "query-status"]
     assert "migrate" not in peer.commands() and "cont" not in peer.commands()
 
@@ -173,3 +180,29 @@ def test_mirrors_never_in_step_time_out_and_roll_back(go):
     forced = [args for cmd, args in peer.sent if cmd == "block-job-cancel"]
     assert forced == [{"device": "kvmhv-mirror0", "force": True}, {"device": "kvmhv-mirror1", "force": True}]
     assert "migrate" not in peer.commands()
+
+
+def settle(peer: Peer) -> bool:
+    return asyncio.run(migrate.settle_earlier_run(Monitorish(peer), None))  # type: ignore[arg-type]
+
+
+def test_a_killed_run_paused_at_pre_switchover_is_rolled_back_by_the_next():
+    leftovers = {"query-migrate": {"status": "pre-switchover"}, "query-block-jobs": [{"device": "kvmhv-mirror0"}],
+                 "query-named-block-nodes": [{"node-name": "kvmhv-nbd0"}, {"node-name": "disk-aaaaaaaa"}],
+                 "query-status": {"running": False, "status": "paused"}}
+    peer = Peer(leftovers, {"migrate_cancel": [migration("cancelled")],
+                            "block-job-cancel": lambda args: [job_event("BLOCK_JOB_CANCELLED", args["device"])]})
+    peer.sent += [("migrate", None), ("blockdev-mirror", None)]  # a killed run's, so QEMU answers with them under way
+    assert settle(peer) is True
+    assert peer.commands()[2:] == ["query-migrate", "query-block-jobs", "query-named-block-nodes", "query-migrate", "migrate_cancel", "query-block-jobs", "block-job-cancel kvmhv-mirror0",
+                                    "blockdev-del kvmhv-nbd0", "query-status", "cont"]
+
+
+def test_nothing_left_means_nothing_done_and_a_completed_one_is_never_undone():
+    peer = Peer()
+    assert settle(peer) is False and peer.commands() == ["query-migrate", "query-block-jobs", "query-named-block-nodes"]
+    done = Peer({"query-migrate": {"status": "completed"}})
+    done.sent.append(("migrate", None))
+    with pytest.raises(KvmError, match="an earlier migration of this instance completed"):
+        settle(done)
+    assert "migrate_cancel" not in done.commands() and "cont" not in done.commands()

@@ -407,6 +407,7 @@ class FakeQemu:
         return {}
 
     async def do_migrate(self, _args: dict[str, Any]) -> Any:
+        self.migrated = True
         for status in self.migration:
             await self.emit("MIGRATION", {"status": status})
         return {}
@@ -416,7 +417,7 @@ class FakeQemu:
         return {}
 
     def do_query_migrate(self, _args: dict[str, Any]) -> Any:
-        return dict(self.migrate_info)
+        return dict(self.migrate_info) if getattr(self, "migrated", False) else {}  # QEMU: {} before any migration
 
     def do_quit(self, _args: dict[str, Any]) -> Any:
         self.hang_up()
