@@ -47,8 +47,20 @@ def shared_prefixes(shared_dirs: Any) -> tuple[str, ...]:
 
 
 def copied_disks(rt: Runtime, shared_dirs: Any = None) -> list[dict[str, Any]]:
-    """The disks a copy_storage migration copies, in runtime order (the same list on both ends)."""
+    """The disks a copy_storage migration copies, in runtime order (the same list on both ends).
+
+    Writable disks QEMU placed itself (``fixed``, from a Ganeti ``kvm_cmd``)
+    have no device of their own to mirror into: an instance with one outside
+    ``shared_dirs`` is refused, never migrated onto whatever file the target
+    has at that path.
+    """
     shared = shared_prefixes(shared_dirs)
+    stuck = [str(d.get("path")) for d in rt.get("fixed", []) if d.get("kind") == "disk" and d.get("mode") != "ro"
+             and d.get("path") and not os.path.normpath(str(d["path"])).startswith(shared)]
+    if stuck:
+        raise KvmError(f"copy_storage cannot copy {', '.join(stuck)}: a disk QEMU placed itself (from Ganeti's kvm_cmd) "
+                       "has no device to mirror into; put it on storage both hosts share (shared_dirs) or migrate with "
+                       "shared storage")
     return [dict(d) for d in rt["disks"] if d.get("path") and not d.get("uri") and d.get("mode", "rw") == "rw"
             and not os.path.normpath(str(d["path"])).startswith(shared)]
 
@@ -63,7 +75,7 @@ def plan_images(rt: Runtime, sizes: dict[str, Any] | None, shared_dirs: Any = No
     for disk in copied_disks(rt, shared_dirs):
         path, dev_id = disk["path"], disk["hvinfo"]["id"]
         size = sizes.get(disk["uuid"])
-        if isinstance(size, str) and size.isdigit():
+        if isinstance(size, str) and size.isascii() and size.isdigit():
             size = int(size)
         if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
             raise KvmError(f"copy_storage: disk {dev_id} ({path}) has no virtual size in disk_sizes (uuid {disk['uuid']}): "

@@ -55,7 +55,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import MIGRATION_CAPS
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, check_parents, open_rundir, paths
 
 DONE = ("completed", "failed", "cancelled")
 # Statuses in which a migration is still under way and migrate_cancel applies.
@@ -338,6 +338,7 @@ def remove_disks(disks: list[dict[str, Any]]) -> list[str]:
     for disk in disks:
         path = disk["path"]
         try:
+            check_parents(path, f"remove_source_disks: {path}", "the image with a symlink to any file", "disk path")
             if stat.S_ISREG(os.lstat(path).st_mode):
                 os.unlink(path)
                 removed.append(path)
@@ -346,6 +347,8 @@ def remove_disks(disks: list[dict[str, Any]]) -> list[str]:
         except OSError as err:
             raise KvmError(f"the instance runs on the target now, but its old image {path} here could not be removed: "
                            f"{err.strerror}") from None
+        except KvmError as err:
+            raise KvmError(f"the instance runs on the target now, but its old image here was left: {err.msg}") from None
     return removed
 
 

@@ -35,6 +35,7 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import check_parents
 
 QEMU_IMG_TIMEOUT = 60
 XATTR = "trusted.kvmhv.image"  # trusted.*: root only, and tmpfs has it on every kernel
@@ -55,6 +56,7 @@ def check_room(plan: list[tuple[dict[str, Any], int]]) -> None:
             vfs = os.statvfs(parent)
         except OSError as err:
             raise KvmError(f"copy_storage: directory {parent} for disk {disk['hvinfo']['id']}: {err.strerror}") from None
+        _check_image_parents(path)
         if not stat.S_ISDIR(st.st_mode):
             raise KvmError(f"copy_storage: {parent} is not a directory")
         where, need = needs.get(st.st_dev, (parent, 0))
@@ -65,8 +67,17 @@ def check_room(plan: list[tuple[dict[str, Any], int]]) -> None:
         raise KvmError("copy_storage: not enough space on this host: " + "; ".join(short))
 
 
+def _check_image_parents(path: str) -> None:
+    """Root creates, fills and deletes images by path: nobody else may be able to swap one (or a directory above it)."""
+    try:
+        check_parents(path, f"copy_storage: image {path}", "the image with a symlink to any file", "disk path")
+    except OSError as err:
+        raise KvmError(f"copy_storage: directory of {path}: {err.strerror}") from None
+
+
 def _create_one(disk: dict[str, Any], size: int, qemu_img: str) -> dict[str, Any]:
     path = disk["path"]
+    _check_image_parents(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as err:
@@ -82,21 +93,27 @@ def _create_one(disk: dict[str, Any], size: int, qemu_img: str) -> dict[str, Any
         try:
             if disk["format"] == "raw":
                 os.ftruncate(fd, size)  # sparse: the mirror writes what the guest has
+            else:
+                # qemu-img writes the header into the very file just made, reached through its descriptor,
+                # never by name (same inode, checked below).
+                _qcow2_header(fd, path, size, qemu_img)
         finally:
             os.close(fd)
-        if disk["format"] == "qcow2":
-            # qemu-img writes the header into the file just made (same inode, checked below).
-            proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", path, str(size)], capture_output=True, text=True,
-                                  timeout=QEMU_IMG_TIMEOUT, check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
-            if proc.returncode != 0:
-                raise KvmError(f"copy_storage: qemu-img create {path}: {(proc.stderr or proc.stdout).strip() or proc.returncode}")
-            now = os.lstat(path)
-            if (now.st_dev, now.st_ino) != (record["dev"], record["ino"]):
-                raise KvmError(f"copy_storage: {path} was replaced while it was created")
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) != (record["dev"], record["ino"]):
+            raise KvmError(f"copy_storage: {path} was replaced while it was created")
     except BaseException:
         remove_created([record])
         raise
     return record
+
+
+def _qcow2_header(fd: int, path: str, size: int, qemu_img: str) -> None:
+    proc = subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", f"/proc/self/fd/{fd}", str(size)], capture_output=True,
+                          text=True, pass_fds=(fd,), timeout=QEMU_IMG_TIMEOUT, check=False,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"})
+    if proc.returncode != 0:
+        raise KvmError(f"copy_storage: qemu-img create {path}: {(proc.stderr or proc.stdout).strip() or proc.returncode}")
 
 
 def create_images(plan: list[tuple[dict[str, Any], int]], qemu_img: str = "qemu-img") -> list[dict[str, Any]]:
@@ -112,7 +129,15 @@ def create_images(plan: list[tuple[dict[str, Any], int]], qemu_img: str = "qemu-
 
 
 def _is_ours(rec: dict[str, Any]) -> bool:
-    """Whether the recorded image is still the very file created (device, inode and token)."""
+    """Whether the recorded image is still the very file created (device, inode and token).
+
+    An image whose directories another user could now change is never
+    treated as ours (it stays where it is): the unlink goes by path.
+    """
+    try:
+        _check_image_parents(rec["path"])
+    except KvmError:
+        return False
     try:
         st = os.lstat(rec["path"])
     except FileNotFoundError:

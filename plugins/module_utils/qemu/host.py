@@ -29,14 +29,31 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
 def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool]:
-    """(descriptor, is a block device) for a disk's path, opened read-only or read-write by its mode."""
+    """(descriptor, is a block device) for a disk's path, opened read-only or read-write by its mode.
+
+    The path is looked at first (``O_PATH``: opening nothing) and opened for
+    real only when it is a kind of file a disk can be, through that very
+    inode: a FIFO never blocks the module, and a device node of another kind
+    is never opened (opening some has effects, like arming a watchdog).
+    """
     path = disk["path"]
     flags = (os.O_RDONLY if disk["mode"] == "ro" else os.O_RDWR) | os.O_CLOEXEC | os.O_NOCTTY
     try:
-        fd = os.open(path, flags)
+        probe = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as err:
         raise KvmError(f"disk {path}: {err.strerror}") from None
-    mode = os.fstat(fd).st_mode
+    try:
+        mode = os.fstat(probe).st_mode
+        _check_disk_kind(disk, hvparams, mode)
+        fd = os.open(f"/proc/self/fd/{probe}", flags)
+    except OSError as err:
+        raise KvmError(f"disk {path}: {err.strerror}") from None
+    finally:
+        os.close(probe)
+    return fd, stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+
+
+def _check_disk_kind(disk: dict[str, Any], hvparams: dict[str, Any], mode: int) -> None:
     kind = allocator.disk_type(disk, hvparams)
     problem = None
     if kind in hvp.PASSTHROUGH_DISK_TYPES:
@@ -46,9 +63,7 @@ def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool
     elif not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
         problem = "not a regular file or block device"
     if problem:
-        os.close(fd)
-        raise KvmError(f"disk {path}: {problem}")
-    return fd, stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+        raise KvmError(f"disk {disk['path']}: {problem}")
 
 
 def check_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> None:

@@ -481,6 +481,8 @@ def _nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[lis
         side = _side(nic, ("mac", "uuid", "pci", "hvinfo"))
         if side:
             record["ganeti"] = side
+        if nic.get("hvinfo") is not None and not isinstance(nic["hvinfo"], dict):
+            raise KvmError(f"{where}: hvinfo must be a mapping")
         if nic.get("hvinfo"):
             records.append({**record, "hvinfo": dict(nic["hvinfo"])})
         elif nic.get("pci") is not None:
@@ -528,6 +530,8 @@ def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[l
         if side:
             record["ganeti"] = side
         info = disk.get("hvinfo") or {}
+        if not isinstance(info, dict):
+            raise KvmError(f"{where}: hvinfo must be a mapping")
         if info and hvi.driver_kind(str(info.get("driver"))) is not None:
             records.append({**record, "hvinfo": dict(info)})
         elif not info and disk.get("pci") is not None:
@@ -675,6 +679,9 @@ def validate_extras(runtime: dict[str, Any]) -> None:
     for key in ("ganeti", "legacy_hvparams"):
         if key in runtime and not isinstance(runtime[key], dict):
             raise KvmError(f"runtime field {key!r} must be a mapping")
+    notes = runtime.get("ganeti", {}).get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
+        raise KvmError("runtime field 'ganeti.notes' must be a list of strings")
     for kind in ("disks", "nics"):
         for pos, dev in enumerate(runtime.get(kind, [])):
             if "ganeti" in dev and not isinstance(dev["ganeti"], dict):

@@ -67,7 +67,18 @@ def _oserror(err: OSError, what: str, fix: str) -> KvmError:
 
 
 def _check_ancestors(path: str) -> None:
-    """No ancestor may let another user replace the directory (like OpenSSH's StrictModes)."""
+    check_parents(path, f"runtime_dir {path}", "the runtime directory", "runtime_dir")
+
+
+def check_parents(path: str, what: str, thing: str, choice: str) -> None:
+    """No directory on the way to ``path`` may let another user replace it (like OpenSSH's StrictModes).
+
+    The parent is resolved first; each directory from ``/`` down to it must
+    belong to root (or this user) and not be writable by group or others,
+    unless sticky (like ``/tmp``, where others cannot rename or remove what
+    is not theirs). Then nobody else can swap ``path`` or a directory above
+    it for a symlink between a check and a use.
+    """
     parent = os.path.dirname(path)
     real = os.path.realpath(parent)
     probe = "/"
@@ -77,9 +88,9 @@ def _check_ancestors(path: str) -> None:
         writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if not trusted_owner or (writable and not st.st_mode & stat.S_ISVTX):
             raise KvmError(
-                f"runtime_dir {path}: its parent {probe} is owned by {_owner(st.st_uid)} with mode "
-                f"{stat.S_IMODE(st.st_mode):04o}; another user could replace the runtime directory, so choose a "
-                "runtime_dir whose parents belong to root and are not writable by others (or are sticky like /tmp)"
+                f"{what}: its parent {probe} is owned by {_owner(st.st_uid)} with mode "
+                f"{stat.S_IMODE(st.st_mode):04o}; another user could replace {thing}, so choose a "
+                f"{choice} whose parents belong to root and are not writable by others (or are sticky like /tmp)"
             )
         if part is None:
             break

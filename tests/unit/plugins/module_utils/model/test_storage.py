@@ -109,3 +109,11 @@ def test_created_images_record_round_trips():
                {"path": "/srv/b.img", "dev": 64, "ino": 1235, "token": None}]
     rt["created_images"] = records
     assert upgrade.validate(rt)["created_images"] == records
+
+
+def test_a_writable_disk_qemu_placed_itself_is_refused_unless_shared():
+    rt = {"disks": [], "fixed": [{"kind": "disk", "path": "/srv/ganeti/vm1.img", "mode": "rw"},
+                                 {"kind": "disk", "path": "/srv/iso/boot.iso", "mode": "ro"}]}
+    with pytest.raises(KvmError, match=r"copy_storage cannot copy /srv/ganeti/vm1.img: a disk QEMU placed itself"):
+        storage.copied_disks(rt)
+    assert storage.copied_disks(rt, ["/srv/ganeti"]) == []

@@ -79,3 +79,28 @@ def test_without_extended_attributes_device_and_inode_decide(tmp_path, monkeypat
     records = storage.create_images([(disk(tmp_path / "a.img"), 1 << 20)])
     assert records[0]["token"] is None
     assert storage.remove_created(records) == [str(tmp_path / "a.img")]
+
+
+def test_no_image_where_another_user_could_swap_it(tmp_path):
+    """Root creates and deletes images by path: a directory others can write (not sticky) is refused, and nothing is made."""
+    shared = tmp_path / "open"
+    shared.mkdir()
+    shared.chmod(0o777)
+    disk = {"path": str(shared / "a.img"), "format": "raw", "hvinfo": {"id": "disk-aaaaaaaa"}}
+    with pytest.raises(KvmError, match=r"another user could replace the image"):
+        storage.check_room([(disk, 1 << 20)])
+    with pytest.raises(KvmError, match=r"another user could replace the image"):
+        storage.create_images([(disk, 1 << 20)])
+    assert list(shared.iterdir()) == []
+
+
+def test_a_qcow2_image_is_written_through_its_descriptor(tmp_path):
+    tmp_path.chmod(0o755)
+    disk = {"path": str(tmp_path / "a.qcow2"), "format": "qcow2", "hvinfo": {"id": "disk-aaaaaaaa"}}
+    [rec] = storage.create_images([(disk, 64 << 20)])
+    assert (tmp_path / "a.qcow2").read_bytes()[:4] == b"QFI\xfb" and rec["ino"] == (tmp_path / "a.qcow2").stat().st_ino
+    (tmp_path / "a.qcow2").chmod(0o600)
+    tmp_path.chmod(0o777)  # others could now swap it: it is left alone
+    assert storage.remove_created([rec]) == [] and (tmp_path / "a.qcow2").exists()
+    tmp_path.chmod(0o755)
+    assert storage.remove_created([rec]) == [str(tmp_path / "a.qcow2")]
