@@ -194,8 +194,9 @@ def test_a_killed_run_paused_at_pre_switchover_is_rolled_back_by_the_next():
                             "block-job-cancel": lambda args: [job_event("BLOCK_JOB_CANCELLED", args["device"])]})
     peer.sent += [("migrate", None), ("blockdev-mirror", None)]  # a killed run's, so QEMU answers with them under way
     assert settle(peer) is True
-    assert peer.commands()[2:] == ["query-migrate", "query-block-jobs", "query-named-block-nodes", "query-migrate", "migrate_cancel", "query-block-jobs", "block-job-cancel kvmhv-mirror0",
-                                    "blockdev-del kvmhv-nbd0", "query-status", "cont"]
+    assert peer.commands()[2:] == ["query-migrate", "query-block-jobs", "query-named-block-nodes",  # what was left
+                                   "query-migrate", "migrate_cancel", "query-block-jobs", "block-job-cancel kvmhv-mirror0",
+                                   "blockdev-del kvmhv-nbd0", "query-status", "cont"]
 
 
 def test_nothing_left_means_nothing_done_and_a_completed_one_is_never_undone():
