@@ -309,7 +309,11 @@ class InstanceOp:
             raise KvmError(f"nbd_port {port!r} must be a TCP port (1-65535) other than the migration port")
         plan = copy_plan.plan_images(source, self.params.get("disk_sizes"), self.params.get("shared_dirs"))
         if room:
-            storage.check_room(plan)
+            # Copies an interrupted target of this instance left without a record go (we hold its lock).
+            left = storage.leftovers(plan, self.where.name)
+            storage.check_room(plan, left)
+            if not self.check:
+                storage.sweep(left)
         return plan
 
     def incoming(self) -> dict[str, Any]:
@@ -347,7 +351,7 @@ class InstanceOp:
             return result
         if target.kind == "unix" and target.path:
             lifecycle.check_unix_target(target.path)
-        created = storage.create_images(plan) if plan is not None else []
+        created = storage.create_images(plan, self.where.name) if plan is not None else []
         try:
             nbd = None
             if plan is not None:

@@ -115,10 +115,11 @@ def settle_incoming(rd: RunDir, where: Paths, rt: Runtime, pid: int | None, writ
     if status(rd, where)[0] == "incoming":
         raise KvmError(f"instance {where.name} here is a migration target still waiting for its migration")
     rt.pop("mark", None)
-    copied = rt.pop("created_images", None) is not None
+    created = rt.pop("created_images", None)
     if write:
-        if copied:
+        if created is not None:
             storage.unexport(where.qmp)
+            storage.disown(created)  # before the record goes: a kill in between leaves a record that matches nothing
         runtime_file.save(rd, where.name, rt)
     return rt
 

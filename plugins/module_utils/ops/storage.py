@@ -15,8 +15,15 @@ a rollback or ``state=absent`` removes exactly the partial copies this
 target made and nothing that was there before or came later. On a
 filesystem without extended attributes the token is null and device and
 inode must do.
-Once the migration has arrived, the record is dropped: the images are then
-the instance's disks, kept like any other.
+Once the migration has arrived, the attribute is removed, then the record:
+the images are then the instance's disks, kept like any other.
+
+The attribute also names the instance (``<token> <name>``). A run killed
+after it created an image and before the runtime file recorded it, or a
+power cut that took the runtime directory (tmpfs) with it, leaves images
+that no record names; the next ``state=incoming`` of that instance (which
+holds its lock) finds its own name on them and removes them before it
+creates new ones, unless a process still holds one open.
 
 Free space is checked up front (per filesystem, the full virtual size of
 every image: a sparse copy can fill up later), so a host without room fails
@@ -41,13 +48,13 @@ QEMU_IMG_TIMEOUT = 60
 XATTR = "trusted.kvmhv.image"  # trusted.*: root only, and tmpfs has it on every kernel
 
 
-def check_room(plan: list[tuple[dict[str, Any], int]]) -> None:
-    """Every image can be created here: no file at its path, its directory exists, enough free space."""
+def check_room(plan: list[tuple[dict[str, Any], int]], leftovers: tuple[str, ...] = ()) -> None:
+    """Every image can be created here: no file at its path (but ``leftovers``), its directory exists, enough free space."""
     needs: dict[int, tuple[str, int]] = {}
     free: dict[int, int] = {}
     for disk, size in plan:
         path = disk["path"]
-        if os.path.lexists(path):
+        if os.path.lexists(path) and path not in leftovers:
             raise KvmError(f"copy_storage: {path} already exists on this host; the target creates every copied disk "
                            "itself and never writes over an existing file (remove it, or migrate with shared storage)")
         parent = os.path.dirname(path)
@@ -75,7 +82,72 @@ def _check_image_parents(path: str) -> None:
         raise KvmError(f"copy_storage: directory of {path}: {err.strerror}") from None
 
 
-def _create_one(disk: dict[str, Any], size: int, qemu_img: str) -> dict[str, Any]:
+def _mark(token: str, owner: str) -> bytes:
+    return f"{token} {owner}".encode()
+
+
+def leftovers(plan: list[tuple[dict[str, Any], int]], owner: str) -> tuple[str, ...]:
+    """Planned paths holding an image an interrupted target of ``owner`` made and nothing records (module docstring)."""
+    found = []
+    for disk, _size in plan:
+        path = disk["path"]
+        try:
+            value = os.getxattr(path, XATTR, follow_symlinks=False)
+            regular = stat.S_ISREG(os.lstat(path).st_mode)
+        except OSError:
+            continue
+        parts = value.split(b" ", 1)
+        if regular and len(parts) == 2 and parts[1] == owner.encode() and _is_ours_path(path) and not _held_open(path):
+            found.append(path)
+    return tuple(found)
+
+
+def _is_ours_path(path: str) -> bool:
+    try:
+        _check_image_parents(path)
+    except KvmError:
+        return False
+    return True
+
+
+def _held_open(path: str) -> bool:
+    """Whether any process has the file open (a QEMU that still runs on it)."""
+    st = os.stat(path)
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    other = os.stat(f"/proc/{pid}/fd/{fd}")
+                    if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                        return True
+    return False
+
+
+def sweep(paths: tuple[str, ...]) -> list[str]:
+    """Remove the ``leftovers`` found (under the instance's lock, just before new images are made)."""
+    removed = []
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise KvmError(f"copy_storage: cannot remove the partial copy {path} an interrupted run left: {err.strerror}") from None
+        removed.append(path)
+    return removed
+
+
+def disown(records: list[dict[str, Any]]) -> None:
+    """The migration arrived: the images become the instance's disks, never again removable as partial copies."""
+    for rec in records:
+        if _is_ours(rec) and rec.get("token") is not None:
+            try:
+                os.removexattr(rec["path"], XATTR, follow_symlinks=False)
+            except OSError as err:
+                raise KvmError(f"cannot settle the copied disk {rec['path']}: {err.strerror}") from None
+
+
+def _create_one(disk: dict[str, Any], size: int, qemu_img: str, owner: str) -> dict[str, Any]:
     path = disk["path"]
     _check_image_parents(path)
     try:
@@ -85,7 +157,7 @@ def _create_one(disk: dict[str, Any], size: int, qemu_img: str) -> dict[str, Any
     st = os.fstat(fd)
     token: str | None = secrets.token_hex(8)
     try:
-        os.setxattr(fd, XATTR, str(token).encode())
+        os.setxattr(fd, XATTR, _mark(str(token), owner))
     except OSError:
         token = None  # no extended attributes here: device and inode must do
     record = {"path": path, "dev": st.st_dev, "ino": st.st_ino, "token": token}
@@ -116,12 +188,12 @@ def _qcow2_header(fd: int, path: str, size: int, qemu_img: str) -> None:
         raise KvmError(f"copy_storage: qemu-img create {path}: {(proc.stderr or proc.stdout).strip() or proc.returncode}")
 
 
-def create_images(plan: list[tuple[dict[str, Any], int]], qemu_img: str = "qemu-img") -> list[dict[str, Any]]:
-    """Create every planned image (all or nothing); returns the ``created_images`` records."""
+def create_images(plan: list[tuple[dict[str, Any], int]], owner: str, qemu_img: str = "qemu-img") -> list[dict[str, Any]]:
+    """Create every planned image for instance ``owner`` (all or nothing); returns the ``created_images`` records."""
     created: list[dict[str, Any]] = []
     try:
         for disk, size in plan:
-            created.append(_create_one(disk, size, qemu_img))
+            created.append(_create_one(disk, size, qemu_img, owner))
     except BaseException:
         remove_created(created)
         raise
@@ -149,7 +221,7 @@ def _is_ours(rec: dict[str, Any]) -> bool:
     if rec.get("token") is None:
         return True
     try:
-        return bool(os.getxattr(rec["path"], XATTR, follow_symlinks=False) == str(rec["token"]).encode())
+        return os.getxattr(rec["path"], XATTR, follow_symlinks=False).split(b" ", 1)[0] == str(rec["token"]).encode()
     except OSError:
         return False
 
