@@ -143,7 +143,11 @@ async def converge(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, spec
         if gone:
             runtime_file.save(rd, where.name, current)
     for cd, want in the_plan.media:
-        await media.change(mon, cd, want, current["hvparams"])
+        try:
+            await media.change(mon, cd, want, current["hvparams"])
+        except media.MediumLost:
+            runtime_file.save(rd, where.name, media.emptied(current, cd))  # what QEMU has now
+            raise
         current = after(current, Plan(media=[(cd, want)]))
         runtime_file.save(rd, where.name, current)
     adds = plan(current, spec, purge=False).adds if failed else the_plan.adds

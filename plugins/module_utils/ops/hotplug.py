@@ -210,7 +210,11 @@ class HotplugOp:
         diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path') or cd.get('uri')}\n",
                 "after": f"{cd['hvinfo']['id']} medium {changed['path'] or changed['uri']}\n"}
         if not self.call.check:
-            await media.change(mon, cd, dict(changed), rt["hvparams"])
+            try:
+                await media.change(mon, cd, dict(changed), rt["hvparams"])
+            except media.MediumLost:
+                runtime_file.save(self.rd, self.where.name, media.emptied(rt, cd))  # what QEMU has now
+                raise
             runtime_file.save(self.rd, self.where.name, after)
         return True, dict(changed), diff
 

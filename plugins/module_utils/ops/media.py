@@ -36,6 +36,16 @@ def medium(want: dict[str, Any], cd: dict[str, Any]) -> dict[str, Any]:
     return {"path": want.get("path"), "uri": want.get("uri"), "format": want.get("format", cd["format"])}
 
 
+class MediumLost(KvmError):
+    """A change failed after the old medium was taken out: the drive is empty now, and must be recorded so."""
+
+
+def emptied(rt: Any, cd: dict[str, Any]) -> Any:
+    """``rt`` (a runtime) with the scsi-cd ``cd`` recorded empty, as QEMU has it after a ``MediumLost``."""
+    out = {**rt, "disks": [({**d, "path": None, "uri": None} if d["uuid"] == cd["uuid"] else d) for d in rt["disks"]]}
+    return out
+
+
 def _done(answers: dict[str, Any], command: str) -> bool:
     return command in answers and not isinstance(answers[command], KvmError)
 
@@ -77,7 +87,11 @@ async def change(mon: Monitor, cd: dict[str, Any], want: dict[str, Any], hvparam
     answers = await mon.batch(burst)
     failed = next((a for a in answers if isinstance(a, KvmError)), None)
     if failed is not None:
-        await _undo(mon, dev_id, dict(zip([c for c, _a in burst], answers, strict=True)), new_set, old_sets)
+        done = dict(zip([c for c, _a in burst], answers, strict=True))
+        await _undo(mon, dev_id, done, new_set, old_sets)
+        if _done(done, "blockdev-remove-medium"):
+            raise MediumLost(f"{failed.msg}; the drive {dev_id} is empty now (its old medium was already out), "
+                             "and recorded so", "media", failed.error_class)
         raise failed.with_step("media")
     for fdset in old_sets:
         await mon.try_cmd("remove-fd", {"fdset-id": fdset})

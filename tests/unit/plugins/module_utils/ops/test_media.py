@@ -71,6 +71,7 @@ def test_a_refused_step_names_media_and_drops_the_new_descriptor(fake, tmp_path)
     fake.refuse["blockdev-open-tray"] = ("GenericError", "Device is not a removable media device")
     with pytest.raises(KvmError) as err:
         change(fake, rt, {"path": str(tmp_path / "d2.img")})
+    assert not isinstance(err.value, media.MediumLost)  # the old medium is still in
     assert str(err.value) == "media: QEMU refused blockdev-open-tray: Device is not a removable media device"
     assert [fd["opaque"] for fds in fake.fdsets.values() for fd in fds] == ["disk-00000001"]  # only the old medium's
     fake.refuse.clear()
@@ -85,9 +86,10 @@ def test_a_refused_step_names_media_and_drops_the_new_descriptor(fake, tmp_path)
 def test_a_failed_insert_leaves_nothing_that_blocks_the_next_change(fake, tmp_path, refused):
     rt = with_cd(fake, tmp_path)
     fake.refuse[refused] = ("GenericError", "Tray is locked")
-    with pytest.raises(KvmError):
+    with pytest.raises(media.MediumLost, match="the drive disk-00000001 is empty now"):
         change(fake, rt, {"path": str(tmp_path / "d2.img")})
     assert fake.nodes == {} and fake.fdsets == {}  # the new node and descriptor are gone with the old ones
+    assert media.emptied(rt, rt["disks"][0])["disks"][0]["path"] is None  # what the callers then record
     fake.refuse.clear()
     change(fake, {**rt, "disks": [{**rt["disks"][0], "path": None}]}, {"path": str(tmp_path / "d2.img")})
     assert os.path.samestat(held_file(fake, "disk-00000001"), os.stat(tmp_path / "d2.img"))
