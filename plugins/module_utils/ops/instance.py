@@ -180,10 +180,18 @@ class InstanceOp:
             result["diff"] = {"before": before or {}, "after": after or {}}
         return result
 
+    def _not_a_former_copy(self, pid: int | None) -> None:
+        """A QEMU left ``postmigrate`` by a migration that completed is no guest: it must never be run or stopped into a
+        second copy (a kvm_migrate killed before it removed the source leaves one)."""
+        if pid and lifecycle.status(self.rd, self.where)[0] == "postmigrate":
+            raise KvmError(f"instance {self.where.name} here is the former copy of a migration that completed (QEMU is "
+                           "postmigrate): the guest runs on the target; remove it here with state=absent")
+
     def running(self) -> dict[str, Any]:
         spec = requested_spec(self.params)
         old = self._load()
         pid = process.running_pid(self.rd, self.where)
+        self._not_a_former_copy(pid)
         if pid and old is None:
             raise KvmError(f"a QEMU (pid {pid}) runs for {self.where.name} without a runtime file; stop it first with state=stopped")
         if old is not None:
@@ -241,6 +249,7 @@ class InstanceOp:
     def stopped(self) -> dict[str, Any]:
         old = self._load()
         pid = process.running_pid(self.rd, self.where)
+        self._not_a_former_copy(pid)
         if old is not None and old.get("mark") == INCOMING and pid is None:
             return self._result(False, old)  # a failed migration target: nothing runs, nothing to mark
         if not pid:

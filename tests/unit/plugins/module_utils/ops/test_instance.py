@@ -237,3 +237,13 @@ def test_a_failed_migration_target_is_never_started(rd, tmp_path):
     runtime_file.save(rd, "vm1", {**instance.plan_runtime(spec(**with_images(tmp_path)), "qemu"), "mark": "incoming"})
     with pytest.raises(KvmError, match="was a migration target whose migration never completed"):
         op(rd, check=True, **with_images(tmp_path)).running()
+
+
+def test_a_former_copy_left_postmigrate_is_never_run_or_stopped_into_a_second_guest(rd, monkeypatch):
+    runtime_file.save(rd, "vm1", instance.plan_runtime(spec(), "qemu"))
+    monkeypatch.setattr(instance.process, "running_pid", lambda _rd, _where: 4242)
+    monkeypatch.setattr(instance.lifecycle, "status", lambda _rd, _where: ("postmigrate", 4242))
+    for state in ("running", "stopped"):
+        with pytest.raises(KvmError, match="former copy of a migration that completed"):
+            getattr(op(rd), state)()
+    assert "mark" not in runtime_file.load(rd, "vm1")[0]  # nothing recorded: a later start cannot run a second copy
