@@ -12,7 +12,8 @@ class ModuleDocFragment:
 options:
   runtime_dir:
     description:
-      - Directory of runtime files, QMP sockets, pid files and logs (created with mode 0700).
+      - Directory of runtime files, QMP sockets, pid files and logs (created with mode 0700 by the modules that start or
+        change an instance).
       - Used only when it belongs to the module's user, is not writable by group or others, is not a symlink and
         no parent lets another user replace it; otherwise the module fails naming the owner, mode and fix.
       - Set it for all modules at once with C(module_defaults) and the C(group/kvmhv.qemu.kvm) action group.

@@ -35,7 +35,7 @@ HOTPLUG_ARGS: dict[str, Any] = {
 }
 
 # Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules
-# (doc fragments kvmhv.qemu.disk and kvmhv.qemu.nic).
+# (doc fragments kvmhv.qemu.devices.disk, .disks, .nic and .nics).
 DISK_OPTIONS: dict[str, Any] = {
     "path": {"type": "path"},
     "uri": {"type": "str"},

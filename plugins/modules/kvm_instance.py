@@ -36,7 +36,8 @@ options:
       - C(running) starts the instance (or restarts it from its runtime file if it is stopped or died).
       - C(stopped) asks the guest to power off (ACPI), waits up to O(shutdown_timeout), then quits QEMU;
         the runtime file stays.
-      - C(absent) stops QEMU and removes the runtime file, socket, pid file and serial log.
+      - C(absent) stops QEMU and removes the instance's files in O(runtime_dir) (runtime file, journal, sockets, pid
+        file, logs) and the images a migration target created for C(copy_storage) (RV(removed_images)).
       - C(incoming) starts the instance as a migration target from the runtime file O(runtime),
         listening on O(migration_uri).
     type: str
@@ -162,7 +163,8 @@ attributes:
     details: Plans only; returns the command line and the hvinfo it would allocate.
   diff_mode:
     support: full
-    details: Shows memory, vcpus, hvparams, disks and NICs before and after.
+    details: Shows memory, vcpus, hvparams, disks and NICs before and after a start; the device layout before and
+      after a live convergence.
 """
 
 EXAMPLES = r"""
@@ -234,7 +236,9 @@ instance:
       type: str
       sample: 3f1c9c2e-8a4b-5d6e-9f00-112233445566
     status:
-      description: QEMU's run state (running, paused, incoming, ...), or stopped or absent.
+      description:
+      - QEMU's run state (running, paused, incoming, postmigrate, ...), or stopped or absent; C(incoming-failed)
+        for a migration target whose QEMU is gone (the instance lives on the source).
       type: str
       sample: running
     pid:
@@ -308,7 +312,7 @@ notes:
   sample: ["kvm_cmd: rewritten for current QEMU: -balloon"]
 created_images:
   description: With O(copy_storage), the images this target creates (or would create, in check mode).
-  returned: state=incoming
+  returned: when state=incoming starts a target
   type: list
   elements: dict
   sample: [{path: /srv/kvmhv/web1-0.img, format: raw, size: 67108864}]

@@ -58,8 +58,8 @@ attributes:
     support: full
     details: Shows the format version before and after an upgrade.
 notes:
-  - Drift is only checked for a live QEMU. It lists slots in the hotplug window and disks that QEMU has
-    but the runtime file lacks, and runtime devices QEMU lacks.
+  - Drift is only checked for a live QEMU. It compares every device both ways (driver, bus, slot or SCSI
+    target, and the file behind each disk by device and inode); anything unrecorded in the hotplug window counts.
 """
 
 EXAMPLES = r"""
@@ -105,16 +105,16 @@ instance:
     format_version:
       description: Format version the file is stored in (0 is the legacy list layout).
       type: int
-      sample: 1
+      sample: 2
     current_version:
       description: Format version this collection writes.
       type: int
-      sample: 1
+      sample: 2
     runtime:
       description: The runtime in the current format (hvparams, kvm_cmd, disks and nics with hvinfo).
       type: dict
       sample:
-        version: 1
+        version: 2
         hvparams: {disk_type: scsi-hd, scsi_controller_type: lsi}
         disks:
           - uuid: 7c079136-0000-4000-8000-000000000001
@@ -124,15 +124,34 @@ instance:
             hvinfo: {driver: scsi-hd, id: disk-7c079136, bus: scsi.0, channel: 0, scsi-id: 0, lun: 0}
         nics: []
     bus:
-      description: Bus state computed from the runtime file.
+      description:
+        - Every bus computed from the runtime file, with what is used, what is free and the capacity. C(pci) is the
+          root bus's hotplug window; C(hotplug) how many PCI devices can still be hotplugged; C(bridges) the
+          C(pci-bridge)s (C(pc)) and C(ports) the C(pcie-root-port)s (C(q35); C(capacity), C(used), C(free)); C(scsi)
+          one item per SCSI controller.
       type: dict
       sample:
-        pci: {bus: pci.0, window: ["0x10", "0x1f"], used: ["0x10"], free: ["0x11", "0x12"]}
-        scsi: {bus: scsi.0, controller: lsi, driver: lsi53c895a, max_targets: 7, used: [0], free: 6}
+        machine: pc
+        pci: {bus: pci.0, window: ["0x10", "0x1f"], used: ["0x10", "0x11", "0x1f"], free: ["0x12", "0x13"]}
+        hotplug: {pci_hotplug_slots: 32, free_pci: 44}
+        bridges: [{id: pci.1, addr: "0x1f", capacity: 31, used: [], free: 31}]
+        ports: []
+        scsi: [{id: scsi, bus: scsi.0, driver: lsi53c895a, addr: "0x10", max_targets: 7, used: [0], free: 6}]
     alive:
       description: Whether the instance's QEMU process runs.
       type: bool
       sample: true
+    status:
+      description:
+        - C(alive) or C(down); C(stopped) when stopped on purpose; C(incoming) for a migration target still marked so
+          and C(incoming-failed) for one whose QEMU is gone (the instance lives on the source).
+      type: str
+      sample: alive
+    interrupted_hotplugs:
+      description: Device ids of a hotplug a killed run left in the journal; the next hotplug or convergence settles them.
+      type: list
+      elements: str
+      sample: []
     pid:
       description: QEMU's process id, when alive.
       type: int
@@ -146,7 +165,10 @@ instance:
       type: raw
       returned: when O(export) is given
     drift:
-      description: Differences between QEMU's device tree and the runtime file (empty when they agree).
+      description:
+        - Differences between QEMU's device tree and the runtime file, both ways (empty when they agree) - each device's
+          driver, bus, slot or SCSI target, and the file behind each disk (by device and inode); anything unrecorded in
+          the hotplug window counts.
       type: list
       elements: str
       sample: ["QEMU has hd9 at pci.0 slot 0x15, missing from the runtime"]

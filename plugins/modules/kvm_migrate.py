@@ -24,7 +24,8 @@ description:
     converges under any write load), migrates RAM, and switches over at QEMU's C(pre-switchover) pause
     once each mirror has finished its final sync. On any failure it cancels the migration and the
     mirrors, removes its NBD connections and continues the guest, so the source keeps running on its own
-    disks. The source's disk images are left in place after a successful migration.
+    disks. The source's disk images are left in place after a successful migration unless
+    O(remove_source_disks=true).
 author:
   - kvmhv.qemu contributors (@kvmhv)
 options:
@@ -151,7 +152,7 @@ copy_storage:
   sample: [disk-7c079136]
 target_uri:
   description: The target the instance was migrated to.
-  returned: always
+  returned: success
   type: str
   sample: unix:/run/kvmhv/web1.migrate.sock
 """
