@@ -135,7 +135,7 @@ instance:
         pci: {bus: pci.0, window: ["0x10", "0x1f"], used: ["0x10", "0x11", "0x1f"], free: ["0x12", "0x13"]}
         hotplug: {pci_hotplug_slots: 32, free_pci: 44}
         bridges: [{id: pci.1, addr: "0x1f", capacity: 31, used: [], free: 31}]
-        ports: []
+        ports: {capacity: 0, used: [], free: 0}
         scsi: [{id: scsi, bus: scsi.0, driver: lsi53c895a, addr: "0x10", max_targets: 7, used: [0], free: 6}]
     alive:
       description: Whether the instance's QEMU process runs.

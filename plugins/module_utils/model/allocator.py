@@ -338,7 +338,7 @@ def describe(state: BusState) -> dict[str, Any]:
         },
         "hotplug": {"pci_hotplug_slots": state.hvparams["pci_hotplug_slots"], "free_pci": len(state.free_pci_leaves())},
         "bridges": [],
-        "ports": [],
+        "ports": {"capacity": 0, "used": [], "free": 0},  # q35's root ports, one per hotpluggable device
         "scsi": [],
     }
     for bridge in state.of_kind(BRIDGE_KIND):
@@ -346,9 +346,8 @@ def describe(state: BusState) -> dict[str, Any]:
         report["bridges"].append({"id": bridge["id"], "addr": bridge["addr"], "capacity": len(BRIDGE_SLOTS),
                                   "used": [f"{s:#04x}" for s in used], "free": len(BRIDGE_SLOTS) - len(used)})
     ports = state.of_kind(PORT_KIND)
-    if ports:
-        used_ports = [p["id"] for p in ports if state.slot_used(p["id"], 0)]
-        report["ports"] = {"capacity": len(ports), "used": used_ports, "free": len(ports) - len(used_ports)}
+    used_ports = [p["id"] for p in ports if state.slot_used(p["id"], 0)]
+    report["ports"] = {"capacity": len(ports), "used": used_ports, "free": len(ports) - len(used_ports)}
     for ctl in state.scsi_controllers():
         bus = scsi_bus_of(ctl["id"])
         limit = scsi_limit(ctl["driver"]) + 1
