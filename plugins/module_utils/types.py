@@ -92,7 +92,7 @@ class Runtime(TypedDict, total=False):
     fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable (qemu.fixed)
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
     created_images: list[dict[str, Any]]  # a copy_storage target's own images {path, dev, ino, token}, while marked incoming
-    adopted: dict[str, Any]  # a QEMU started by something else: its runtime file, qmp socket and pid file
+    adopted: dict[str, Any]  # a QEMU started by something else: its runtime file, qmp socket, pid file and start time
     ganeti: dict[str, Any]  # read from Ganeti: layout, the host plumbing dropped from kvm_cmd, notes (store.ganeti)
 
 

@@ -171,6 +171,7 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
     if existing is not None:
         rt = existing[0]
         if rt.get("adopted") and {k: rt["adopted"].get(k) for k in KEYS} == spec:
+            located = lifecycle.locate(rd, where)  # with the start time recorded at adoption
             if not process.running_pid(rd, located):
                 raise KvmError(f"instance {where.name} was adopted from {spec['pidfile']}, whose QEMU no longer runs; "
                                "start it with state=running (without adopt) or remove it with state=absent")
@@ -194,7 +195,7 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
                        + "; ".join(problems))
     rt.pop("mark", None)
     rt["name"] = where.name
-    rt["adopted"] = dict(spec)
+    rt["adopted"] = {**spec, "started": process.starttime(pid)}  # a later pid reuse is never taken for this QEMU
     if not call.check:
         runtime_file.save(rd, where.name, rt)
     result = _result(True, rt, located, rd, spec, notes)

@@ -60,7 +60,8 @@ def locate(rd: RunDir, where: Paths) -> Paths:
         return own  # whoever loads the runtime next reports what is wrong with it
     adopted = data.get("adopted") if isinstance(data, dict) else None
     if isinstance(adopted, dict) and all(isinstance(adopted.get(k), str) and adopted[k].startswith("/") for k in ("qmp", "pidfile")):
-        return Paths(own.runtime_dir, own.name, adopted["qmp"], adopted["pidfile"])
+        started = adopted.get("started")
+        return Paths(own.runtime_dir, own.name, adopted["qmp"], adopted["pidfile"], started if isinstance(started, int) else None)
     return own
 
 

@@ -103,7 +103,7 @@ def read_pid(rd: RunDir, where: Paths) -> tuple[int, int | None] | None:
     parts = text.split()
     try:
         pid = int(parts[0])
-        started = int(parts[1]) if len(parts) > 1 else None
+        started = int(parts[1]) if len(parts) > 1 else where.adopted_started
     except (ValueError, IndexError):
         return None
     return (pid, started) if pid > 0 else None

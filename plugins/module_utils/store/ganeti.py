@@ -688,8 +688,11 @@ def validate_extras(runtime: dict[str, Any]) -> None:
                 raise KvmError(f"runtime {kind[:-1]} {pos}: field 'ganeti' must be a mapping")
     adopted = runtime.get("adopted")
     if adopted is not None:
-        if not isinstance(adopted, dict) or set(adopted) - {"runtime", "qmp", "pidfile"}:
-            raise KvmError("runtime field 'adopted' must be a mapping of runtime, qmp and pidfile")
+        if not isinstance(adopted, dict) or set(adopted) - {"runtime", "qmp", "pidfile", "started"}:
+            raise KvmError("runtime field 'adopted' must be a mapping of runtime, qmp, pidfile and started")
+        started = adopted.get("started")
+        if started is not None and (isinstance(started, bool) or not isinstance(started, int) or started < 0):
+            raise KvmError("runtime adopted started must be a start time (a non-negative integer)")
         for key in ("qmp", "pidfile"):
             _abs_path(adopted.get(key), f"runtime adopted {key}")
         if adopted.get("runtime") is not None:

@@ -127,6 +127,7 @@ class Paths:
     name: str
     adopted_qmp: str | None = None
     adopted_pidfile: str | None = None
+    adopted_started: int | None = None  # the adopted QEMU's start time, recorded at adoption (a recycled pid is not it)
 
     @property
     def adopted(self) -> bool:

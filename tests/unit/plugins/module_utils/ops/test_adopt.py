@@ -146,3 +146,19 @@ def test_qmp_connects_to_the_socket_it_checked_never_through_a_symlink(tmp_path)
     with pytest.raises(KvmError, match="timed out"):  # reached the real socket (nobody answers the greeting here)
         asyncio.run(attempt(str(sock_path)))
     server.close()
+
+
+def test_an_adopted_qemu_is_known_by_its_start_time_too(tmp_path, rundir):
+    """The start time recorded at adoption decides, so a pid reused after an unclean death is never that QEMU."""
+    pidfile = tmp_path / "pid"
+    pidfile.write_text(f"{os.getpid()}\n")
+    os.chmod(pidfile, 0o644)
+    rt = record()
+    rt["adopted"] = {"runtime": "/g/conf/vm1.runtime", "qmp": str(tmp_path / "qmp"), "pidfile": str(pidfile),
+                     "started": process.starttime(os.getpid())}
+    runtime_file.save(rundir, "vm1", rt)
+    where = lifecycle.locate(rundir, paths(rundir.path, "vm1"))
+    assert process.running_pid(rundir, where) == os.getpid()  # the start time matches: no command-line check needed
+    rt["adopted"]["started"] = 1  # another process's start time: the pid was reused
+    runtime_file.save(rundir, "vm1", rt)
+    assert process.running_pid(rundir, lifecycle.locate(rundir, paths(rundir.path, "vm1"))) is None

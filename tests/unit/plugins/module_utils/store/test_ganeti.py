@@ -338,7 +338,8 @@ def test_validation_refuses_hostile_fixed_devices_and_adoption():
         (lambda rt: rt["fixed"][1].update({"netdev": "netdev0"}), "used twice"),
         (lambda rt: rt["fixed"][0].update({"network": {"type": "tap", "ifname": "a;b"}}), "not an interface name"),
         (lambda rt: rt.update({"adopted": {"qmp": "relative.sock", "pidfile": "/p"}}), "must be an absolute path"),
-        (lambda rt: rt.update({"adopted": {"qmp": "/q", "pidfile": "/p", "evil": 1}}), "must be a mapping of runtime, qmp and pidfile"),
+        (lambda rt: rt.update({"adopted": {"qmp": "/q", "pidfile": "/p", "evil": 1}}), "must be a mapping of runtime, qmp, pidfile and started"),
+        (lambda rt: rt.update({"adopted": {"qmp": "/q", "pidfile": "/p", "started": -1}}), "adopted started must be a start time"),
     ]:
         rt = json.loads(json.dumps(good))
         mutate(rt)
