@@ -105,7 +105,8 @@ _FLAGS = frozenset({
     "no-kvm", "localtime", "mem-prealloc", "nodefaults", "no-hpet", "snapshot", "full-screen", "no-user-config",
     "no-kvm-irqchip", "no-kvm-pit", "no-kvm-pit-reinjection", "enable-nesting", "no-fd-bootchk", "no-frame",
     "alt-grab", "ctrl-grab", "no-quit", "win2k-hack", "rtc-td-hack", "portrait", "nodefconfig", "enable-fips",
-    "only-migratable", "s", "semihosting", "no-graphic",
+    "only-migratable", "s", "semihosting", "no-graphic", "sdl", "curses", "preconfig", "xen-attach", "h", "help",
+    "version", "old-param", "enable-sync-profile",
 })
 # Host plumbing: where the writing host kept its sockets, logs and identity.
 _PLUMBING = frozenset({"pidfile", "daemonize", "monitor", "qmp", "chroot", "runas", "run-with", "D", "k", "incoming", "S"})
@@ -161,13 +162,21 @@ def _opt_name(token: str) -> str | None:
 
 
 def groups_of(argv: list[str]) -> list[list[str]]:
-    """``argv[1:]`` as option groups ``[option, argument]``, ``[flag]`` or ``[positional]``."""
+    """``argv[1:]`` as option groups ``[option, argument]``, ``[flag]`` or ``[positional]``.
+
+    Fail closed: an option this parser does not know followed by something
+    that looks like an option is taken as a flag, so an unknown flag can
+    never swallow the option after it (``-sdl -incoming ...`` keeps
+    ``-incoming`` an option, dropped as plumbing).
+    """
     groups: list[list[str]] = []
     pos = 1
     while pos < len(argv):
         token = argv[pos]
         name = _opt_name(token)
-        if name is not None and name not in _FLAGS and pos + 1 < len(argv):
+        follows = argv[pos + 1] if pos + 1 < len(argv) else ""
+        looks_like_option = len(follows) > 1 and follows[0] == "-" and follows[1].isalpha()
+        if name is not None and name not in _FLAGS and pos + 1 < len(argv) and not looks_like_option:
             groups.append([token, argv[pos + 1]])
             pos += 2
         else:

@@ -417,3 +417,11 @@ def test_export_of_a_native_instance_adds_ganeti_plumbing():
     qcow["disks"][0]["format"] = "qcow2"
     with pytest.raises(KvmError, match="only runs raw disks"):
         ganeti.export(qcow, "3")
+
+
+def test_an_unknown_flag_never_swallows_the_option_after_it():
+    assert ganeti.groups_of(["kvm", "-sdl", "-incoming", "tcp:0:4444", "-m", "512"]) == [
+        ["-sdl"], ["-incoming", "tcp:0:4444"], ["-m", "512"]]
+    assert ganeti.groups_of(["kvm", "-some-new-flag", "-daemonize", "-name", "vm1"]) == [
+        ["-some-new-flag"], ["-daemonize"], ["-name", "vm1"]]
+    assert ganeti.groups_of(["kvm", "-append", "console=ttyS0 -v"])[0] == ["-append", "console=ttyS0 -v"]
