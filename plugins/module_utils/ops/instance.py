@@ -259,7 +259,7 @@ class InstanceOp:
             old.pop("adopted", None)  # a start runs this collection's own QEMU
             if not self.check:
                 self._save(old)
-                lifecycle.remove_plumbing(self.rd, self.where)
+                lifecycle.stop(self.rd, self.where, 0, graceful=False)  # plumbing, and a QEMU left without a pid file
             return self._result(True, old, {"status": "died"}, {"status": "stopped"})
         if not self.check:
             lifecycle.stop(self.rd, self.where, self.params["shutdown_timeout"])

@@ -178,6 +178,9 @@ def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, binary:
     reason = ganeti.unstartable(dict(rt))
     if reason:
         raise KvmError(f"cannot start {where.name}: {reason}")
+    if orphan_listens(rd, where):
+        raise KvmError(f"a QEMU of {where.name} without a pid file still serves {where.own().qmp} (a run was killed as it "
+                       "started it); stop it first with state=stopped or state=absent")
     where = where.own()
     rt.pop("adopted", None)
     rt["kvm_cmd"] = [binary, *rt["kvm_cmd"][1:]]
@@ -245,12 +248,38 @@ async def _quit(sock: str) -> None:
         await mon.try_cmd("quit")
 
 
+def orphan_listens(rd: RunDir, where: Paths) -> bool:
+    """Whether a QEMU of this instance serves its own QMP socket without a pid file.
+
+    A module killed between spawning QEMU and writing its pid file leaves
+    one: the socket (made by the module, in the trusted runtime directory)
+    still answers. It must be stopped, never joined by a second QEMU on the
+    same disks.
+    """
+    own = where.own()
+    if rd.lstat(base(own.qmp)) is None:
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2)
+        probe.connect(own.qmp)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 def stop(rd: RunDir, where: Paths, timeout: float, graceful: bool = True) -> bool:
     """Stop QEMU: ACPI powerdown with a deadline (or ``quit``), then SIGKILL. True if one ran."""
     pid = process.running_pid(rd, where)
     if not pid:
+        orphan = orphan_listens(rd, where)
+        if orphan:
+            with contextlib.suppress(KvmError):
+                qmp.run(_quit(where.own().qmp))
         remove_plumbing(rd, where)
-        return False
+        return orphan
     with contextlib.suppress(KvmError):
         qmp.run(_powerdown(where.qmp, pid, timeout) if graceful else _quit(where.qmp))
     if not process.wait_exit(pid, 10):

@@ -211,3 +211,18 @@ def test_ready_tells_a_migration_target_to_listen(monkeypatch):
     fake.log.clear()
     asyncio.run(lifecycle._ready("/x.qmp", None))
     assert fake.log == []
+
+
+def test_a_qemu_left_without_a_pid_file_is_never_joined_by_a_second(rd, tmp_path):
+    """A module killed between spawning QEMU and writing its pid file leaves a QEMU that still serves its socket."""
+    where = paths(rd.path, "vm1")
+    orphan = rd.listen("vm1.qmp")  # what that QEMU holds
+    try:
+        assert lifecycle.orphan_listens(rd, where)
+        rt = runtime([disk(1, images(tmp_path, 1))], [], accel="tcg")
+        with pytest.raises(KvmError, match="without a pid file still serves"):
+            lifecycle.start(rd, where, rt, process.resolve_user("root"), "/bin/false")
+        assert not rd.exists("vm1.runtime.json")
+    finally:
+        orphan.close()
+    assert not lifecycle.orphan_listens(rd, where)  # a stale socket file answers nobody
