@@ -128,7 +128,8 @@ def read_rt(path: str) -> dict[str, Any]:
 def start_runtime(runtime_dir: str, name: str, rt: dict[str, Any], user: str = "kvmhv-qemu") -> int:
     """Start ``rt`` with the library (no ansible), as the modules would; returns QEMU's pid."""
     with RunDir.open(runtime_dir) as rd:  # type: ignore[union-attr]
-        return lifecycle.start(rd, paths(runtime_dir, name), rt, process.resolve_user(user))  # type: ignore[arg-type]
+        return lifecycle.start(rd, paths(runtime_dir, name), rt, process.resolve_user(user),  # type: ignore[arg-type]
+                               "qemu-system-x86_64")
 
 
 def kill_instance(runtime_dir: str, name: str) -> None:
