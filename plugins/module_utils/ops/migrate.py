@@ -231,6 +231,11 @@ async def settle_earlier_run(mon: qmp.Monitor, listener: Any) -> bool:
     info = await mon.try_cmd("query-migrate") or {}
     status = info.get("status")
     if status == "completed":
+        # On a QEMU that was itself a migration target, "completed" is its incoming migration: nothing of ours.
+        # Only a source that sent the guest away is left postmigrate.
+        runstate = await mon.try_cmd("query-status") or {}
+        status = "completed" if runstate.get("status") == "postmigrate" else None
+    if status == "completed":
         raise KvmError("an earlier migration of this instance completed (QEMU here is only its paused former copy): "
                        "confirm it on the target with kvm_instance state=incoming, then remove it here with state=absent",
                        "migrate")

@@ -202,8 +202,11 @@ def test_a_killed_run_paused_at_pre_switchover_is_rolled_back_by_the_next():
 def test_nothing_left_means_nothing_done_and_a_completed_one_is_never_undone():
     peer = Peer()
     assert settle(peer) is False and peer.commands() == ["query-migrate", "query-block-jobs", "query-named-block-nodes"]
-    done = Peer({"query-migrate": {"status": "completed"}})
+    done = Peer({"query-migrate": {"status": "completed"}, "query-status": {"running": False, "status": "postmigrate"}})
     done.sent.append(("migrate", None))
     with pytest.raises(KvmError, match="an earlier migration of this instance completed"):
         settle(done)
     assert "migrate_cancel" not in done.commands() and "cont" not in done.commands()
+    arrived = Peer({"query-migrate": {"status": "completed"}})  # this QEMU was a target: its incoming migration completed
+    arrived.sent.append(("migrate", None))
+    assert settle(arrived) is False and "migrate_cancel" not in arrived.commands()
