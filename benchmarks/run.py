@@ -320,10 +320,10 @@ def main() -> None:
                 instance_call(str(runtime_file.parent), runtime_file.name[: -len(".runtime.json")], state="absent")
         for directory in (tmp, on_disk, images):
             shutil.rmtree(directory, ignore_errors=True)
-    plot(hp, OUT / "latency.png")
     text = report(hp, hp_disk, ans, many, conv, scale)
-    (OUT / "RESULTS.md").write_text(text)
+    (OUT / "RESULTS.md").write_text(text)  # before the plot: the figures never depend on matplotlib
     print(text)
+    plot(hp, OUT / "latency.png")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import stat
 import traceback
@@ -28,6 +29,25 @@ try:
 except ImportError:  # reported by the modules with missing_required_lib
     HAS_QMP = False
     QMP_IMPORT_ERROR = traceback.format_exc()
+    QMPClient = object  # type: ignore[assignment,misc]  # a base for _Client below; new_module fails before any use
+
+
+class _Client(QMPClient):
+    """qemu.qmp's client, without formatting every message for a debug log nobody reads.
+
+    qemu.qmp's message hooks pretty-print each message (``json.dumps(...,
+    indent=2)``) before they ask whether debug logging is on: with a hundred
+    devices, the answers to query-block and query-pci cost milliseconds per
+    hotplug that way (profiled, benchmarks/README.md). The hooks log only when
+    the logger would.
+    """
+
+    def _cb_outbound(self, msg: Any) -> Any:
+        return super()._cb_outbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
+    def _cb_inbound(self, msg: Any) -> Any:
+        return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
@@ -161,7 +181,7 @@ async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIt
     meanwhile (it matters for an adopted QEMU's socket outside the runtime
     directory).
     """
-    client = QMPClient("kvmhv")
+    client = _Client("kvmhv")
     pinned = _pin(socket_path)
     try:
         await asyncio.wait_for(client.connect(f"/proc/self/fd/{pinned}"), timeout)

@@ -90,7 +90,7 @@ def test_a_disk_is_handed_over_then_plugged_in_one_burst_and_verified(fake, imag
     path = image("a.img")
     item = pci_disk(path)
     plug(fake, [item])
-    assert fake.commands() == ["add-fd", "blockdev-add", "device_add", "query-block", "qom-get", "qom-get"]
+    assert fake.commands() == ["add-fd", "blockdev-add", "device_add", "qom-get", "qom-get", "qom-get"]  # bus, addr, drive
     assert fake.log[0][1] == {"opaque": "disk-1"} and item.fdset == 2
     assert fake.log[1][1] == devices.blockdev_args(item.record, "/dev/fdset/2")
     assert fake.log[2][1] == {**item.record["hvinfo"], "drive": "disk-1"}
@@ -198,21 +198,19 @@ def test_verify_checks_scsi_ids_and_the_backing_file(fake, image):
     assert str(err) == "verify: QEMU put disk-1 at scsi-id 5, not 2"
     fake.misplace.clear()
 
-    def swap_backing(command: str, args: dict | None) -> None:
-        if command == "device_add":
-            fake.nodes[args["drive"]]["file"] = "/srv/other.img"
-
-    fake.before_command = swap_backing
+    honest = fake.do_qom_get
+    fake.do_qom_get = lambda args: "other-node" if args["property"] == "drive" else honest(args)  # a device on another node
     err = failed_plug(fake, [scsi_disk(image("b.img"), 2, 2)])
-    assert str(err) == "verify: disk disk-2 is backed by /srv/other.img, not by what was handed over"
-    fake.before_command = None
+    assert str(err) == "verify: disk disk-2 is backed by other-node, not by what was handed over"
+    del fake.do_qom_get
     fake.refuse_if = lambda command, args: ("DeviceNotFound", "gone") if command == "qom-get" else None
     err = failed_plug(fake, [pci_disk(image("c.img"), 3)])
     assert str(err) == "verify: QEMU has no device disk-3 (QEMU refused qom-get: gone)"
     fake.refuse_if = None
-    fake.refuse["query-block"] = ("GenericError", "busy")
+    fake.refuse_if = lambda command, args: ("GenericError", "busy") if args.get("property") == "drive" else None
     err = failed_plug(fake, [pci_disk(image("d.img"), 4)])
-    assert str(err) == "verify: QEMU refused query-block: busy"
+    assert str(err) == "verify: QEMU has no disk attached to disk-4 (QEMU refused qom-get: busy)"
+    fake.refuse_if = None
     assert set(fake.devices) == {"scsi"} and fake.nodes == {} and fake.fdsets == {}
 
 

@@ -320,6 +320,8 @@ class FakeQemu:
             return f"/machine/peripheral/{owner}/{bus}"
         if prop == "type":
             return dev["driver"]
+        if prop == "drive" and "drive" in dev:  # the node behind the device, "" for an empty drive (as QEMU answers)
+            return dev["drive"] or ""
         if prop in dev and dev[prop] is not None and prop in ("addr", "scsi-id", "unit"):
             return dev[prop]
         return refusal("qom-get", args, f"Property '{dev['driver']}.{prop}' not found")
