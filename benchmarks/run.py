@@ -44,6 +44,7 @@ from qemu.qmp import QMPClient  # noqa: E402
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call  # noqa: E402
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug, instance  # noqa: E402
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file  # noqa: E402
 
 REPEAT = int(os.environ.get("KVMHV_BENCH_REPEAT", "25"))
 OUT = REPO / "benchmarks"
@@ -132,6 +133,21 @@ async def raw_del(sock: str) -> None:
     await client.disconnect()
 
 
+async def raw_unplug(sock: str, ids: list[str]) -> None:
+    """The unplug floor for many devices: every device_del at once, then wait for each DEVICE_DELETED (raw QMP)."""
+    client = QMPClient("bench")
+    await client.connect(sock)
+    waiting = set(ids)
+    with client.listener("DEVICE_DELETED") as events:
+        for dev_id in ids:
+            await client.execute("device_del", {"id": dev_id})
+        async for event in events:
+            waiting.discard(event["data"].get("device"))
+            if not waiting:
+                break
+    await client.disconnect()
+
+
 def boot(runtime_dir: str, name: str, images: str, **hv: Any) -> dict[str, Any]:
     res = instance_call(runtime_dir, name, disks=[{"path": make_disk(images, f"{name}-boot.img")}],
                         hvparams=guest_hvparams(**hv))
@@ -201,7 +217,7 @@ def bench_converge(tmp: str, images: str) -> dict[str, Any]:
     hv = guest_hvparams(pci_hotplug_slots=24)
     boot_disk = make_disk(images, "cv-boot.img")
     many = [make_disk(images, f"cv{i}.img", 2 + i) for i in range(20)]
-    results: dict[str, list[float]] = {"add1": [], "add20": [], "rm1": [], "rm10": [], "tasks20": []}
+    results: dict[str, list[float]] = {"add1": [], "add20": [], "rm1": [], "rm10": [], "tasks20": [], "raw1": [], "raw10": []}
     reps = max(3, REPEAT // 5)
     for rep in range(reps):
         name = f"cv{rep}"
@@ -218,6 +234,13 @@ def bench_converge(tmp: str, images: str) -> dict[str, Any]:
                  for i, p in enumerate(many[:10] + [make_disk(images, f"cx{rep}-{i}.img") for i in range(10)])]
         instance_call(tmp, name, disks=[{"path": boot_disk}], purge=True, memory=384, hvparams=hv)
         results["tasks20"].append(playbook(tasks, tmp))
+        # The guest's own cost of releasing PCI devices, with raw QMP on the same guest: 1, then 10 at once.
+        wait_for_report(inst["serial_log"], lambda r: len(r.block) == 21, 120)
+        ids = [d["hvinfo"]["id"] for d in runtime_file.read_path(os.path.join(tmp, f"{name}.runtime.json"))[0]["disks"][1:]]
+        for key, chosen in (("raw1", ids[:1]), ("raw10", ids[1:11])):
+            begin = time.perf_counter()
+            asyncio.run(raw_unplug(inst["qmp_socket"], chosen))
+            results[key].append(time.perf_counter() - begin)
         instance_call(tmp, name, state="absent")
     return {key: stats(value) for key, value in results.items()}
 
@@ -289,6 +312,8 @@ def report(hp: dict[str, Any], hp_disk: dict[str, Any], ans: dict[str, Any], man
               f"| one task adding 20 disks | {fmt(conv['add20'])} | one task adding 1: {fmt(conv['add1'])} | {ratio(conv['add20'], conv['add1'])} | <= 1.5 |",
               f"| one task unplugging 10 PCI disks (guest acknowledges) | {fmt(conv['rm10'])} | one unplugging 1: {fmt(conv['rm1'])} | "
               f"{ratio(conv['rm10'], conv['rm1'])} | <= 1.5 |",
+              f"| raw QMP floor: 10 device_del at once, every DEVICE_DELETED awaited | {fmt(conv['raw10'])} | "
+              f"1 device_del: {fmt(conv['raw1'])} | {ratio(conv['raw10'], conv['raw1'])} | (the guest's own cost) |",
               f"| 20 adds in one task | {fmt(conv['add20'])} | 20 kvm_disk_hotplug tasks in one playbook: {fmt(conv['tasks20'])} | "
               f"{ratio(conv['add20'], conv['tasks20'])} | (lower is better) |"]
     lines += ["", "## Scale on one host", "", "| instances | start all (one playbook) | per instance | kvm_instance_info over all | per instance |",
