@@ -14,12 +14,11 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from ansible_runner import VENV_BIN, ansible_env
-
+from polling import until
 
 RUNNING: list[FaultRun] = []
 
@@ -50,34 +49,26 @@ class FaultRun:
 
     def wait(self, step: str, timeout: float = 120) -> int:
         """The pid of the module process once it reached ``step`` (polling the marker directory)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = sorted(Path(self.markers).glob(f"{step}.*"))
-            if found:
-                return int(found[0].read_text())
-            if self.proc.poll() is not None:
+        def reached() -> list[Path]:
+            if self.proc.poll() is not None and not list(Path(self.markers).glob(f"{step}.*")):
                 raise AssertionError(f"the module ended before reaching {step}: {self.result()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the module did not reach {step} within {timeout}s")
-            time.sleep(0.02)
+            return sorted(Path(self.markers).glob(f"{step}.*"))
+
+        return int(until(reached, timeout, f"the module did not reach {step}")[0].read_text())
 
     def stopped(self, pid: int, timeout: float = 30) -> None:
         """Wait until ``pid`` is stopped (state T) after it announced its stop."""
-        deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
-            assert time.monotonic() < deadline, f"module {pid} never stopped"
-            time.sleep(0.01)
+        until(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T", timeout,
+              f"module {pid} never stopped", 0.01)
 
     def blocked_on_lock(self, pid: int, timeout: float = 30) -> bool:
         """Wait until ``pid`` sleeps in flock (True), or stops at its ``locked`` point instead (False)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def decided() -> str | None:
             if list(Path(self.markers).glob(f"locked.{pid}")):
-                return False
-            if Path(f"/proc/{pid}/wchan").read_text() == "locks_lock_inode_wait":
-                return True
-            time.sleep(0.01)
-        raise AssertionError(f"module {pid} neither waited for the lock nor took it within {timeout}s")
+                return "took it"
+            return "waits" if Path(f"/proc/{pid}/wchan").read_text() == "locks_lock_inode_wait" else None
+
+        return until(decided, timeout, f"module {pid} neither waited for the lock nor took it", 0.01) == "waits"
 
     def kill(self, step: str) -> None:
         pid = self.wait(step)

@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple
+
+from polling import until
 
 GUEST_SCRIPT = Path(__file__).resolve().parents[1] / "guest" / "build-guest.sh"
 KERNEL_ARGS = "console=ttyS0 quiet panic=-1 mitigations=off"
@@ -145,15 +146,16 @@ def latest_report(log_path: str) -> Report | None:
 def wait_for_report(log_path: str, predicate: Callable[[Report], bool], timeout: float = 60.0,
                     after_seq: int = 0) -> Report:
     """The first report (newest first, seq > after_seq) that satisfies ``predicate``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = latest_report(log_path)
-        if last is not None and last.seq > after_seq and predicate(last):
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"guest never reported the expected state within {timeout}s; last report: {last}")
-        time.sleep(0.1)
+    last: list[Report | None] = [None]
+
+    def matching() -> Report | None:
+        last[0] = latest_report(log_path)
+        return last[0] if last[0] is not None and last[0].seq > after_seq and predicate(last[0]) else None
+
+    try:
+        return until(matching, timeout, "guest never reported the expected state", 0.1)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last report: {last[0]}") from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,12 +8,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient
-
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
+from qemu.qmp import QMPClient
 
 
 def qmp(sock: str, *commands: tuple[str, dict[str, Any] | None]) -> list[Any]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from polling import until
 
 IQN = "iqn.2026-11.test.kvmhv:lun"
 
@@ -29,14 +30,16 @@ class Tgt:
     def __enter__(self) -> Tgt:
         self.proc = subprocess.Popen(["tgtd", "-f", "--iscsi", f"portal=127.0.0.1:{self.port}", "-C", self.control],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:  # ready once it accepts connections on its portal
+
+        def accepts() -> bool:  # ready once it accepts connections on its portal
+            assert self.proc.poll() is None, "tgtd exited"
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
             except OSError:
-                assert self.proc.poll() is None and time.monotonic() < deadline, "tgtd did not start"
-                time.sleep(0.05)
+                return False
+            return True
+
+        until(accepts, 30, "tgtd did not start", 0.05)
         return self
 
     def target(self, tid: int, luns: dict[int, int]) -> str:

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 from ansible_runner import run_module
 from faultrun import FaultRun
 from helpers import block_nodes, pci_slots, q, qmp
-
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 
 PAUSED = {"accel": "tcg", "kvm_extra": "-S"}
 

@@ -9,7 +9,6 @@ from ansible_runner import run_module
 from helpers import q, running_pid
 from test_layout import start_paused
 
-
 LEGACY = [
     ["qemu-system-x86_64", "-name", "old1", "-m", "64", "-pidfile", "/run/ganeti/old1.pid", "-daemonize"],
     [{"mac": "52:54:00:00:00:01", "uuid": "11111111-2222-4333-8444-555555555555", "pci": 18}],

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 import os
 
-from helpers import assert_matches_runtime, kill_instance, pci_slots, q, qmp, running_pid, start_runtime
-
+import pytest
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, paths
+from helpers import assert_matches_runtime, kill_instance, pci_slots, q, qmp, running_pid, start_runtime
 
 
 class Started:

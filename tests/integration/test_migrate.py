@@ -10,11 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 from ansible_runner import run_module
 from guest_report import guest_dir, guest_hvparams, latest_report, wait_for_report
 from helpers import alive, assert_matches_runtime, files_of, kill_instance, q, read_rt, tcp_uri
-
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
+from polling import until
 
 
 def boot(runtime_dir: str, name: str, make_disk, **hv) -> dict:
@@ -136,9 +136,12 @@ def test_source_dying_mid_migration_is_reported_at_once(runtime_dir, tmp_path, m
             started = time.monotonic()
             job = pool.submit(run_module, "kvm_migrate", {"name": "mig3", "runtime_dir": runtime_dir, "target_uri": uri,
                                                           "max_bandwidth": 1, "timeout": 600})
-            while q(tgt["qmp_socket"], "query-migrate").get("status") != "active":  # the target is receiving
+
+            def receiving() -> bool:  # the target is receiving
                 assert not job.done(), job.result()
-                time.sleep(0.1)
+                return q(tgt["qmp_socket"], "query-migrate").get("status") == "active"
+
+            until(receiving, 120, "the migration never became active", 0.1)
             os.kill(src["pid"], signal.SIGKILL)
             res = job.result()
         assert res.get("failed") and res["msg"].startswith(f"migrate: the source QEMU exited during the migration to {uri}"), res

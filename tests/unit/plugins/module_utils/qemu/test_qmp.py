@@ -529,7 +529,7 @@ class RefusingClient:
             sent = Message({"execute": command, "arguments": args or {}})
             reply = Message({"error": {"class": "GenericError", "desc": "Duplicate device ID 'd1'"}})
             raise ExecuteError(ErrorResponse(reply), sent, reply)
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never answers
         raise AssertionError("unreachable")
 
 
