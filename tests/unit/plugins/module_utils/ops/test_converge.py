@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -18,9 +18,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.converge import Plan
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
-from ..qemu.test_qmp import FakeQemu
 from .test_engine import load_runtime
 
 INST = "00000000-0000-4000-8000-000000000000"
@@ -198,20 +197,6 @@ def test_after_a_plan_the_instance_has_exactly_the_lists(case, machine):
 
 
 # -- converge() against the fake QEMU ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeQemu]:
-    qemu = FakeQemu()
-    yield qemu
-    qemu.close()
-
-
-@pytest.fixture
-def rd(tmp_path) -> Iterator[RunDir]:
-    (tmp_path / "rt").mkdir(mode=0o700)
-    with RunDir.open(str(tmp_path / "rt")) as opened:
-        yield opened
 
 
 def images(tmp_path, *numbers: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,13 +23,6 @@ HV = hvparams.normalize({"accel": "tcg"})
 
 def uuid(n: int) -> str:
     return f"{n:08x}-0000-4000-8000-{n:012x}"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeQemu]:
-    qemu = FakeQemu()
-    yield qemu
-    qemu.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ settling a killed run's journal, and HotplugOp's decisions against the fake QEMU
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -97,20 +97,6 @@ def test_find_and_new_record():
 
 
 # -- with a runtime directory and the fake QEMU ------------------------------------------------------
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeQemu]:
-    qemu = FakeQemu()
-    yield qemu
-    qemu.close()
-
-
-@pytest.fixture
-def rd(tmp_path) -> Iterator[RunDir]:
-    (tmp_path / "rt").mkdir(mode=0o700)
-    with RunDir.open(str(tmp_path / "rt")) as opened:
-        yield opened
 
 
 def test_commit_add_journals_before_qemu_and_clears_after_saving(fake, rd, tmp_path):

@@ -17,7 +17,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ..qemu.test_qmp import FakeQemu, connect_to
+from ..qemu.test_qmp import connect_to
 from ..store.test_upgrade import LEGACY
 from .test_converge import disk, images, nic, runtime
 from .test_engine import load_runtime
@@ -169,13 +169,6 @@ def test_placement_questions():
 # -- drift() against the fake QEMU ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeQemu]:
-    qemu = FakeQemu()
-    yield qemu
-    qemu.close()
-
-
 def test_drift_asks_qemu_and_compares(rt, fake, monkeypatch, tmp_path):
     sockets: list[str] = []
     monkeypatch.setattr(qmp, "connect", connect_to(fake, sockets))
@@ -203,13 +196,6 @@ def test_drift_fails_when_qemu_does_not_answer(rt, fake, monkeypatch):
 
 
 # -- describe and apply --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rd(tmp_path) -> Iterator[RunDir]:
-    (tmp_path / "rt").mkdir(mode=0o700)
-    with RunDir.open(str(tmp_path / "rt")) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("mark,status", [(None, "down"), ("stopped", "stopped"), ("incoming", "incoming-failed")])

@@ -3,7 +3,7 @@ and the states that need no QEMU (stopped, absent, a recovery or a start in chec
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -164,13 +164,6 @@ def test_plan_runtime_passes_the_shortfall_warning_on():
 
 
 # -- states that need no QEMU ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rd(tmp_path) -> Iterator[RunDir]:
-    (tmp_path / "rt").mkdir(mode=0o700)
-    with RunDir.open(str(tmp_path / "rt")) as opened:
-        yield opened
 
 
 def op(rd: RunDir, check: bool = False, **extra: Any) -> instance.InstanceOp:

@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import socket
-from typing import Iterator
 
 import pytest
 
@@ -17,17 +16,10 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
 from ..qemu.test_qmp import FakeQemu, connect_to
 from .test_converge import disk, images, nic, runtime
-
-
-@pytest.fixture
-def rd(tmp_path) -> Iterator[RunDir]:
-    (tmp_path / "rt").mkdir(mode=0o700)
-    with RunDir.open(str(tmp_path / "rt")) as opened:
-        yield opened
 
 
 # -- unix migration targets -------------------------------------------------------------------------------

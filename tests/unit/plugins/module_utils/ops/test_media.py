@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,13 +15,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ..qemu.test_qmp import FakeQemu
 from .test_converge import disk, images, runtime
 from .test_engine import load_runtime
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeQemu]:
-    qemu = FakeQemu()
-    yield qemu
-    qemu.close()
 
 
 def with_cd(fake: FakeQemu, tmp_path) -> dict[str, Any]:
