@@ -61,6 +61,7 @@ lint:
 	ruff check plugins tests benchmarks
 	pycodestyle --max-line-length 160 --ignore=W503,W504,E402,E741,E203 plugins tests benchmarks extensions
 	MYPYPATH=$(COLLECTIONS) mypy --config-file mypy.ini -p ansible_collections.kvmhv.qemu.plugins.module_utils
+	lint-imports  # the layers of DESIGN.md (pyproject.toml [tool.importlinter])
 	ansible-lint
 
 # ansible-test needs the collection at ansible_collections/kvmhv/qemu inside a

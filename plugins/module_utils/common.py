@@ -4,19 +4,21 @@
 """The AnsibleModule glue every module shares: common options and the error boundary.
 
 A module's ``main()`` is its argument spec and one ``run(module, op)``: the
-operation (in ``ops/``) gets a plain ``Call`` (parameters, check mode, diff
-mode, warnings) and returns the result dict, so no operation ever touches
-``AnsibleModule`` and each can be tested without one.
+operation (in ``ops/``) is a coroutine that gets a plain ``Call``
+(parameters, check mode, diff mode, warnings) and returns the result dict,
+so no operation ever touches ``AnsibleModule`` and each can be tested
+without one. ``run`` is the one place a module call enters the event loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import asyncio
+from typing import Any, Callable, Coroutine
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # type: ignore[import-untyped]
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.process import DEFAULT_QEMU_USER
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import DEFAULT_RUNTIME_DIR
@@ -47,19 +49,6 @@ DISK_OPTIONS: dict[str, Any] = {
 NIC_OPTIONS: dict[str, Any] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
 
 
-@dataclass
-class Call:
-    """One module invocation as the operations see it."""
-
-    params: dict[str, Any]
-    check: bool = False
-    diff: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-
 def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
     """An AnsibleModule with the common options; fails cleanly without qemu.qmp."""
     module = AnsibleModule(argument_spec={**COMMON_ARGS, **argument_spec}, supports_check_mode=True, **kwargs)
@@ -68,11 +57,11 @@ def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
     return module
 
 
-def run(module: AnsibleModule, operation: Callable[[Call], dict[str, Any]]) -> None:
-    """Run ``operation`` and exit with its result; a KvmError becomes a one-line failure."""
+def run(module: AnsibleModule, operation: Callable[[Call], Coroutine[Any, Any, dict[str, Any]]]) -> None:
+    """Run ``operation`` to completion and exit with its result; a KvmError becomes a one-line failure."""
     call = Call(module.params, module.check_mode, module._diff)
     try:
-        result = operation(call)
+        result = asyncio.run(operation(call))
     except KvmError as err:
         for message in call.warnings:
             module.warn(message)

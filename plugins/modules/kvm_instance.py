@@ -330,7 +330,7 @@ confirmed:
 """
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, incoming, instance
 
 
 def main() -> None:
@@ -360,7 +360,12 @@ def main() -> None:
         },
         required_if=[("state", "incoming", ("runtime", "migration_uri")), ("copy_storage", True, ("disk_sizes",))],
     )
-    run(module, instance.apply)
+    if module.params["adopt"]:
+        run(module, adopt.apply)
+    elif module.params["state"] == "incoming":
+        run(module, incoming.apply)
+    else:
+        run(module, instance.apply)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,12 @@ def parse(uri: object, option: str) -> MigrationUri:
         if unix:
             return MigrationUri(uri, "unix", None, None, unix.group(1))
     raise KvmError(f"{option} {uri!r} must be tcp:HOST:PORT (port 1-65535) or unix:/PATH")
+
+
+def check_nbd_port(target: MigrationUri, port: object, option: str) -> int:
+    """The NBD port of a copy_storage migration: both ends check it alike (a tcp migration address, another port)."""
+    if target.kind != "tcp":
+        raise KvmError(f"copy_storage needs a tcp:HOST:PORT {option}: the disks are exported over NBD on that address")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536 or port == target.port:
+        raise KvmError(f"nbd_port {port!r} must be a TCP port (1-65535) other than the migration port")
+    return port

@@ -7,7 +7,7 @@ Nothing in QEMU changes and it never restarts. The runtime file (any layout
 the upgrader reads: Ganeti's, or this collection's own) is checked against
 the live QEMU, and only when they agree is the instance recorded in the
 runtime directory, with ``adopted`` naming that QEMU's QMP socket and pid
-file (``ops.lifecycle.locate`` makes every later operation use them).
+file (``ops.session.locate`` makes every later operation use them).
 
 What must agree (every difference is listed in one error):
 
@@ -16,7 +16,7 @@ What must agree (every difference is listed in one error):
 * name, uuid, memory and vcpus, where the runtime records them;
 * every recorded disk and NIC: present under its id, same driver, same
   address (PCI slot, SCSI target), a disk backed by the recorded file; and
-  no disk or NIC with an id that the runtime lacks (``info.compare``);
+  no disk or NIC with an id that the runtime lacks (``drift.compare``);
 * every device QEMU placed itself (``fixed``): a NIC with that MAC and
   driver, a disk backed by that file, among QEMU's id-less devices.
 
@@ -34,13 +34,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import info, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import drift
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, locate, open_session
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti, runtime_file
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 KEYS = ("runtime", "qmp", "pidfile")
@@ -63,36 +65,27 @@ def _spec(params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def _same_file(a: str | None, b: str | None) -> bool:
-    try:
-        sa, sb = os.stat(a or ""), os.stat(b or "")
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-async def _live(sock: str) -> dict[str, Any]:
+async def _live(mon: qmp.Monitor) -> dict[str, Any]:
     """Everything the comparison needs from QEMU, in two pipelined bursts."""
     names = ("query-name", "query-uuid", "query-pci", "query-block", "query-fdsets", "query-memory-size-summary",
              "query-cpus-fast")
-    async with qmp.connect(sock) as mon:
-        first: list[tuple[str, dict[str, Any] | None]] = [(name, None) for name in names]
-        first += [("qom-list", {"path": path}) for path in ("/machine/peripheral", *_CONTAINERS)]
-        answers = await mon.batch(first)
-        for answer in answers[:len(names) + 1]:
-            if isinstance(answer, KvmError):
-                raise answer.with_step("adopt")
-        live = dict(zip(names, answers, strict=False))
-        live["present"] = query.peripherals(answers[len(names)])
-        anonymous = {}
-        for path, answer in zip(_CONTAINERS, answers[len(names) + 1:], strict=True):
-            if not isinstance(answer, KvmError):
-                anonymous.update({f"{path}/{dev}": kind for dev, kind in query.peripherals(answer).items()
-                                  if kind in hvp.NIC_DRIVERS.values()})
-        asks = info.placement_questions(live["present"])
-        gets: list[tuple[str, dict[str, Any] | None]] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
-        gets += [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
-        got = await mon.batch(gets) if gets else []
+    first: list[tuple[str, dict[str, Any] | None]] = [(name, None) for name in names]
+    first += [("qom-list", {"path": path}) for path in ("/machine/peripheral", *_CONTAINERS)]
+    answers = await mon.batch(first)
+    for answer in answers[:len(names) + 1]:
+        if isinstance(answer, KvmError):
+            raise answer.with_step("adopt")
+    live = dict(zip(names, answers, strict=False))
+    live["present"] = query.peripherals(answers[len(names)])
+    anonymous = {}
+    for path, answer in zip(_CONTAINERS, answers[len(names) + 1:], strict=True):
+        if not isinstance(answer, KvmError):
+            anonymous.update({f"{path}/{dev}": kind for dev, kind in query.peripherals(answer).items()
+                              if kind in hvp.NIC_DRIVERS.values()})
+    asks = drift.placement_questions(live["present"])
+    gets: list[tuple[str, dict[str, Any] | None]] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
+    gets += [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
+    got = await mon.batch(gets) if gets else []
     live["anon_nics"] = [(kind, got[pos]) for pos, kind in enumerate(anonymous.values()) if isinstance(got[pos], str)]
     placed: dict[str, dict[str, Any]] = {}
     for (dev_id, prop, _path), value in zip(asks, got[len(anonymous):], strict=True):
@@ -132,8 +125,8 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     if rt.get("vcpus") and isinstance(cpus, list) and len(cpus) != rt["vcpus"]:
         problems.append(f"QEMU has {len(cpus)} vcpus, the runtime says {rt['vcpus']}")
     blocks = query.blocks_by_device(live["query-block"])
-    problems += info.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),  # type: ignore[arg-type]
-                             blocks, query.fdset_fds(live["query-fdsets"]))
+    problems += drift.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),  # type: ignore[arg-type]
+                              blocks, query.fdset_fds(live["query-fdsets"]))
     anon_nics = list(live["anon_nics"])
     for dev in rt.get("fixed", []):
         if dev["kind"] == "nic":
@@ -149,7 +142,7 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     kvm_cmd = " ".join(rt["kvm_cmd"])
     for dev in rt.get("fixed", []):
         if dev["kind"] == "disk":
-            backed = next((pair for pair in files if pair[1] == dev["path"] or _same_file(pair[1], dev["path"])), None)
+            backed = next((pair for pair in files if pair[1] == dev["path"] or drift.same_file(pair[1] or "", dev["path"]) is True), None)
             if backed is None:
                 problems.append(f"disk {dev['path']} (placed by QEMU): QEMU has no disk backed by it")
             else:
@@ -159,31 +152,31 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _result(changed: bool, rt: Runtime, where: Paths, rd: RunDir, spec: dict[str, str], notes: list[str]) -> dict[str, Any]:
-    state, pid = lifecycle.status(rd, where)
+async def _result(session: Session, changed: bool, rt: Runtime, spec: dict[str, str], notes: list[str]) -> dict[str, Any]:
+    state, pid = await session.status()
     return {"changed": changed, "pending": [], "recovered": False, "adopted": spec, "notes": notes,
-            "instance": lifecycle.public(rt, where, state, pid)}
+            "instance": public(session, rt, state, pid)}
 
 
-def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[str, Any]:
-    located = Paths(where.runtime_dir, where.name, spec["qmp"], spec["pidfile"])
-    existing = runtime_file.load(rd, where.name)
-    if existing is not None:
-        rt = existing[0]
+async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
+    call = session.call
+    rt = session.load()
+    if rt is not None:
         if rt.get("adopted") and {k: rt["adopted"].get(k) for k in KEYS} == spec:
-            located = lifecycle.locate(rd, where)  # with the start time recorded at adoption
-            if not process.running_pid(rd, located):
-                raise KvmError(f"instance {where.name} was adopted from {spec['pidfile']}, whose QEMU no longer runs; "
+            session.where = locate(session.where, rt)  # with the start time recorded at adoption
+            if not session.pid():
+                raise KvmError(f"instance {session.name} was adopted from {spec['pidfile']}, whose QEMU no longer runs; "
                                "start it with state=running (without adopt) or remove it with state=absent")
-            return _result(False, rt, located, rd, spec, ganeti.notes(dict(rt)))
-        raise KvmError(f"instance {where.name} already has a runtime file in {where.runtime_dir}; "
+            return await _result(session, False, rt, spec, ganeti.notes(dict(rt)))
+        raise KvmError(f"instance {session.name} already has a runtime file in {session.where.runtime_dir}; "
                        "remove it first (state=absent) or adopt under another name")
     rt, _version = runtime_file.read_path(spec["runtime"])
-    pid = process.running_pid(rd, located)
+    session.where = Paths(session.where.runtime_dir, session.name, spec["qmp"], spec["pidfile"])
+    pid = session.pid()
     if not pid:
         raise KvmError(f"adopt: no QEMU runs for pid file {spec['pidfile']} (its process must name that pid file "
                        "on its command line, as QEMU's -pidfile does)")
-    live = qmp.run(_live(located.qmp))
+    live = await _live(await session.monitor())
     have, need = _window(dict(rt), live)
     notes = ganeti.notes(dict(rt))
     if need != have:
@@ -194,23 +187,17 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
         raise KvmError(f"adopt: runtime file {spec['runtime']} does not match the QEMU running as pid {pid}: "
                        + "; ".join(problems))
     rt.pop("mark", None)
-    rt["name"] = where.name
+    rt["name"] = session.name
     rt["adopted"] = {**spec, "started": process.starttime(pid)}  # a later pid reuse is never taken for this QEMU
-    if not call.check:
-        runtime_file.save(rd, where.name, rt)
-    result = _result(True, rt, located, rd, spec, notes)
+    session.save(rt)
+    result = await _result(session, True, rt, spec, notes)
     if call.diff:
         result["diff"] = {"before": {}, "after": {"adopted": spec, "pid": pid}}
     return result
 
 
-def apply(call: Call) -> dict[str, Any]:
-    """The whole ``kvm_instance adopt=`` call, under the instance lock."""
+async def apply(call: Call) -> dict[str, Any]:
+    """The whole ``kvm_instance adopt=`` call, in one session on the instance."""
     spec = _spec(call.params)
-    where = paths(call.params["runtime_dir"], call.params["name"])
-    rd = open_rundir(where.runtime_dir, create=not call.check)
-    with rd:
-        if call.check or rd.missing:
-            return adopt(call, rd, where, spec)
-        with rd.lock(where.name, keep_if=where.name + ".runtime.json"):
-            return adopt(call, rd, where, spec)
+    async with open_session(call, call.params["name"], create=True) as session:
+        return await adopt(session, spec)

@@ -21,6 +21,11 @@ in two moves through the one hotplug engine:
 A device whose identity matches but whose properties differ is an error,
 except a ``scsi-cd``'s medium (path or uri, and its format), which changes live. Either way QEMU
 and the runtime file agree afterwards.
+
+The plan is made once, after the journal of a killed run is settled, and
+``execute`` carries out exactly that plan: what the task reports is what
+was done. Only when an unplug fails are the adds placed again, around the
+device that stayed (and the task then fails naming it).
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, hotplug, media
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, media
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 KINDS = ("disks", "nics")
@@ -88,7 +93,7 @@ def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
             have = recorded.get(want["uuid"])
             if have is None:
                 continue
-            differs = hotplug.mismatch(kind, dict(have), wanted_properties(kind, want, rt["hvparams"]))
+            differs = tx.mismatch(kind, dict(have), wanted_properties(kind, want, rt["hvparams"]))
             if kind == "disks" and media.medium_change(dict(have), differs):
                 result.media.append((dict(have), want))
             elif differs:
@@ -102,16 +107,7 @@ def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
         for want in spec[kind]:
             if want["uuid"] in known:
                 continue
-            record = dict(want)
-            if kind == "nics":
-                record["hvinfo"] = allocator.place_nic(state, record)
-            else:
-                record["type"] = allocator.disk_type(record, rt["hvparams"])
-                if record["type"] == "ide":
-                    raise KvmError(f"disk {record.get('path')}: ide disks cannot be hotplugged; plug it at the next start")
-                record["hvinfo"], controllers = allocator.place_disk(state, record)
-                result.adds += [Item("controllers", dict(c)) for c in controllers]
-            result.adds.append(Item(kind, record))
+            result.adds += tx.place(state, kind, dict(want), rt["hvparams"])
     return result
 
 
@@ -130,31 +126,29 @@ def after(rt: Runtime, the_plan: Plan) -> Runtime:
     return result
 
 
-async def converge(mon: qmp.Monitor, rd: RunDir, where: Paths, rt: Runtime, spec: dict[str, Any], purge: bool,
-                   call: Call, timeout: float) -> Runtime:
-    """Make QEMU match ``spec``; returns the runtime as saved. Unplugs first, media changes, then one burst of adds,
-    placed around whatever is really there by then (a device that did not leave keeps its address)."""
-    the_plan = plan(rt, spec, purge)
+async def execute(session: Session, mon: qmp.Monitor, rt: Runtime, the_plan: Plan, spec: dict[str, Any],
+                  timeout: float) -> Runtime:
+    """Carry out ``the_plan`` (made by ``plan`` from ``rt`` and ``spec``); returns the runtime as saved.
+    Unplugs first, media changes, then one burst of adds. If an unplug failed, the adds are placed again
+    around the device that stayed (it keeps its address) and the task fails naming it afterwards."""
     current = rt
     failed: list[tuple[Item, KvmError]] = []
     if the_plan.removes:
         gone, failed = await engine.unplug(mon, the_plan.removes, timeout)
         current = after(current, Plan(removes=gone))
         if gone:
-            runtime_file.save(rd, where.name, current)
+            session.save(current)
     for cd, want in the_plan.media:
         try:
             await media.change(mon, cd, want, current["hvparams"])
         except media.MediumLost:
-            runtime_file.save(rd, where.name, media.emptied(current, cd))  # what QEMU has now
+            session.save(media.emptied(current, cd))  # what QEMU has now
             raise
         current = after(current, Plan(media=[(cd, want)]))
-        runtime_file.save(rd, where.name, current)
+        session.save(current)
     adds = plan(current, spec, purge=False).adds if failed else the_plan.adds
     if adds:
-        target = after(current, Plan(adds=adds))
-        await hotplug.commit_add(mon, rd, where, current, target, adds, timeout)
-        current = target
+        current = await tx.commit_add(session, mon, current, adds, timeout)
     if failed:
         names = ", ".join(f"{item.id} ({err.msg})" for item, err in failed)
         raise KvmError(f"these devices did not leave and stay recorded: {names}", "unplug")

@@ -17,20 +17,18 @@ import contextlib
 import os
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.drift import drift
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, attach
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import INCOMING
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file, upgrade
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
 # export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
 # layout -> export(runtime, QEMU alive); ganeti-2/ganeti-3 are Ganeti 2.10-2.15's and 2.16-3.1's layouts
 EXPORTS: dict[str, Any] = {
@@ -41,128 +39,8 @@ EXPORTS: dict[str, Any] = {
 }
 
 
-def _same_file(a: str, b: str) -> bool | None:
-    """Whether two paths are the same file (device and inode); None if either cannot be read."""
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return None
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def _backing(block: dict[str, Any], pid: int, fdsets: dict[int, list[int]]) -> str | None:
-    """A path naming the file QEMU really uses for a disk (its descriptor in /proc), if known."""
-    name = (block.get("inserted") or {}).get("file") or ""
-    if name.startswith("/dev/fdset/"):
-        fds = fdsets.get(int(name.rsplit("/", 1)[1]), [])
-        return f"/proc/{pid}/fd/{fds[0]}" if fds else None
-    return name or None
-
-
-def placement_questions(present: dict[str, str]) -> list[tuple[str, str, str]]:
-    """(device id, property, qom path) to ask for every device QEMU has: its bus and its address."""
-    asks = []
-    for dev_id, kind in present.items():
-        path = f"{query.PERIPHERAL}{dev_id}"
-        asks.append((dev_id, "parent_bus", path))
-        family = hvi.driver_kind(kind)
-        if family == "scsi":
-            asks.append((dev_id, "scsi-id", path))
-        elif family in ("pci", "controller", "pci-bridge", "pcie-root-port") or kind in DEVICE_DRIVERS:
-            asks.append((dev_id, "addr", path))
-    return asks
-
-
-def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, dict[str, Any]],
-            root_slots: dict[int, dict[str, Any]], blocks: dict[str, dict[str, Any]], fdsets: dict[int, list[int]]) -> list[str]:
-    """Differences between QEMU's answers and the runtime, both ways (pure but for the file identity check).
-
-    ``placed`` is device id -> {"bus": name, "addr": devfn, "scsi-id": n} as QEMU reports it.
-    """
-    problems: list[str] = []
-    recorded: set[str] = set()
-    known_slots: set[int] = set()
-    root = hvp.root_bus(rt["hvparams"])
-    for kind in ("controllers", "disks", "nics"):
-        for dev in records(rt, kind):
-            info = dev["hvinfo"]
-            dev_id = info["id"]
-            recorded.add(dev_id)
-            if dev_id not in present:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has no such device")
-                continue
-            got = placed.get(dev_id, {})
-            if got.get("bus") == root and isinstance(got.get("addr"), int):
-                known_slots.add(got["addr"] >> 3)
-            if present[dev_id] != info["driver"]:
-                problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
-            if got.get("bus") != info["bus"]:
-                problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
-            elif hvi.is_pci(info) and isinstance(got.get("addr"), int):
-                slot, function = hvi.pci_addr(info)  # type: ignore[misc]
-                if got["addr"] != slot << 3 | function:
-                    problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
-                                    f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
-            elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {got.get('scsi-id')}")
-            if kind == "disks" and dev.get("path"):
-                block = blocks.get(dev_id)
-                if block is None:
-                    problems.append(f"{dev_id}: QEMU has no disk attached to it")
-                    continue
-                backing = _backing(block, pid, fdsets)
-                same = _same_file(backing, dev["path"]) if backing else None
-                if same is False:
-                    real = os.path.realpath(backing) if backing else "?"
-                    problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
-    reported: set[str] = set()
-    for dev_id, kind in sorted(present.items()):
-        if dev_id not in recorded and (kind in DEVICE_DRIVERS or hvi.driver_kind(kind) is not None):
-            got = placed.get(dev_id, {})
-            at = f" at {got['bus']} slot {got['addr'] >> 3:#04x}" if isinstance(got.get("addr"), int) else \
-                f" at {got.get('bus')} scsi-id {got['scsi-id']}" if "scsi-id" in got else ""
-            problems.append(f"QEMU has {kind} {dev_id}{at}, missing from the runtime")
-            reported.add(dev_id)
-    return problems + _window_drift(rt, root_slots, known_slots, present, reported | recorded)
-
-
-def _window_drift(rt: Runtime, root_slots: dict[int, dict[str, Any]], known_slots: set[int], present: dict[str, str],
-                  skip: set[str]) -> list[str]:
-    """Whatever sits in the hotplug window unrecorded, named or not, of any kind: a named device of a kind
-    this collection does not know takes the slot too (a hotplug there fails with a drift hint)."""
-    root = hvp.root_bus(rt["hvparams"])
-    window = construct.bus_state(rt).window()
-    problems = []
-    for slot, dev in sorted(root_slots.items()):
-        qdev = dev.get("qdev_id") or ""
-        if slot in window and slot not in known_slots and qdev not in skip:
-            what = f"{present[qdev]} {qdev}" if qdev in present else qdev or "a device"
-            problems.append(f"QEMU has {what} at {root} slot {slot:#04x}, missing from the runtime")
-    return problems
-
-
-async def drift(sock: str, rt: Runtime, pid: int) -> list[str]:
-    """Ask QEMU (four queries, then every device's bus and address, pipelined) and compare."""
-    async with qmp.connect(sock) as mon:
-        answers = await mon.batch([("qom-list", {"path": query.PERIPHERAL.rstrip("/")}), ("query-pci", None),
-                                   ("query-block", None), ("query-fdsets", None)])
-        for answer in answers:
-            if isinstance(answer, KvmError):
-                raise answer.with_step("drift")
-        present = query.peripherals(answers[0])
-        asks = placement_questions(present)
-        got = await mon.batch([("qom-get", {"path": path, "property": prop}) for _i, prop, path in asks]) if asks else []
-    placed: dict[str, dict[str, Any]] = {}
-    for (dev_id, prop, _path), value in zip(asks, got, strict=True):
-        if not isinstance(value, KvmError):
-            placed.setdefault(dev_id, {})["bus" if prop == "parent_bus" else prop] = query.bus_name(value) if prop == "parent_bus" else value
-    return compare(rt, pid, present, placed, query.pci_devices(answers[1]), query.blocks_by_device(answers[2]),
-                   query.fdset_fds(answers[3]))
-
-
-async def _disk_sizes(sock: str, rt: Runtime) -> dict[str, int]:
-    async with qmp.connect(sock) as mon:
-        blocks = query.blocks_by_device(await mon.cmd("query-block", step="disk sizes"))
+async def _disk_sizes(mon: qmp.Monitor, rt: Runtime) -> dict[str, int]:
+    blocks = query.blocks_by_device(await mon.cmd("query-block", step="disk sizes"))
     sizes = {}
     for disk in rt["disks"]:
         image = ((blocks.get(disk["hvinfo"]["id"]) or {}).get("inserted") or {}).get("image") or {}
@@ -171,18 +49,16 @@ async def _disk_sizes(sock: str, rt: Runtime) -> dict[str, int]:
     return sizes
 
 
-def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Paths | None) -> dict[str, Any]:
-    """One instance as the module returns it."""
-    if rd is not None and where is not None:
-        where = lifecycle.locate(rd, where)  # an adopted QEMU's socket and pid file
-    pid = process.running_pid(rd, where) if rd is not None and where is not None else None
+async def describe(path: str, rt: Runtime, version: int, session: Session | None) -> dict[str, Any]:
+    """One instance as the module returns it (``session`` is None for a file outside a runtime directory)."""
+    pid = session.pid() if session is not None else None
     status = "alive" if pid else "down"
     if rt.get("mark") == INCOMING:
         status = "incoming" if pid else "incoming-failed"
     elif rt.get("mark") == "stopped" and not pid:
         status = "stopped"
     report: dict[str, Any] = {
-        "name": rt.get("name") or (where.name if where else None),
+        "name": rt.get("name") or (session.name if session else None),
         "runtime_file": path,
         "format_version": version,
         "current_version": FORMAT_VERSION,
@@ -191,16 +67,17 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "alive": pid is not None,
         "pid": pid,
         "status": status,
-        "qmp_socket": where.qmp if where else None,
-        "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] if rd and where else [],
+        "qmp_socket": session.where.qmp if session else None,
+        "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(session.rd, session.where)] if session else [],
         "drift": [],
         "notes": ganeti.notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
         "disk_sizes": {},
     }
-    if pid is not None and rd is not None and where is not None:
-        report["drift"] = qmp.run(drift(lifecycle.query_socket(rd, where), rt, pid))
+    if pid is not None and session is not None:
+        mon = await session.monitor()
+        report["drift"] = await drift(mon, rt, pid)
         # Each disk's virtual size as QEMU sees it: what a copy_storage target creates.
-        report["disk_sizes"] = qmp.run(_disk_sizes(lifecycle.query_socket(rd, where), rt))
+        report["disk_sizes"] = await _disk_sizes(mon, rt)
     return report
 
 
@@ -232,40 +109,50 @@ def _upgrade_in_place(path: str, check: bool) -> None:
             rd.write_atomic(os.path.basename(path), runtime_file.dumps(rt))
 
 
-def apply(call: Call) -> dict[str, Any]:
+async def _one(call: Call, path: str, rd: RunDir | None, name: str | None) -> dict[str, Any]:
+    """The report of one runtime file, upgraded in place first if asked; ``changed`` and ``diff`` on the side."""
     params = call.params
-    changed, diffs, reports = False, [], []
+    found: tuple[Runtime, int] | None
+    async with contextlib.AsyncExitStack() as stack:
+        session = None
+        if rd is not None and name is not None:
+            session = await stack.enter_async_context(attach(call, rd, paths(rd.path, name), writer=False))
+            found = runtime_file.load(rd, name)
+            if found is None:
+                raise KvmError(f"runtime file {path} does not exist")
+        else:
+            found = runtime_file.read_path(path)
+        rt, version = found
+        upgraded = None
+        if params["upgrade"] and version < rt["version"]:
+            upgraded = {"before": f"{path}: format version {version}\n", "after": f"{path}: format version {rt['version']}\n"}
+            _upgrade_in_place(path, call.check)
+            if not call.check:
+                version = rt["version"]
+        report = await describe(path, rt, version, session)
+    if params.get("export"):  # refused with the reason when the devices do not fit the layout
+        report["exported"] = EXPORTS[params["export"]](rt, report["alive"])
+    return {"report": report, "diff": upgraded}
+
+
+async def apply(call: Call) -> dict[str, Any]:
+    """The whole kvm_instance_info call: one read-only session per instance it reports."""
+    params = call.params
     if params["path"]:
-        targets: list[tuple[str, Paths | None]] = [(params["path"], None)]
         owned = _instance_of(params["path"])
         rd = RunDir.open(owned[0], create=False) if owned else None
-        if owned and rd is not None:
-            targets = [(params["path"], paths(owned[0], owned[1]))]
+        names: list[str | None] = [owned[1] if owned and rd is not None else None]
+        files = [params["path"]]
     else:
         rd = open_rundir(params["runtime_dir"], create=False)
-        names = [params["name"]] if params["name"] else list_names(rd.listdir())
-        targets = [(paths(params["runtime_dir"], n).runtime, paths(params["runtime_dir"], n)) for n in names]
+        listed = [params["name"]] if params["name"] else list_names(rd.listdir())
+        names, files = list(listed), [paths(params["runtime_dir"], n).runtime for n in listed]
     with rd if rd is not None else contextlib.nullcontext():
-        for path, where in targets:
-            if where is not None and rd is not None:
-                found = runtime_file.load(rd, where.name)
-                if found is None:
-                    raise KvmError(f"runtime file {path} does not exist")
-                rt, version = found
-            else:
-                rt, version = runtime_file.read_path(path)
-            if params["upgrade"] and version < rt["version"]:
-                changed = True
-                diffs.append({"before": f"{path}: format version {version}\n", "after": f"{path}: format version {rt['version']}\n"})
-                _upgrade_in_place(path, call.check)
-                if not call.check:
-                    version = rt["version"]
-            report = describe(path, rt, version, rd if where else None, where)
-            if params.get("export"):  # refused with the reason when the devices do not fit the layout
-                report["exported"] = EXPORTS[params["export"]](rt, report["alive"])
-            reports.append(report)
-    result: dict[str, Any] = {"changed": changed, "instances": reports}
-    if len(targets) == 1 and (params["name"] or params["path"]):
+        done = [await _one(call, path, rd, name) for path, name in zip(files, names, strict=True)]
+    reports = [d["report"] for d in done]
+    diffs = [d["diff"] for d in done if d["diff"]]
+    result: dict[str, Any] = {"changed": bool(diffs), "instances": reports}
+    if len(files) == 1 and (params["name"] or params["path"]):
         result["instance"] = reports[0]
     if call.diff and diffs:
         result["diff"] = diffs

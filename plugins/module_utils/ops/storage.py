@@ -37,6 +37,7 @@ import os
 import secrets
 import stat
 import subprocess
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -247,20 +248,25 @@ def still_ours(records: list[dict[str, Any]]) -> list[str]:
     return [rec["path"] for rec in records if _is_ours(rec)]
 
 
-async def export(mon: qmp.Monitor, host: str, port: int, disks: list[dict[str, Any]]) -> None:
+@dataclass(frozen=True)
+class NbdExport:
+    """What a copy_storage target serves over NBD: its disks, on the migration address's host and ``port``."""
+
+    host: str
+    port: int
+    disks: list[dict[str, Any]]
+
+
+async def export(mon: qmp.Monitor, nbd: NbdExport) -> None:
     """Start the NBD server on the migration address and export every copied disk writable (target, inmigrate)."""
-    await mon.cmd("nbd-server-start", storage.server_args(host, port, len(disks)), step="copy_storage: NBD server")
-    for disk in disks:
+    await mon.cmd("nbd-server-start", storage.server_args(nbd.host, nbd.port, len(nbd.disks)), step="copy_storage: NBD server")
+    for disk in nbd.disks:
         await mon.cmd("block-export-add", storage.export_args(disk), step="copy_storage: NBD export")
 
 
-async def _unexport(sock: str) -> None:
-    async with qmp.connect(sock, timeout=5) as mon:
-        # Stopping the server closes every NBD export (QEMU 7.2); a server already gone is fine.
-        await mon.try_cmd("nbd-server-stop")
+async def unexport(mon: qmp.Monitor) -> None:
+    """Close the NBD server of a target whose migration arrived (best effort: QEMU may be gone).
 
-
-def unexport(sock: str) -> None:
-    """Close the NBD server of a target whose migration arrived (best effort: QEMU may be gone)."""
-    with contextlib.suppress(KvmError):
-        qmp.run(_unexport(sock))
+    Stopping the server closes every NBD export (QEMU 7.2); a server already gone is fine.
+    """
+    await mon.try_cmd("nbd-server-stop")

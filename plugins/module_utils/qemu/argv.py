@@ -54,32 +54,6 @@ def to_json(args: dict[str, Any]) -> str:
     return json.dumps(args, separators=(",", ":"))
 
 
-def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any]) -> list[str]:
-    """Everything but devices, extras and host plumbing (the runtime's ``kvm_cmd``)."""
-    argv = [
-        binary,
-        "-name", hvi.escape(name),
-        "-uuid", uuid,
-        "-machine", hvi.options(hvparams["machine_type"], {"accel": hvparams["accel"]}),
-        "-m", str(int(memory)),
-        "-smp", str(int(vcpus)),
-        "-nodefaults",
-        "-display", "none",
-    ]
-    if hvparams.get("cpu_type"):
-        argv += ["-cpu", hvparams["cpu_type"]]  # not QemuOpts: checked against a strict grammar instead
-    if hvparams.get("kernel_path"):
-        argv += ["-kernel", hvparams["kernel_path"]]  # plain file names and text, not key=value
-        if hvparams.get("initrd_path"):
-            argv += ["-initrd", hvparams["initrd_path"]]
-        if hvparams.get("kernel_args"):
-            argv += ["-append", hvparams["kernel_args"]]
-    if hvp.is_q35(hvparams):
-        # Native PCIe hotplug on the root ports (QEMU's default on q35 is ACPI hotplug).
-        argv += ["-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off"]
-    return argv
-
-
 def plumbing_argv(fds: HostFds, incoming: bool = False, serial: bool = True) -> list[str]:
     """Host-local options: sandbox, two QMP monitors, the serial log (unless ``serial`` is off), ``-incoming defer``."""
     argv = [

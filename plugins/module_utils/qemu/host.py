@@ -24,7 +24,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, tap
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
@@ -93,16 +92,12 @@ class Opened:
         self.fds.disks, self.fds.taps, self.fds.serial = {}, {}, -1
 
 
-def open_for_start(rd: RunDir, where: Paths, rt: Runtime) -> Opened:
-    """Monitors, serial log, disks and taps for a start of ``rt``; all or nothing."""
-    sockets: list[socket.socket] = []
+def open_for_start(sockets: list[socket.socket], serial: int, rt: Runtime) -> Opened:
+    """Disks and taps for a start of ``rt`` beside the two listening monitors and the serial log the caller
+    opened; all or nothing (on failure everything passed in is closed too)."""
     disks: dict[str, tuple[int, bool]] = {}
     taps: dict[str, int] = {}
-    serial = -1
     try:
-        sockets.append(rd.listen(os.path.basename(where.qmp)))
-        sockets.append(rd.listen(os.path.basename(where.qmp_ro)))
-        serial = rd.open_append(os.path.basename(where.serial))
         for key, disk in [(d["hvinfo"]["id"], d) for d in rt["disks"] if d.get("path")] + fixed.disks(rt):
             disks[key] = open_disk(dict(disk), rt["hvparams"])
         for key, nic in [(n["hvinfo"]["id"], n) for n in rt["nics"]] + [(n["netdev"], n) for n in fixed.nics(rt)]:

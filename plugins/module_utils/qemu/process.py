@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import grp
 import os
 import pwd
 import select
@@ -25,7 +24,6 @@ import subprocess
 from dataclasses import dataclass
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 
 DEFAULT_QEMU_USER = "kvmhv-qemu"
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -53,13 +51,6 @@ def resolve_user(name: str) -> QemuUser:
     if me not in (0, entry.pw_uid):
         raise KvmError(f"running QEMU as {name!r} needs root; the module runs as uid {me}")
     return QemuUser(name, entry.pw_uid, entry.pw_gid, groups)
-
-
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
 
 
 def starttime(pid: int) -> int | None:
@@ -95,18 +86,22 @@ def read_outside(path: str) -> str | None:
         return handle.read(64)
 
 
-def read_pid(rd: RunDir, where: Paths) -> tuple[int, int | None] | None:
-    """(pid, start time) from the pid file; the start time is None in files QEMU wrote itself."""
-    text = read_outside(where.pidfile) if where.adopted_pidfile else rd.read_text(os.path.basename(where.pidfile))
+def parse_pid(text: str | None, default_started: int | None = None) -> tuple[int, int | None] | None:
+    """(pid, start time) from a pid file's text; the start time is ``default_started`` in files QEMU wrote itself."""
     if not text:
         return None
     parts = text.split()
     try:
         pid = int(parts[0])
-        started = int(parts[1]) if len(parts) > 1 else where.adopted_started
+        started = int(parts[1]) if len(parts) > 1 else default_started
     except (ValueError, IndexError):
         return None
     return (pid, started) if pid > 0 else None
+
+
+def pid_text(pid: int) -> str:
+    """What this module writes into a pid file: the pid and its start time (a recycled pid is never taken for QEMU)."""
+    return f"{pid} {starttime(pid) or 0}\n"
 
 
 def _cmdline_names(pid: int, path: str) -> bool:
@@ -117,14 +112,13 @@ def _cmdline_names(pid: int, path: str) -> bool:
         return False
 
 
-def running_pid(rd: RunDir, where: Paths) -> int | None:
-    """The instance's QEMU pid if that very process still runs.
+def running_pid(found: tuple[int, int | None] | None, pidfile: str) -> int | None:
+    """The pid of ``found`` (from ``parse_pid``) if that very process still runs.
 
     A pid file with a start time (written by this module) must match
     ``/proc``; one without (written by QEMU's ``-pidfile``, as earlier
-    versions and Ganeti do) must name itself on the process's command line.
+    versions and Ganeti do) must name ``pidfile`` on the process's command line.
     """
-    found = read_pid(rd, where)
     if found is None:
         return None
     pid, started = found
@@ -133,12 +127,7 @@ def running_pid(rd: RunDir, where: Paths) -> int | None:
         return None
     if started is not None:
         return pid if now == started else None
-    return pid if _cmdline_names(pid, where.pidfile) else None
-
-
-def write_pid(rd: RunDir, where: Paths, pid: int) -> None:
-    started = starttime(pid)
-    rd.write_atomic(os.path.basename(where.pidfile), f"{pid} {started or 0}\n")
+    return pid if _cmdline_names(pid, pidfile) else None
 
 
 def spawn(argv: list[str], pass_fds: list[int], user: QemuUser, log_fd: int) -> subprocess.Popen[bytes]:
@@ -198,17 +187,7 @@ def kill_verified(pid: int, started: int | None, timeout: float = 10.0) -> bool:
         os.close(fd)
 
 
-def stop_hard(rd: RunDir, where: Paths, timeout: float = 10.0) -> bool:
-    """SIGKILL the instance's QEMU (if that very process still runs) and wait for it."""
-    found = read_pid(rd, where)
-    pid = running_pid(rd, where)
-    if not pid or not found:
-        return False
-    return kill_verified(pid, found[1] if found[1] is not None else starttime(pid), timeout)
-
-
-def log_tail(rd: RunDir, where: Paths, offset: int) -> str:
-    """The last meaningful line QEMU wrote to its log since ``offset``."""
-    text = rd.read_text(os.path.basename(where.log)) or ""
-    lines = [ln.strip() for ln in text[offset:].splitlines() if ln.strip()]
+def last_line(text: str) -> str:
+    """The last meaningful line of ``text`` (what QEMU said last in its log)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1] if lines else ""

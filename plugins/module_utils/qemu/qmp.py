@@ -1,10 +1,11 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kvmhv.qemu contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A small synchronous-looking face over qemu.qmp's async ``QMPClient``.
+"""A small face over qemu.qmp's async ``QMPClient``: the ``Monitor``.
 
-Modules run one coroutine per call (``run``); inside it a ``Monitor`` sends
-commands and waits for events. Every qemu.qmp error becomes a one-line
+A module call crosses from sync to async once (``common.run``); below that
+everything that talks to QEMU is a coroutine on one ``Monitor`` per call
+(``ops.session``), which sends commands and waits for events. Every qemu.qmp error becomes a one-line
 KvmError naming the step and QEMU's own message. Waits are event-driven with
 deadlines: no polling, no sleeps.
 """
@@ -17,7 +18,7 @@ import logging
 import os
 import stat
 import traceback
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 
@@ -49,21 +50,21 @@ class _Client(QMPClient):
         return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
 
 
-T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
-
-
-def run(coro: Awaitable[T]) -> T:
-    """Run one QMP conversation to completion from synchronous module code."""
-    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 class Monitor:
     """One connection to an instance's QMP socket."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, socket_path: str = "") -> None:
         self.client = client
+        self.socket_path = socket_path
+
+    async def close(self) -> None:
+        """Hang up (best effort: QEMU may be gone already)."""
+        with contextlib.suppress(Exception):
+            await self.client.disconnect()
 
     async def _execute(self, command: str, args: dict[str, Any] | None, step: str | None) -> Any:
         """Execute ``command`` (no deadline); QEMU's refusal becomes KvmError(step or command) with its class."""
@@ -172,9 +173,8 @@ def _pin(socket_path: str) -> int:
     return fd
 
 
-@contextlib.asynccontextmanager
-async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[Monitor]:
-    """Open a QMP session to ``socket_path``; KvmError if nothing listens there.
+async def open_monitor(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> Monitor:
+    """A QMP session to ``socket_path``; KvmError if nothing listens there. The caller closes it.
 
     The connection goes through ``/proc/self/fd`` to the socket pinned by
     ``_pin``: exactly the inode that was checked, whatever the path becomes
@@ -197,8 +197,14 @@ async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIt
         raise KvmError(f"cannot connect to QMP socket {socket_path}: {getattr(reason, 'strerror', None) or reason}") from None
     finally:
         os.close(pinned)
+    return Monitor(client, socket_path)
+
+
+@contextlib.asynccontextmanager
+async def connect(socket_path: str, timeout: float = CONNECT_TIMEOUT) -> AsyncIterator[Monitor]:
+    """``open_monitor`` as a context: closed on the way out."""
+    mon = await open_monitor(socket_path, timeout)
     try:
-        yield Monitor(client)
+        yield mon
     finally:
-        with contextlib.suppress(Exception):
-            await client.disconnect()
+        await mon.close()

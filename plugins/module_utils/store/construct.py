@@ -9,7 +9,7 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.hvparams import extra_args
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kvm_cmd import fixed_argv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -30,7 +30,7 @@ def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[st
         "memory": memory,
         "vcpus": vcpus,
         "hvparams": dict(hvparams),
-        "kvm_cmd": argv.fixed_argv(binary, name, uuid, memory, vcpus, hvparams),
+        "kvm_cmd": fixed_argv(binary, name, uuid, memory, vcpus, hvparams),
         "kvm_extra": extra_args(hvparams),
         "controllers": kept,
         "disks": disks,  # type: ignore[typeddict-item]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import common
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 
@@ -35,9 +36,9 @@ class FakeModule:
 
 
 def test_run_hands_the_operation_a_call_and_exits_with_its_result():
-    seen: list[common.Call] = []
+    seen: list[Call] = []
 
-    def op(call: common.Call) -> dict[str, Any]:
+    async def op(call: Call) -> dict[str, Any]:
         seen.append(call)
         call.warn("first")
         call.warn("second")
@@ -52,7 +53,7 @@ def test_run_hands_the_operation_a_call_and_exits_with_its_result():
 
 
 def test_a_kvm_error_is_a_one_line_failure_and_keeps_the_warnings():
-    def op(call: common.Call) -> dict[str, Any]:
+    async def op(call: Call) -> dict[str, Any]:
         call.warn("before the failure")
         raise KvmError("QEMU refused\ndevice_add", "device_add")
 
@@ -64,7 +65,7 @@ def test_a_kvm_error_is_a_one_line_failure_and_keeps_the_warnings():
 
 
 def test_other_exceptions_are_not_hidden():
-    def op(call: common.Call) -> dict[str, Any]:
+    async def op(call: Call) -> dict[str, Any]:
         raise ValueError("a bug")
 
     module = FakeModule({})
@@ -74,7 +75,7 @@ def test_other_exceptions_are_not_hidden():
 
 
 def test_calls_do_not_share_warnings():
-    a, b = common.Call({}), common.Call({})
+    a, b = Call({}), Call({})
     a.warn("only a")
     assert (a.warnings, b.warnings) == (["only a"], [])
     assert (a.check, a.diff) == (False, False)

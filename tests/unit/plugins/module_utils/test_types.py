@@ -18,7 +18,8 @@ import pytest
 from ansible_collections.kvmhv.qemu.plugins.module_utils import types
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvinfo, hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge, hotplug
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
 
 from .store.test_upgrade import LEGACY
@@ -103,8 +104,8 @@ def every_runtime() -> dict[str, dict[str, Any]]:
     # records the operations add to a running instance
     rt = upgraded["pc"]
     hot_cd = devices.disk_record({"path": "/hot.img", "type": "scsi-cd"}, INST)
-    record, _controllers = hotplug.plan_add(rt, "disks", hot_cd)
-    assert problems(record, types.DiskRecord, "plan_add") == []
+    record = tx.place(construct.bus_state(rt), "disks", hot_cd, rt["hvparams"])[-1].record
+    assert problems(record, types.DiskRecord, "place") == []
     planned = converge.plan(rt, {"disks": [*rt["disks"], hot_cd], "nics": [devices.nic_record({"mac": "52:54:00:00:00:0a"}, INST)]},
                             purge=True)
     upgraded["hotplugged"] = dict(converge.after(rt, planned))

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, locate
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
 FIXTURES = Path(__file__).parents[1] / "store" / "ganeti_fixtures"
@@ -95,16 +97,14 @@ def rundir(tmp_path):
 
 def test_locate_is_the_one_place_that_picks_an_adopted_qemus_socket_and_pid_file(rundir):
     where = paths(rundir.path, "vm1")
-    assert lifecycle.locate(rundir, where) == where.own()  # no runtime file yet
+    assert locate(where, None) == where.own()  # no runtime file yet
     rt = record()
-    runtime_file.save(rundir, "vm1", rt)
-    assert lifecycle.locate(rundir, where) == where.own()
+    assert locate(where, rt) == where.own()
     rt["adopted"] = {"runtime": "/g/conf/vm1.runtime", "qmp": "/g/ctrl/vm1.qmp", "pidfile": "/g/pid/vm1"}
-    runtime_file.save(rundir, "vm1", rt)
-    found = lifecycle.locate(rundir, where)
+    found = locate(where, rt)
     assert (found.qmp, found.qmp_ro, found.pidfile, found.adopted) == ("/g/ctrl/vm1.qmp", "/g/ctrl/vm1.qmp", "/g/pid/vm1", True)
     assert found.runtime == where.runtime and found.own() == where
-    assert lifecycle.query_socket(rundir, found) == "/g/ctrl/vm1.qmp"  # one monitor only
+    assert Session(Call({}), rundir, found, writer=False).query_socket() == "/g/ctrl/vm1.qmp"  # one monitor only
 
 
 def test_an_adopted_pid_file_is_read_without_following_a_symlink(tmp_path, rundir):
@@ -112,12 +112,12 @@ def test_an_adopted_pid_file_is_read_without_following_a_symlink(tmp_path, rundi
     pidfile.write_text(f"{os.getpid()}\n")
     os.chmod(pidfile, 0o644)
     where = paths(rundir.path, "vm1")
-    adopted = type(where)(where.runtime_dir, where.name, str(tmp_path / "qmp"), str(pidfile))
-    assert process.read_pid(rundir, adopted) == (os.getpid(), None)
-    assert process.running_pid(rundir, adopted) is None  # this process does not name the pid file on its command line
+    adopted = Session(Call({}), rundir, type(where)(where.runtime_dir, where.name, str(tmp_path / "qmp"), str(pidfile)), True)
+    assert adopted.pid_record() == (os.getpid(), None)
+    assert adopted.pid() is None  # this process does not name the pid file on its command line
     os.chmod(pidfile, 0o666)
     with pytest.raises(KvmError, match="refusing to trust it"):
-        process.read_pid(rundir, adopted)
+        adopted.pid_record()
     link = tmp_path / "link"
     link.symlink_to(pidfile)
     with pytest.raises(KvmError, match="is a symlink; refusing to follow it"):
@@ -156,9 +156,7 @@ def test_an_adopted_qemu_is_known_by_its_start_time_too(tmp_path, rundir):
     rt = record()
     rt["adopted"] = {"runtime": "/g/conf/vm1.runtime", "qmp": str(tmp_path / "qmp"), "pidfile": str(pidfile),
                      "started": process.starttime(os.getpid())}
-    runtime_file.save(rundir, "vm1", rt)
-    where = lifecycle.locate(rundir, paths(rundir.path, "vm1"))
-    assert process.running_pid(rundir, where) == os.getpid()  # the start time matches: no command-line check needed
+    where = locate(paths(rundir.path, "vm1"), rt)
+    assert Session(Call({}), rundir, where, True).pid() == os.getpid()  # the start time matches: no command-line check needed
     rt["adopted"]["started"] = 1  # another process's start time: the pid was reused
-    runtime_file.save(rundir, "vm1", rt)
-    assert process.running_pid(rundir, lifecycle.locate(rundir, paths(rundir.path, "vm1"))) is None
+    assert Session(Call({}), rundir, locate(paths(rundir.path, "vm1"), rt), True).pid() is None

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.converge import Plan
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
@@ -23,6 +24,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import pat
 from .test_engine import load_runtime
 
 INST = "00000000-0000-4000-8000-000000000000"
+
+
+async def converged(fake: Any, rd: Any, rt: Any, spec: dict[str, Any], timeout: float) -> Any:
+    """Plan (purge) and execute on the fake QEMU, as kvm_instance does on a running instance."""
+    session = Session(Call({}), rd, paths(rd.path, "vm1"), writer=True)
+    return await converge.execute(session, qmp.Monitor(fake), rt, converge.plan(rt, spec, True), spec, timeout)
 
 
 def uuid(n: int) -> str:
@@ -141,7 +148,8 @@ def test_every_problem_is_named_at_once_and_ide_cannot_be_hotplugged():
     spec = {"disks": [disk(1, mode="ro"), disk(2, format="qcow2")], "nics": []}
     with pytest.raises(KvmError, match=r"disk-00000001 differs: mode .*; disk-00000002 differs: format"):
         converge.plan(rt, spec, purge=False)
-    with pytest.raises(KvmError, match=r"disk /srv/d3\.img: ide disks cannot be hotplugged; plug it at the next start"):
+    with pytest.raises(KvmError, match=r"disk /srv/d3\.img: ide disks cannot be hotplugged .QEMU.s IDE bus has no hotplug.; "
+                                       r"use a SCSI or paravirtual type, or add it at the next start"):
         converge.plan(rt, {"disks": [disk(1), disk(2), disk(3, type="ide")], "nics": []}, purge=False)
 
 
@@ -214,7 +222,7 @@ def test_converge_unplugs_changes_media_then_adds_and_saves(fake, rd, tmp_path):
     where = paths(rd.path, "vm1")
     runtime_file.save(rd, "vm1", rt)
     spec = {"disks": [disk(1, directory), {**cd, "path": f"{directory}/d4.iso"}, disk(4, directory)], "nics": []}
-    done = asyncio.run(converge.converge(qmp.Monitor(fake), rd, where, rt, spec, True, Call({}), 1.0))
+    done = asyncio.run(converged(fake, rd, rt, spec, 1.0))
     commands = fake.commands()
     assert commands.index("device_del") < commands.index("blockdev-open-tray") < commands.index("device_add")
     assert set(fake.devices) == {"scsi", "disk-00000001", "disk-00000003", "disk-00000004"}
@@ -229,10 +237,10 @@ def test_devices_that_do_not_leave_stay_recorded_and_fail_the_task_after_the_add
     rt = runtime([disk(1, directory), disk(2, directory)], [])
     load_runtime(fake, rt)
     fake.unplug_of = {"disk-00000002": "silent"}
-    where = paths(rd.path, "vm1")
+    paths(rd.path, "vm1")
     spec = {"disks": [disk(3, directory)], "nics": []}
     with pytest.raises(KvmError) as err:
-        asyncio.run(converge.converge(qmp.Monitor(fake), rd, where, rt, spec, True, Call({}), 0.2))
+        asyncio.run(converged(fake, rd, rt, spec, 0.2))
     assert str(err.value).startswith("unplug: these devices did not leave and stay recorded: disk-00000002 (no DEVICE_DELETED")
     saved = runtime_file.load(rd, "vm1")[0]
     assert [d["uuid"] for d in saved["disks"]] == [uuid(2), uuid(3)] and set(fake.devices) == {"disk-00000002", "disk-00000003"}
@@ -248,5 +256,5 @@ def test_an_unplug_that_fails_does_not_turn_into_a_drift_error(fake, rd, tmp_pat
     the_plan = converge.plan(rt, spec, purge=True)
     assert [i.record["hvinfo"]["addr"] for i in the_plan.adds] == ["0x10", "0x11"]  # 0x11 is disk 2's
     with pytest.raises(KvmError) as err:
-        asyncio.run(converge.converge(qmp.Monitor(fake), rd, paths(rd.path, "vm1"), rt, spec, True, Call({}), 0.2))
+        asyncio.run(converged(fake, rd, rt, spec, 0.2))
     assert "did not leave" in str(err.value) and "drift" not in str(err.value)

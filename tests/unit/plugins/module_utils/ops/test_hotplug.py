@@ -8,18 +8,31 @@ from typing import Any
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, hotplug
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, attach
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import journal, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
 from ..qemu.test_qmp import FakeQemu, connect_to
 from .test_converge import INST, disk, images, nic, runtime, uuid
 from .test_engine import load_runtime
+
+
+def plan_add(rt: Any, kind: str, record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The placed record and the controllers it needs, as transaction.place gives them."""
+    items = tx.place(construct.bus_state(rt), kind, record, rt["hvparams"])
+    return items[-1].record, [item.record for item in items[:-1]]
+
+
+def writer(rd: RunDir, call: Call | None = None) -> Session:
+    return Session(call or Call({}), rd, paths(rd.path, "vm1"), writer=True)
+
 
 # -- pure parts ----------------------------------------------------------------------------------
 
@@ -32,7 +45,7 @@ from .test_engine import load_runtime
     ("nics", {"uuid": uuid(2), "mac": "52:54:00:ab:cd:ef"}, ("uuid", uuid(2))),
 ])
 def test_identity(kind, spec, found):
-    assert hotplug.identity(kind, spec) == found
+    assert tx.identity(kind, spec) == found
 
 
 @pytest.mark.parametrize("kind,spec,message", [
@@ -42,54 +55,54 @@ def test_identity(kind, spec, found):
 ])
 def test_identity_refusals(kind, spec, message):
     with pytest.raises(KvmError, match=message):
-        hotplug.identity(kind, spec)
+        tx.identity(kind, spec)
 
 
 def test_asked_properties_are_normalised_like_records():
-    assert hotplug.asked_properties("disks", {"uuid": uuid(1), "path": "/a", "type": "scsi", "mode": "ro"}) == {
+    assert tx.asked_properties("disks", {"uuid": uuid(1), "path": "/a", "type": "scsi", "mode": "ro"}) == {
         "path": "/a", "mode": "ro", "type": "scsi-hd"}
-    assert hotplug.asked_properties("disks", {"uuid": uuid(1)}) == {}
-    assert hotplug.asked_properties("nics", {"mac": "52:54:00:AA:00:01", "network": {"type": "tap", "ifname": "t0", "bridge": None}}) == {
+    assert tx.asked_properties("disks", {"uuid": uuid(1)}) == {}
+    assert tx.asked_properties("nics", {"mac": "52:54:00:AA:00:01", "network": {"type": "tap", "ifname": "t0", "bridge": None}}) == {
         "mac": "52:54:00:aa:00:01", "network": {"type": "tap", "ifname": "t0"}}
-    assert hotplug.asked_properties("nics", {"uuid": uuid(1), "network": None}) == {"network": None}
+    assert tx.asked_properties("nics", {"uuid": uuid(1), "network": None}) == {"network": None}
 
 
 def test_mismatch_names_each_differing_property():
     found = disk(1)
-    assert hotplug.mismatch("disks", found, {**found}) == []
-    assert hotplug.mismatch("disks", found, {**found, "mode": "ro", "format": "qcow2"}) == [
+    assert tx.mismatch("disks", found, {**found}) == []
+    assert tx.mismatch("disks", found, {**found, "mode": "ro", "format": "qcow2"}) == [
         "format 'raw' (asked: 'qcow2')", "mode 'rw' (asked: 'ro')"]
-    assert hotplug.mismatch("nics", nic(1), {**nic(1), "network": {"type": "user"}}) == ["network None (asked: {'type': 'user'})"]
-    assert hotplug.mismatch("nics", nic(1), {**nic(1), "uuid": uuid(9)}) == []  # identity is not a property
+    assert tx.mismatch("nics", nic(1), {**nic(1), "network": {"type": "user"}}) == ["network None (asked: {'type': 'user'})"]
+    assert tx.mismatch("nics", nic(1), {**nic(1), "uuid": uuid(9)}) == []  # identity is not a property
 
 
 def test_plan_add_places_without_changing_the_runtime():
     rt = runtime([disk(n, type="scsi-hd") for n in range(1, 8)], [nic(1)])
     before = runtime_file.copy(rt)
-    record, controllers = hotplug.plan_add(rt, "disks", disk(9, type="scsi-hd"))
+    record, controllers = plan_add(rt, "disks", disk(9, type="scsi-hd"))
     assert record["type"] == "scsi-hd" and record["hvinfo"]["bus"] == "scsi1.0" and record["hvinfo"]["scsi-id"] == 0
     assert controllers == [{"kind": "scsi", "hvinfo": {"driver": "lsi53c895a", "id": "scsi1", "bus": "pci.0", "addr": "0x12"}}]
-    paravirtual, none = hotplug.plan_add(rt, "disks", disk(10, type="paravirtual"))
+    paravirtual, none = plan_add(rt, "disks", disk(10, type="paravirtual"))
     assert (paravirtual["hvinfo"]["addr"], none) == ("0x12", [])
-    added_nic, none = hotplug.plan_add(rt, "nics", nic(2))
+    added_nic, none = plan_add(rt, "nics", nic(2))
     assert added_nic["hvinfo"] == {"driver": "virtio-net-pci", "id": "nic-00000102", "bus": "pci.0", "addr": "0x12"} and none == []
     assert rt == before
     with pytest.raises(KvmError, match="ide disks cannot be hotplugged"):
-        hotplug.plan_add(rt, "disks", disk(11, type="ide"))
+        plan_add(rt, "disks", disk(11, type="ide"))
 
 
 def test_layout_lists_controllers_then_disks_then_nics():
     rt = runtime([disk(1, type="scsi-hd"), disk(2)], [nic(1)])
-    assert hotplug.layout(rt) == ("scsi lsi53c895a pci.0 slot 0x10\n"
-                                  "disk-00000001 scsi-hd scsi.0 scsi-id 0\n"
-                                  "disk-00000002 virtio-blk-pci pci.0 slot 0x11\n"
-                                  "nic-00000101 virtio-net-pci pci.0 slot 0x12\n")
+    assert tx.layout(rt) == ("scsi lsi53c895a pci.0 slot 0x10\n"
+                             "disk-00000001 scsi-hd scsi.0 scsi-id 0\n"
+                             "disk-00000002 virtio-blk-pci pci.0 slot 0x11\n"
+                             "nic-00000101 virtio-net-pci pci.0 slot 0x12\n")
 
 
 def test_find_and_new_record():
     rt = runtime([disk(1), disk(2)], [])
-    assert hotplug.find(rt["disks"], "path", "/srv/d2.img")["uuid"] == uuid(2)
-    assert hotplug.find(rt["disks"], "uuid", uuid(3)) is None
+    assert tx.find(rt["disks"], "path", "/srv/d2.img")["uuid"] == uuid(2)
+    assert tx.find(rt["disks"], "uuid", uuid(3)) is None
     assert hotplug.new_record("disks", {"path": "/srv/x.img"}, rt, "vm1") == devices.disk_record({"path": "/srv/x.img"}, INST)
     rt.pop("uuid")
     assert hotplug.new_record("nics", {"mac": "52:54:00:00:00:07"}, rt, "vm1") == devices.nic_record(
@@ -103,13 +116,13 @@ def test_commit_add_journals_before_qemu_and_clears_after_saving(fake, rd, tmp_p
     directory = images(tmp_path, 1, 2)
     rt = runtime([disk(1, directory)], [])
     load_runtime(fake, rt)
-    where = paths(rd.path, "vm1")
+    paths(rd.path, "vm1")
     runtime_file.save(rd, "vm1", rt)
-    record, _none = hotplug.plan_add(rt, "disks", disk(2, directory))
+    record, _none = plan_add(rt, "disks", disk(2, directory))
     after = {**runtime_file.copy(rt), "disks": [*rt["disks"], record]}
     seen: list[tuple[str, bool]] = []
     fake.before_command = lambda command, _args: seen.append((command, rd.exists("vm1.pending.json")))
-    asyncio.run(hotplug.commit_add(qmp.Monitor(fake), rd, where, rt, after, [Item("disks", record)], 1.0))
+    asyncio.run(tx.commit_add(writer(rd), qmp.Monitor(fake), rt, [Item("disks", record)], 1.0))
     assert seen[0] == ("add-fd", True)  # the journal exists before QEMU is touched
     assert runtime_file.load(rd, "vm1")[0] == after and not rd.exists("vm1.pending.json")
 
@@ -119,16 +132,16 @@ def test_a_failed_plug_clears_the_journal_only_when_clean(fake, rd, tmp_path):
     rt = runtime([disk(1, directory)], [])
     load_runtime(fake, rt)
     where = paths(rd.path, "vm1")
-    record, _none = hotplug.plan_add(rt, "disks", disk(2, directory))
+    record, _none = plan_add(rt, "disks", disk(2, directory))
     fake.refuse["device_add"] = ("GenericError", "no hotplug")
     with pytest.raises(PlugFailed):
-        asyncio.run(hotplug.commit_add(qmp.Monitor(fake), rd, where, rt, rt, [Item("disks", record)], 1.0))
+        asyncio.run(tx.commit_add(writer(rd), qmp.Monitor(fake), rt, [Item("disks", record)], 1.0))
     assert rd.listdir() == []
     fake.refuse.clear()
     fake.misplace[record["hvinfo"]["id"]] = {"addr": 0xF8}
     fake.unplug = "silent"
     with pytest.raises(PlugFailed, match="rolling back did not finish"):
-        asyncio.run(hotplug.commit_add(qmp.Monitor(fake), rd, where, rt, rt, [Item("disks", record)], 0.1))
+        asyncio.run(tx.commit_add(writer(rd), qmp.Monitor(fake), rt, [Item("disks", record)], 0.1))
     assert [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] == [record["hvinfo"]["id"]]  # for the next run
 
 
@@ -140,8 +153,8 @@ def test_a_failed_plug_clears_the_journal_only_when_clean(fake, rd, tmp_path):
 def test_a_failed_save_unplugs_again(fake, rd, tmp_path, monkeypatch, unplug, message, journal_left):
     directory = images(tmp_path, 1, 2)
     rt = runtime([disk(1, directory)], [])
-    where = paths(rd.path, "vm1")
-    record, _none = hotplug.plan_add(rt, "disks", disk(2, directory))
+    paths(rd.path, "vm1")
+    record, _none = plan_add(rt, "disks", disk(2, directory))
 
     def full(*_args: Any) -> None:
         raise KvmError("cannot write: No space left on device")
@@ -149,7 +162,7 @@ def test_a_failed_save_unplugs_again(fake, rd, tmp_path, monkeypatch, unplug, me
     monkeypatch.setattr(runtime_file, "save", full)
     fake.unplug = unplug
     with pytest.raises(KvmError) as err:
-        asyncio.run(hotplug.commit_add(qmp.Monitor(fake), rd, where, rt, rt, [Item("disks", record)], 0.1))
+        asyncio.run(tx.commit_add(writer(rd), qmp.Monitor(fake), rt, [Item("disks", record)], 0.1))
     assert str(err.value) == message and rd.exists("vm1.pending.json") == journal_left
     assert (record["hvinfo"]["id"] in fake.devices) == journal_left
 
@@ -160,25 +173,25 @@ def test_settle_journal_commits_or_removes_what_a_killed_run_left(fake, rd, tmp_
     load_runtime(fake, rt)
     where = paths(rd.path, "vm1")
     runtime_file.save(rd, "vm1", rt)
-    done, _none = hotplug.plan_add(rt, "disks", disk(2, directory))
+    done, _none = plan_add(rt, "disks", disk(2, directory))
     half = {**disk(3, directory), "type": "paravirtual", "hvinfo": {**done["hvinfo"], "id": "disk-00000003", "addr": "0x12"}}
     asyncio.run(engine.plug(qmp.Monitor(fake), [Item("disks", done), Item("disks", half)], rt["hvparams"], 1.0))
     fake._remove_device("disk-00000003")  # killed after the backends, before its device_add
     journal.write(rd, where, [("disks", rt["disks"][0]), ("disks", done), ("disks", half)])
     call = Call({})
-    assert asyncio.run(hotplug.settle_journal(qmp.Monitor(fake), rd, where, rt, call, 1.0)) is True
+    assert asyncio.run(tx.settle_journal(writer(rd, call), qmp.Monitor(fake), rt, 1.0))[1] is True
     assert [d["uuid"] for d in runtime_file.load(rd, "vm1")[0]["disks"]] == [uuid(1), uuid(2)]
     assert call.warnings == ["an interrupted hotplug of disk-00000002 had completed in QEMU; the runtime file records it now",
                              "an interrupted hotplug of disk-00000003 left parts in QEMU; they were removed"]
     assert not rd.exists("vm1.pending.json") and "disk-00000003" not in fake.nodes
-    assert asyncio.run(hotplug.settle_journal(qmp.Monitor(fake), rd, where, rt, call, 1.0)) is False  # nothing left to settle
+    assert asyncio.run(tx.settle_journal(writer(rd, call), qmp.Monitor(fake), rt, 1.0))[1] is False  # nothing left to settle
 
 
 def test_a_journal_of_recorded_devices_is_just_dropped(fake, rd, tmp_path):
     rt = runtime([disk(1, images(tmp_path, 1))], [])
     where = paths(rd.path, "vm1")
     journal.write(rd, where, [("disks", rt["disks"][0])])
-    assert asyncio.run(hotplug.settle_journal(qmp.Monitor(fake), rd, where, rt, Call({}), 1.0)) is False
+    assert asyncio.run(tx.settle_journal(writer(rd), qmp.Monitor(fake), rt, 1.0))[1] is False
     assert fake.log == [] and rd.listdir() == []
 
 
@@ -190,12 +203,18 @@ class Instance:
         runtime_file.save(rd, "vm1", rt)
         load_runtime(fake, rt)
         self.sockets: list[str] = []
-        monkeypatch.setattr(process, "running_pid", lambda _rd, _where: 4242)
-        monkeypatch.setattr(qmp, "connect", connect_to(fake, self.sockets))
+        monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
+        monkeypatch.setattr(qmp, "open_monitor", connect_to(fake, self.sockets))
 
     def run(self, kind: str, spec: dict[str, Any], state: str = "present", check: bool = False) -> tuple[bool, Any, dict, Call]:
         call = Call({"unplug_timeout": 0.2}, check=check)
-        changed, record, diff = asyncio.run(hotplug.HotplugOp(call, self.rd, self.where, kind, spec).run(state))
+
+        async def go() -> Any:
+            async with attach(call, self.rd, self.where, writer=not check) as session:
+                op = hotplug.HotplugOp(session, kind, spec)
+                return await (op.present() if state == "present" else op.absent())
+
+        changed, record, diff = asyncio.run(go())
         return changed, record, diff, call
 
     def saved(self) -> dict[str, Any]:
@@ -273,9 +292,25 @@ def test_absent_unplugs_and_saves(fake, rd, tmp_path, monkeypatch):
 
 
 def test_a_missing_instance_or_one_that_is_not_running(rd, monkeypatch):
-    where = paths(rd.path, "vm1")
     with pytest.raises(KvmError, match="instance vm1 has no runtime file in"):
-        hotplug.load_running(rd, where, False)
+        asyncio.run(hotplug.load_running(writer(rd)))
     runtime_file.save(rd, "vm1", runtime([disk(1)], []))
     with pytest.raises(KvmError, match="instance vm1 is not running; hotplug needs a running QEMU"):
-        hotplug.load_running(rd, where, False)
+        asyncio.run(hotplug.load_running(writer(rd)))
+
+
+def test_a_hotplug_on_a_target_whose_guest_arrived_confirms_it_first(fake, rd, tmp_path, monkeypatch):
+    """The migration arrived but state=incoming has not confirmed it yet: the hotplug asks QEMU on the same session,
+    drops the mark, and plugs (0.2.0 died here with 'asyncio.run() cannot be called from a running event loop')."""
+    directory = images(tmp_path, 1, 2)
+    inst = Instance(rd, fake, {**runtime([disk(1, directory)], []), "mark": "incoming"}, monkeypatch)
+    fake.status = "inmigrate"
+    with pytest.raises(KvmError, match="is a migration target still waiting for its migration"):
+        inst.run("disks", {"path": f"{directory}/d2.img"})
+    assert inst.saved()["mark"] == "incoming" and set(fake.devices) == {"disk-00000001"}
+    fake.status = "running"
+    inst.sockets.clear()
+    changed, record, _diff, _call = inst.run("disks", {"path": f"{directory}/d2.img"})
+    saved = inst.saved()
+    assert changed and "mark" not in saved and saved["disks"][-1] == record and record["hvinfo"]["id"] in fake.devices
+    assert inst.sockets == [inst.where.qmp]  # one connection for the whole call

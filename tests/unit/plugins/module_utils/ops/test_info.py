@@ -3,21 +3,22 @@ describe(), and apply() on runtime files (upgrade in place, exports)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any, Iterator
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import info
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import drift, info
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ..qemu.test_qmp import connect_to
 from ..store.test_upgrade import LEGACY
 from .test_converge import disk, images, nic, runtime
 from .test_engine import load_runtime
@@ -63,7 +64,7 @@ class Answers:
         self.blocks[dev_id] = {"qdev": f"/machine/peripheral/{dev_id}", "inserted": {"file": f"/dev/fdset/{fdset}"}}
 
     def compare(self, rt: dict[str, Any]) -> list[str]:
-        return info.compare(rt, PID, self.present, self.placed, self.root_slots, self.blocks, self.fdsets)
+        return drift.compare(rt, PID, self.present, self.placed, self.root_slots, self.blocks, self.fdsets)
 
     def close(self) -> None:
         for fd in self.opened:
@@ -157,7 +158,7 @@ def test_a_named_unknown_device_in_the_window_is_drift(rt, qemu):
 def test_placement_questions():
     present = {"disk-1": "virtio-blk-pci", "d2": "scsi-cd", "scsi": "megasas", "pci.1": "pci-bridge", "pci.2": "pcie-root-port",
                "d3": "ide-hd", "rng0": "virtio-rng-pci", "card": "rtl8139"}
-    asks = info.placement_questions(present)
+    asks = drift.placement_questions(present)
     asked = {(i, p) for i, p, _path in asks}
     assert asked - {("d3", "addr")} == {  # an IDE disk's addr is asked too; QEMU refuses it and the answer is ignored
         ("disk-1", "parent_bus"), ("disk-1", "addr"), ("d2", "parent_bus"), ("d2", "scsi-id"), ("scsi", "parent_bus"), ("scsi", "addr"),
@@ -170,10 +171,8 @@ def test_placement_questions():
 
 
 def test_drift_asks_qemu_and_compares(rt, fake, monkeypatch, tmp_path):
-    sockets: list[str] = []
-    monkeypatch.setattr(qmp, "connect", connect_to(fake, sockets))
     load_runtime(fake, rt)
-    assert qmp.run(info.drift("/run/kvmhv/vm1.ro.qmp", rt, PID)) == [] and sockets == ["/run/kvmhv/vm1.ro.qmp"]
+    assert asyncio.run(drift.drift(qmp.Monitor(fake), rt, PID)) == []
     assert fake.commands()[:4] == ["qom-list", "query-pci", "query-block", "query-fdsets"]
     fake.devices["disk-00000001"]["addr"] = 0x15 << 3
     fake.devices["disk-00000002"]["scsi-id"] = 6
@@ -181,7 +180,7 @@ def test_drift_asks_qemu_and_compares(rt, fake, monkeypatch, tmp_path):
     fake.devices["pci.1"]["bus"] = "pci.0"
     os.rename(rt["disks"][1]["path"], tmp_path / "moved.img")
     (tmp_path / "d2.img").write_bytes(b"new file at the old name")
-    assert qmp.run(info.drift("/x", rt, PID)) == [
+    assert asyncio.run(drift.drift(qmp.Monitor(fake), rt, PID)) == [
         "disk-00000001: runtime has it at pci.0 slot 0x11, QEMU has it at slot 0x15.0",
         "disk-00000002: runtime has it at scsi.0 scsi-id 0, QEMU has it at scsi-id 6",
         f"disk-00000002: QEMU's disk is {tmp_path / 'moved.img'}, the runtime says {rt['disks'][1]['path']}",
@@ -189,10 +188,9 @@ def test_drift_asks_qemu_and_compares(rt, fake, monkeypatch, tmp_path):
 
 
 def test_drift_fails_when_qemu_does_not_answer(rt, fake, monkeypatch):
-    monkeypatch.setattr(qmp, "connect", connect_to(fake))
     fake.refuse["query-pci"] = ("GenericError", "busy")
     with pytest.raises(KvmError, match=r"^drift: QEMU refused query-pci: busy$"):
-        qmp.run(info.drift("/x", rt, PID))
+        asyncio.run(drift.drift(qmp.Monitor(fake), rt, PID))
 
 
 # -- describe and apply --------------------------------------------------------------------------------------------------
@@ -202,7 +200,7 @@ def test_drift_fails_when_qemu_does_not_answer(rt, fake, monkeypatch):
 def test_describe_without_a_qemu(rt, mark, status):
     if mark:
         rt["mark"] = mark
-    report = info.describe("/x/vm1.runtime.json", rt, 1, None, None)
+    report = asyncio.run(info.describe("/x/vm1.runtime.json", rt, 1, None))
     assert (report["status"], report["alive"], report["pid"], report["drift"]) == (status, False, None, [])
     assert (report["format_version"], report["current_version"], report["name"]) == (1, 2, "vm1")
     assert report["bus"] == allocator.describe(construct.bus_state(rt)) and report["interrupted_hotplugs"] == []
@@ -211,7 +209,7 @@ def test_describe_without_a_qemu(rt, mark, status):
 def test_describe_lists_interrupted_hotplugs(rt, rd):
     where = paths(rd.path, "vm1")
     journal.write(rd, where, [("disks", rt["disks"][0])])
-    report = info.describe(where.runtime, rt, 2, rd, where)
+    report = asyncio.run(info.describe(where.runtime, rt, 2, Session(Call({}), rd, where, writer=False)))
     assert report["interrupted_hotplugs"] == ["disk-00000001"] and report["qmp_socket"] == where.qmp
 
 
@@ -229,7 +227,7 @@ def legacy_file(rd: RunDir, name: str) -> str:
 def apply(**params: Any) -> dict[str, Any]:
     call = Call({"path": None, "runtime_dir": None, "name": None, "upgrade": False, "export": None, **params},
                 check=params.pop("check", False), diff=True)
-    return info.apply(call)
+    return asyncio.run(info.apply(call))
 
 
 def test_upgrade_in_place(rd):

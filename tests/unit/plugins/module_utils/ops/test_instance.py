@@ -3,14 +3,18 @@ and the states that need no QEMU (stopped, absent, a recovery or a start in chec
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import spec as specs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
@@ -26,7 +30,7 @@ def params(**extra: Any) -> dict[str, Any]:
 
 
 def spec(**extra: Any) -> dict[str, Any]:
-    return instance.requested_spec(params(**extra))
+    return specs.requested_spec(params(**extra))
 
 
 def as_stored(rt: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +74,7 @@ def test_requested_spec_refusals(extra, message):
 
 
 def test_summary_is_the_comparable_part():
-    got = instance.summary(spec())
+    got = specs.summary(spec())
     assert list(got) == ["memory", "vcpus", "hvparams", "disks", "nics"]
     assert got["disks"][0] == {"uuid": devices.disk_record({"path": "/srv/a.img"}, VM1)["uuid"], "path": "/srv/a.img", "uri": None,
                                "format": "raw", "mode": "rw", "type": "paravirtual"}
@@ -78,26 +82,26 @@ def test_summary_is_the_comparable_part():
     assert got["nics"][1] == {"uuid": devices.nic_record({"mac": "52:54:00:00:00:0b"}, VM1)["uuid"], "mac": "52:54:00:00:00:0b",
                               "network": None}
     rt = instance.plan_runtime(spec(), "qemu")
-    assert instance.summary(rt) == got  # placing devices changes nothing comparable
+    assert specs.summary(rt) == got  # placing devices changes nothing comparable
 
 
 def test_differences():
     rt = as_stored(instance.plan_runtime(spec(), "qemu"))
-    assert instance.differences(rt, spec()) == ([], [])
-    pending, changes = instance.differences(rt, spec(memory=512, hvparams={"accel": "tcg", "pci_hotplug_slots": 4, "nic_type": "e1000"}))
+    assert specs.differences(rt, spec()) == ([], [])
+    pending, changes = specs.differences(rt, spec(memory=512, hvparams={"accel": "tcg", "pci_hotplug_slots": 4, "nic_type": "e1000"}))
     assert pending == ["memory: 256 -> 512", "hvparams.nic_type: 'paravirtual' -> 'e1000'"] and changes == []
     more = spec(disks=[{"path": "/srv/a.img"}, {"path": "/srv/c.img"}, {"path": "/srv/d.img"}], nics=[{}])
-    assert instance.differences(rt, more)[1] == [
+    assert specs.differences(rt, more)[1] == [
         "disks differ from the running instance (2 to add, 1 to remove): use kvmhv.qemu.kvm_disk_hotplug on a running instance",
         "nics differ from the running instance (0 to add, 1 to remove): use kvmhv.qemu.kvm_nic_hotplug on a running instance"]
     moved = spec(disks=[{"path": "/srv/a.img", "mode": "ro"}, {"path": "/srv/b.img", "type": "scsi-cd"}])
-    assert instance.differences(rt, moved)[1][0].startswith("disks differ from the running instance (1 to add, 1 to remove)")
+    assert specs.differences(rt, moved)[1][0].startswith("disks differ from the running instance (1 to add, 1 to remove)")
 
 
 def test_differences_do_not_depend_on_key_order():
     tap_nics = [{"mac": "52:54:00:00:00:0c", "network": {"type": "tap", "ifname": "tap0", "bridge": "br0"}}]
     rt = as_stored(instance.plan_runtime(spec(nics=tap_nics), "qemu"))
-    assert instance.differences(rt, spec(nics=tap_nics)) == ([], [])
+    assert specs.differences(rt, spec(nics=tap_nics)) == ([], [])
 
 
 # -- what a start keeps --------------------------------------------------------------------------------------------
@@ -111,11 +115,11 @@ def test_kept_controllers():
     old = as_stored(instance.plan_runtime(spec(hvparams={"disk_type": "scsi-hd", "pci_hotplug_slots": 30}), "qemu"))
     assert controllers_of(old) == [("pci-bridge", "pci-bridge"), ("scsi", "lsi53c895a")]
     same = hvparams.normalize({"disk_type": "scsi-hd"})
-    assert instance.kept_controllers(old, same) == old["controllers"]
+    assert specs.kept_controllers(old, same) == old["controllers"]
     other_type = hvparams.normalize({"disk_type": "scsi-hd", "scsi_controller_type": "megasas"})
-    assert instance.kept_controllers(old, other_type) == old["controllers"][:1]
-    assert instance.kept_controllers(old, hvparams.normalize({"machine_type": "q35"})) == []
-    assert instance.kept_controllers(old, hvparams.normalize({"machine_type": "pc-i440fx-8.2"})) == old["controllers"]
+    assert specs.kept_controllers(old, other_type) == old["controllers"][:1]
+    assert specs.kept_controllers(old, hvparams.normalize({"machine_type": "q35"})) == []
+    assert specs.kept_controllers(old, hvparams.normalize({"machine_type": "pc-i440fx-8.2"})) == old["controllers"]
 
 
 def test_merge_devices_keeps_what_still_fits():
@@ -130,15 +134,15 @@ def test_merge_devices_keeps_what_still_fits():
     new = [devices.disk_record({"path": f"/d{n}.img", "uuid": uuid(n)}, VM1) for n in range(6)]
     new[3]["type"] = "scsi-hd"
     new[4]["type"] = "scsi-hd"  # another driver than recorded
-    merged = instance.merge_devices(old, new, hv, "disks", {"pci.0", "pci.1", "scsi.0"})
+    merged = specs.merge_devices(old, new, hv, "disks", {"pci.0", "pci.1", "scsi.0"})
     assert [m.get("hvinfo", {}).get("id") for m in merged] == ["disk-0", None, None, "disk-3", None, None]
     assert all(m["path"] == n["path"] for m, n in zip(merged, new, strict=True))
     nic9 = {"driver": "virtio-net-pci", "id": "nic-9", "bus": "pci.0", "addr": "0x11"}
     nics_old = [{**devices.nic_record({"uuid": uuid(9)}, VM1), "hvinfo": nic9}]
     nics_new = [devices.nic_record({"uuid": uuid(9)}, VM1)]
-    assert instance.merge_devices(nics_old, nics_new, hv, "nics", {"pci.0"})[0]["hvinfo"]["id"] == "nic-9"
+    assert specs.merge_devices(nics_old, nics_new, hv, "nics", {"pci.0"})[0]["hvinfo"]["id"] == "nic-9"
     e1000 = hvparams.normalize({"nic_type": "e1000"})
-    assert "hvinfo" not in instance.merge_devices(nics_old, nics_new, e1000, "nics", {"pci.0"})[0]
+    assert "hvinfo" not in specs.merge_devices(nics_old, nics_new, e1000, "nics", {"pci.0"})[0]
 
 
 def test_plan_runtime_keeps_the_recorded_layout_and_fills_holes():
@@ -166,8 +170,26 @@ def test_plan_runtime_passes_the_shortfall_warning_on():
 # -- states that need no QEMU ---------------------------------------------------------------------------------------
 
 
-def op(rd: RunDir, check: bool = False, **extra: Any) -> instance.InstanceOp:
-    return instance.InstanceOp(Call(params(**extra), check=check, diff=True), rd, paths(rd.path, "vm1"))
+class Op:
+    """kvm_instance's states on a session, run to completion one at a time (as common.run does)."""
+
+    def __init__(self, rd: RunDir, check: bool, extra: dict[str, Any]) -> None:
+        self.call = Call(params(**extra), check=check, diff=True)
+        self.session = Session(self.call, rd, paths(rd.path, "vm1"), writer=not check)
+        self.op = instance.InstanceOp(self.session)
+
+    def __getattr__(self, state: str) -> Any:
+        async def go() -> dict[str, Any]:
+            try:
+                return await getattr(self.op, state)()
+            finally:
+                await self.session.hang_up()
+
+        return lambda: asyncio.run(go())
+
+
+def op(rd: RunDir, check: bool = False, **extra: Any) -> Op:
+    return Op(rd, check, extra)
 
 
 def with_images(tmp_path, **extra: Any) -> dict[str, Any]:
@@ -210,7 +232,7 @@ def test_absent_reports_the_recorded_uuid(rd):
 def test_a_start_in_check_mode_writes_nothing(rd, tmp_path):
     result = op(rd, check=True, **with_images(tmp_path)).running()
     assert result["changed"] and result["instance"]["status"] == "running" and rd.listdir() == []
-    assert result["diff"]["before"] == {} and result["diff"]["after"] == instance.summary(instance.plan_runtime(
+    assert result["diff"]["before"] == {} and result["diff"]["after"] == specs.summary(instance.plan_runtime(
         spec(**with_images(tmp_path)), "qemu"))
     with pytest.raises(KvmError, match="No such file or directory"):
         op(rd, check=True, disks=[{"path": str(tmp_path / "gone.img")}]).running()
@@ -223,7 +245,7 @@ def test_a_dead_instance_is_recovered_from_its_file_and_the_task_changes_wait(rd
     result = the_op.running()
     assert result["recovered"] is True and result["changed"] is True
     assert the_op.call.warnings == ["recovering from the runtime file; not applied: memory: 256 -> 512"]
-    assert result["diff"]["after"] == instance.summary(recorded)  # exactly what ran comes back
+    assert result["diff"]["after"] == specs.summary(recorded)  # exactly what ran comes back
 
 
 def test_a_failed_migration_target_is_never_started(rd, tmp_path):
@@ -234,8 +256,12 @@ def test_a_failed_migration_target_is_never_started(rd, tmp_path):
 
 def test_a_former_copy_left_postmigrate_is_never_run_or_stopped_into_a_second_guest(rd, monkeypatch):
     runtime_file.save(rd, "vm1", instance.plan_runtime(spec(), "qemu"))
-    monkeypatch.setattr(instance.process, "running_pid", lambda _rd, _where: 4242)
-    monkeypatch.setattr(instance.lifecycle, "status", lambda _rd, _where: ("postmigrate", 4242))
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
+
+    async def postmigrate(_session: Session) -> tuple[str, int | None]:
+        return "postmigrate", 4242
+
+    monkeypatch.setattr(Session, "status", postmigrate)
     for state in ("running", "stopped"):
         with pytest.raises(KvmError, match="former copy of a migration that completed"):
             getattr(op(rd), state)()

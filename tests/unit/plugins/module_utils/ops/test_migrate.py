@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Iterator
 
 import pytest
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import MIGRATION_CAPS
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import MIGRATION_CAPS
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
 
 from ..qemu.test_qmp import FakeQemu, connect_to
@@ -27,9 +28,13 @@ def test_stats_pick_the_figures_worth_reporting():
 @pytest.fixture
 def fake(monkeypatch) -> Iterator[FakeQemu]:
     qemu = FakeQemu()
-    monkeypatch.setattr(qmp, "connect", connect_to(qemu))
+    FAKES.append(qemu)
+    monkeypatch.setattr(qmp, "open_monitor", connect_to(qemu))
     yield qemu
     qemu.close()
+
+
+FAKES: list[FakeQemu] = []  # the fake of the running test (run() talks to it)
 
 
 # set off explicitly, so a pause left by an earlier copy_storage run never lingers
@@ -37,7 +42,7 @@ NO_PAUSE = {"capability": "pause-before-switchover", "state": False}
 
 
 def run(uri: str = "tcp:10.0.0.2:4444", timeout: float = 5, bandwidth: int = 0) -> dict:
-    return qmp.run(migrate._migrate("/run/kvmhv/vm1.qmp", uri, timeout, bandwidth))
+    return asyncio.run(migrate._migrate(qmp.Monitor(FAKES[-1]), uri, timeout, bandwidth))
 
 
 def test_a_completed_migration_quits_the_source(fake):
@@ -92,21 +97,21 @@ def test_a_source_that_exits_mid_migration_is_reported(fake):
 def test_apply_refuses_a_bad_target_and_an_instance_that_does_not_run(tmp_path):
     call = Call({"target_uri": "ssh://x", "runtime_dir": str(tmp_path), "name": "vm1", "timeout": 5, "max_bandwidth": 0})
     with pytest.raises(KvmError, match="target_uri 'ssh://x' must be tcp:HOST:PORT"):
-        migrate.apply(call)
+        asyncio.run(migrate.apply(call))
     for check, message in ((False, "instance vm1 is not running in"), (True, r"instance vm1 is not running \(or does not answer QMP\) in")):
         call = Call({"target_uri": "tcp:h:1", "runtime_dir": str(tmp_path / "none"), "name": "vm1", "timeout": 5, "max_bandwidth": 0},
                     check=check)
         with pytest.raises(KvmError, match=message):
-            migrate.apply(call)
+            asyncio.run(migrate.apply(call))
 
 
 def test_check_mode_asks_qemu_whether_the_source_runs(tmp_path, fake, monkeypatch):
     (tmp_path / "rt").mkdir(mode=0o700)
-    monkeypatch.setattr(process, "running_pid", lambda _rd, _where: 4242)
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
     call = Call({"target_uri": "tcp:h:1", "runtime_dir": str(tmp_path / "rt"), "name": "vm1", "timeout": 5, "max_bandwidth": 0},
                 check=True)
-    assert migrate.apply(call) == {"changed": True, "target_uri": "tcp:h:1"}
+    assert asyncio.run(migrate.apply(call)) == {"changed": True, "target_uri": "tcp:h:1"}
     assert fake.commands() == ["query-status"]  # nothing migrates in check mode
     fake.hang_up()
     with pytest.raises(KvmError, match=r"not running \(or does not answer QMP\)"):
-        migrate.apply(call)
+        asyncio.run(migrate.apply(call))

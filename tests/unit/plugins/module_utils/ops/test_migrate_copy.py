@@ -11,8 +11,7 @@ import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate, storage
 
 DISKS = [{"path": "/srv/a.img", "format": "raw", "mode": "rw", "hvinfo": {"id": "disk-aaaaaaaa"}},
          {"path": "/srv/b.img", "format": "raw", "mode": "rw", "hvinfo": {"id": "disk-bbbbbbbb"}}]
@@ -82,12 +81,8 @@ class Peer:
 @pytest.fixture
 def go(monkeypatch):
     def _go(peer: Peer) -> dict[str, Any]:
-        @contextlib.asynccontextmanager
-        async def connect(_sock: str, timeout: float = 0) -> Any:
-            yield Monitorish(peer)
-
-        monkeypatch.setattr(qmp, "connect", connect)
-        return asyncio.run(migrate._migrate_copy("/x.qmp", TARGET.uri, TARGET, 49153, DISKS, 60, 0))
+        nbd = storage.NbdExport(TARGET.host or "", 49153, DISKS)
+        return asyncio.run(migrate._migrate_copy(Monitorish(peer), TARGET.uri, nbd, 60, 0))  # type: ignore[arg-type]
     return _go
 
 

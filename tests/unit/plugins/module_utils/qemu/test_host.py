@@ -149,7 +149,7 @@ def test_open_for_start_opens_monitors_serial_and_disks(rd, tmp_path):
     rt = runtime_on(tmp_path)
     where = paths(rd.path, "vm1")
     before = open_fds()
-    got = host.open_for_start(rd, where, rt)
+    got = host.open_for_start([rd.listen("vm1.qmp"), rd.listen("vm1.ro.qmp")], rd.open_append("vm1.serial.log"), rt)
     try:
         ids = [d["hvinfo"]["id"] for d in rt["disks"]]
         assert set(got.fds.disks) == set(ids) and got.fds.taps == {}
@@ -171,8 +171,8 @@ def test_open_for_start_is_all_or_nothing(rd, tmp_path):
     os.unlink(rt["disks"][1]["path"])
     before = open_fds()
     with pytest.raises(KvmError, match="No such file or directory"):
-        host.open_for_start(rd, paths(rd.path, "vm1"), rt)
-    assert open_fds() == before
+        host.open_for_start([rd.listen("vm1.qmp"), rd.listen("vm1.ro.qmp")], rd.open_append("vm1.serial.log"), rt)
+    assert open_fds() == before  # the monitors and the serial log handed in are closed too
 
 
 def test_opened_close_drops_the_extra_descriptors_too():

@@ -15,6 +15,8 @@ from typing import Iterator
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
@@ -72,46 +74,50 @@ def test_starttime_of_a_zombie_or_nothing_is_none(children):
     ("123 456\n", (123, 456)), ("123\n", (123, None)), ("  77  \n", (77, None)), ("", None), ("abc", None), ("1 x", None),
     ("0 5", None), ("-5", None),
 ])
-def test_read_pid(rd, text, found):
-    where = paths(rd.path, "vm1")
-    rd.write_atomic("vm1.pid", text)
-    assert process.read_pid(rd, where) == found
+def test_parse_pid(text, found):
+    assert process.parse_pid(text) == found
+    assert process.parse_pid(text, 9) == ((found[0], found[1] or 9) if found else None)
+
+
+def session(rd: RunDir) -> Session:
+    """The pid file is read and written through an instance session (ops.session), from the module's own files."""
+    return Session(Call({}), rd, paths(rd.path, "vm1"), writer=True)
 
 
 def test_write_pid_records_the_start_time(rd, children):
-    where = paths(rd.path, "vm1")
-    assert process.read_pid(rd, where) is None and process.running_pid(rd, where) is None
+    paths(rd.path, "vm1")
+    assert session(rd).pid_record() is None and session(rd).pid() is None
     child = sleeper(children)
-    process.write_pid(rd, where, child.pid)
+    session(rd).write_pid(child.pid)
     assert rd.read_text("vm1.pid") == f"{child.pid} {process.starttime(child.pid)}\n"
     assert os.stat(rd.join("vm1.pid")).st_mode & 0o777 == 0o600
-    assert process.running_pid(rd, where) == child.pid
+    assert session(rd).pid() == child.pid
     gone = zombie(children)
-    process.write_pid(rd, where, gone.pid)
-    assert rd.read_text("vm1.pid") == f"{gone.pid} 0\n" and process.running_pid(rd, where) is None
+    session(rd).write_pid(gone.pid)
+    assert rd.read_text("vm1.pid") == f"{gone.pid} 0\n" and session(rd).pid() is None
 
 
 def test_running_pid_needs_the_same_start_time(rd, children):
-    where = paths(rd.path, "vm1")
+    paths(rd.path, "vm1")
     child = sleeper(children)
     rd.write_atomic("vm1.pid", f"{child.pid} {process.starttime(child.pid) + 1}\n")
-    assert process.running_pid(rd, where) is None  # a recycled pid: another process now
+    assert session(rd).pid() is None  # a recycled pid: another process now
 
 
 def test_a_pid_file_without_start_time_must_be_named_on_the_command_line(rd, children):
     where = paths(rd.path, "vm1")
     plain = sleeper(children)
     rd.write_atomic("vm1.pid", f"{plain.pid}\n")
-    assert process.running_pid(rd, where) is None
+    assert session(rd).pid() is None
     # like QEMU's -pidfile: the process names its pid file as an argument of its own
     named = subprocess.Popen(["sh", "-c", "read x", "sh", where.pidfile], stdin=subprocess.PIPE)
     children.append(named)
     rd.write_atomic("vm1.pid", f"{named.pid}\n")
-    assert process.running_pid(rd, where) == named.pid
+    assert session(rd).pid() == named.pid
     other = subprocess.Popen(["sh", "-c", "read x", "sh", where.pidfile + "x"], stdin=subprocess.PIPE)
     children.append(other)
     rd.write_atomic("vm1.pid", f"{other.pid}\n")
-    assert process.running_pid(rd, where) is None
+    assert session(rd).pid() is None
 
 
 def test_kill_verified_kills_only_the_process_that_started_then(children):
@@ -141,22 +147,21 @@ def test_wait_exit(children):
 
 def test_stop_hard(rd, children):
     where = paths(rd.path, "vm1")
-    assert process.stop_hard(rd, where) is False
+    assert session(rd).kill() is False
     child = sleeper(children)
-    process.write_pid(rd, where, child.pid)
-    assert process.stop_hard(rd, where) is True and child.wait(timeout=10) == -signal.SIGKILL
+    session(rd).write_pid(child.pid)
+    assert session(rd).kill() is True and child.wait(timeout=10) == -signal.SIGKILL
     named = subprocess.Popen(["sh", "-c", "read x", "sh", where.pidfile], stdin=subprocess.PIPE)
     children.append(named)
     rd.write_atomic("vm1.pid", f"{named.pid}\n")  # QEMU's own pid file: the start time is read from /proc
-    assert process.stop_hard(rd, where) is True and named.wait(timeout=10) == -signal.SIGKILL
+    assert session(rd).kill() is True and named.wait(timeout=10) == -signal.SIGKILL
 
 
-def test_log_tail(rd):
-    where = paths(rd.path, "vm1")
-    assert process.log_tail(rd, where, 0) == ""
-    rd.write_atomic("vm1.qemu.log", "old error\n\nqemu-system-x86_64: -device x: Bus 'pci.3' not found\n  \n")
-    assert process.log_tail(rd, where, 0) == "qemu-system-x86_64: -device x: Bus 'pci.3' not found"
-    assert process.log_tail(rd, where, len("old error\n\nqemu-system-x86_64: -device x: Bus 'pci.3' not found\n")) == ""
+def test_last_line():
+    assert process.last_line("") == ""
+    text = "old error\n\nqemu-system-x86_64: -device x: Bus 'pci.3' not found\n  \n"
+    assert process.last_line(text) == "qemu-system-x86_64: -device x: Bus 'pci.3' not found"
+    assert process.last_line(text[len("old error\n\nqemu-system-x86_64: -device x: Bus 'pci.3' not found\n"):]) == ""
 
 
 def test_users():
@@ -164,7 +169,6 @@ def test_users():
     assert (root.name, root.uid, root.gid) == ("root", 0, 0) and 0 in root.groups
     with pytest.raises(KvmError, match=r"QEMU user 'kvmhv-nobody-here' does not exist on this host: create it with the kvmhv\.qemu\.kvm_host"):
         process.resolve_user("kvmhv-nobody-here")
-    assert process.group_name(0) == "root" and process.group_name(987654) == "987654"
 
 
 def test_spawn_hands_over_exactly_the_descriptors_and_a_minimal_environment(rd):

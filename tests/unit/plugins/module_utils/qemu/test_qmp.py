@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import pytest
 from qemu.qmp import ExecInterruptedError, ExecuteError, Message, Runstate
@@ -430,15 +430,14 @@ class FakeQemu:
 
 
 def connect_to(fake: FakeQemu, seen: list[str] | None = None) -> Callable[..., Any]:
-    """A stand-in for qmp.connect that opens a Monitor on ``fake`` (whatever the socket)."""
+    """A stand-in for qmp.open_monitor that opens a Monitor on ``fake`` (whatever the socket)."""
 
-    @contextlib.asynccontextmanager
-    async def connect(socket_path: str, timeout: float = qmp.CONNECT_TIMEOUT) -> AsyncIterator[qmp.Monitor]:
+    async def open_monitor(socket_path: str, timeout: float = qmp.CONNECT_TIMEOUT) -> qmp.Monitor:
         if seen is not None:
             seen.append(socket_path)
-        yield qmp.Monitor(fake)
+        return qmp.Monitor(fake, socket_path)
 
-    return connect
+    return open_monitor
 
 
 @pytest.fixture
@@ -624,13 +623,6 @@ def test_send_fd_hands_qemu_its_own_copy(fake, tmp_path):
     answer = asyncio.run(go())
     held = fake.fdsets[answer["fdset-id"]][0]["fd"]
     assert os.path.samestat(os.fstat(held), os.stat(image)) and answer["fdset-id"] == 2
-
-
-def test_run_runs_one_conversation():
-    async def answer() -> int:
-        return 42
-
-    assert qmp.run(answer()) == 42
 
 
 def test_an_empty_batch_has_no_answers(fake):

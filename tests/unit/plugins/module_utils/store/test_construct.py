@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import kvm_cmd
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
 
 INST = "00000000-0000-4000-8000-000000000000"
@@ -18,7 +18,7 @@ def test_new_runtime_places_everything_and_records_the_command_line():
     assert warned == []
     assert rt["version"] == upgrade.FORMAT_VERSION == 2
     assert (rt["name"], rt["uuid"], rt["memory"], rt["vcpus"]) == ("vm1", INST, 512, 2)
-    assert rt["kvm_cmd"] == argv.fixed_argv("/usr/bin/qemu-system-x86_64", "vm1", INST, 512, 2, hv)
+    assert rt["kvm_cmd"] == kvm_cmd.fixed_argv("/usr/bin/qemu-system-x86_64", "vm1", INST, 512, 2, hv)
     assert rt["kvm_extra"] == ["-S", "-device", "virtio-rng-pci,id=rng0"]
     assert rt["hvparams"] == hv and rt["hvparams"] is not hv
     assert [c["hvinfo"]["id"] for c in rt["controllers"]] == ["scsi"]

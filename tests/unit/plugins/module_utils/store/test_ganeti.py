@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import start
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds, launch_argv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, runtime_file, upgrade
@@ -57,7 +57,7 @@ def test_every_fixture_reads_validates_and_renders():
         again = upgrade.upgrade(json.loads(runtime_file.dumps(rt)))  # the stored form reads back the same
         assert dict(again[0]) == rt and again[1] == upgrade.FORMAT_VERSION, name
         if ganeti.unstartable(rt) is None:
-            argv = lifecycle.illustrative_argv(rt)
+            argv = start.illustrative_argv(rt)
             assert argv[0] == "/usr/bin/kvm" and "-sandbox" in argv, name
 
 
@@ -211,11 +211,11 @@ def test_2_16_scsi_disks_and_e1000_and_no_serial_port():
     assert [hv(n) for n in rt["nics"]] == [("nic-e2c4a6b8-0d1f-4e3a", "e1000", "pci.0", "0xc")]
     assert (rt["hvparams"]["disk_type"], rt["hvparams"]["nic_type"], rt["hvparams"]["scsi_controller_type"]) == ("scsi-hd", "e1000", "lsi")
     assert rt["kvm_cmd"][rt["kvm_cmd"].index("-serial") + 1] == "none" and not fixed.has_serial(rt)
-    argv = lifecycle.illustrative_argv(rt)
+    argv = start.illustrative_argv(rt)
     assert "chardev:serial0" not in argv and argv.count("-serial") == 1  # no serial port the source did not have
     assert construct.bus_state(rt).used["scsi.0"] == {0, 1}
     assert rt["controllers"] == [{"kind": "scsi", "hvinfo": {"driver": "lsi53c895a", "id": "scsi", "bus": "pci.0"}}]
-    argv = lifecycle.illustrative_argv(rt)  # the controller stays where kvm_cmd has it, before the balloon; not added again
+    argv = start.illustrative_argv(rt)  # the controller stays where kvm_cmd has it, before the balloon; not added again
     assert argv.index("lsi,id=scsi") < argv.index("virtio-balloon") and not any('"id":"scsi"' in a for a in argv)
 
 

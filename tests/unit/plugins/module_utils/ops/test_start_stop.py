@@ -1,4 +1,4 @@
-"""Lifecycle steps without a real QEMU: unix migration targets, the illustrative command line, the public view,
+"""Start, stop, the session and a target's mark without a real QEMU: unix migration targets, the illustrative command line, the public view,
 marks, plumbing, and a start whose QEMU (a script started here) fails."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import incoming, start, stop, target
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv, process, qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
@@ -22,11 +24,15 @@ from ..qemu.test_qmp import FakeQemu, connect_to
 from .test_converge import disk, images, nic, runtime
 
 
+def session_on(rd, check: bool = False) -> Session:
+    return Session(Call({}, check=check), rd, paths(rd.path, "vm1"), writer=not check)
+
+
 # -- unix migration targets -------------------------------------------------------------------------------
 
 
 def test_a_missing_target_is_fine(tmp_path):
-    lifecycle.check_unix_target(str(tmp_path / "m.sock"))
+    incoming.check_unix_target(str(tmp_path / "m.sock"))
     assert os.listdir(tmp_path) == []
 
 
@@ -44,7 +50,7 @@ def test_what_is_not_a_socket_is_never_replaced(tmp_path, make):
         else:
             target.symlink_to(tmp_path / "live.sock")  # even a link to a socket: never followed
         with pytest.raises(KvmError, match=f"^migration socket {target} exists and is not a socket; refusing to replace it$"):
-            lifecycle.check_unix_target(str(target))
+            incoming.check_unix_target(str(target))
         assert os.path.lexists(target)
     finally:
         live.close()
@@ -55,7 +61,7 @@ def test_a_stale_socket_is_removed_and_a_live_one_refused(tmp_path):
     gone = socket.socket(socket.AF_UNIX)
     gone.bind(str(stale))
     gone.close()  # the file stays, nobody listens
-    lifecycle.check_unix_target(str(stale))
+    incoming.check_unix_target(str(stale))
     assert not stale.exists()
     live_path = tmp_path / "live.sock"
     live = socket.socket(socket.AF_UNIX)
@@ -63,7 +69,7 @@ def test_a_stale_socket_is_removed_and_a_live_one_refused(tmp_path):
     live.listen(1)
     try:
         with pytest.raises(KvmError, match=f"^migration socket {live_path} is in use by another process$"):
-            lifecycle.check_unix_target(str(live_path))
+            incoming.check_unix_target(str(live_path))
         assert live_path.exists()
     finally:
         live.close()
@@ -75,82 +81,89 @@ def test_a_stale_socket_is_removed_and_a_live_one_refused(tmp_path):
 def test_illustrative_argv_uses_placeholder_descriptors():
     rt = runtime([disk(1), disk(2, type="scsi-hd")], [nic(1, network={"type": "tap", "ifname": "tap0"}), nic(2)])
     ids = [d["hvinfo"]["id"] for d in rt["disks"]]
-    cmd = lifecycle.illustrative_argv(rt)
+    cmd = start.illustrative_argv(rt)
     fds = argv.HostFds(3, 4, 5, {ids[0]: (10, False), ids[1]: (11, False)}, {rt["nics"][0]["hvinfo"]["id"]: 100})
     assert cmd == argv.launch_argv(rt, fds)
     assert f"fd=10,set=2,opaque={ids[0]}" in cmd and f"fd=11,set=3,opaque={ids[1]}" in cmd
     assert json.loads(cmd[cmd.index("-netdev") + 1])["fd"] == "100"
-    incoming = lifecycle.illustrative_argv(rt, incoming=True)
+    incoming = start.illustrative_argv(rt, incoming=True)
     assert incoming[incoming.index("-incoming") + 1] == "defer" and "-incoming" not in cmd
 
 
 def test_public(rd):
     rt = runtime([disk(1)], [nic(1)])
     where = paths(rd.path, "vm1")
-    shown = lifecycle.public(rt, where, "running", 4242)
+    shown = start.public(session_on(rd), rt, "running", 4242)
     assert shown == {"name": "vm1", "uuid": rt["uuid"], "status": "running", "pid": 4242, "qmp_socket": where.qmp,
                      "runtime_file": where.runtime, "serial_log": where.serial,
                      "disks": [devices.public(rt["disks"][0])], "nics": [devices.public(rt["nics"][0])],
-                     "cmdline": lifecycle.illustrative_argv(rt)}
+                     "cmdline": start.illustrative_argv(rt)}
     shown["disks"][0]["hvinfo"]["addr"] = "0x1d"
     assert rt["disks"][0]["hvinfo"]["addr"] == "0x10"
 
 
 def test_query_socket_prefers_the_read_only_monitor(rd):
     where = paths(rd.path, "vm1")
-    assert lifecycle.query_socket(rd, where) == where.qmp
+    session = session_on(rd, check=True)
+    assert session.query_socket() == where.qmp
     rd.write_atomic("vm1.ro.qmp", "")
-    assert lifecycle.query_socket(rd, where) == where.qmp  # a file of that name is no monitor
+    assert session.query_socket() == where.qmp  # a file of that name is no monitor
     rd.unlink("vm1.ro.qmp")
     sock = rd.listen("vm1.ro.qmp")
     try:
-        assert lifecycle.query_socket(rd, where) == where.qmp_ro
+        assert session.query_socket() == where.qmp_ro
     finally:
         sock.close()
-    assert lifecycle.base("/run/kvmhv/vm1.qmp") == "vm1.qmp"
 
 
 def test_status_without_a_qemu(rd):
-    where = paths(rd.path, "vm1")
-    assert lifecycle.status(rd, where) == ("absent", None)
+    session = session_on(rd)
+    assert asyncio.run(session.status()) == ("absent", None)
     runtime_file.save(rd, "vm1", runtime([], []))
-    assert lifecycle.status(rd, where) == ("stopped", None)
+    assert asyncio.run(session.status()) == ("stopped", None)
 
 
 def test_settle_incoming(rd, monkeypatch):
-    where = paths(rd.path, "vm1")
     plain = runtime([], [])
-    assert lifecycle.settle_incoming(rd, where, plain, None, write=True) is plain and rd.listdir() == []
-    target = {**runtime([], []), "mark": "incoming"}
+    assert asyncio.run(target.settle_incoming(session_on(rd), plain, None)) is plain and rd.listdir() == []
+    marked = {**runtime([], []), "mark": "incoming"}
     with pytest.raises(KvmError, match=r"migration target whose migration never completed \(the instance lives on the source\)"):
-        lifecycle.settle_incoming(rd, where, dict(target), None, write=True)
+        asyncio.run(target.settle_incoming(session_on(rd), dict(marked), None))
     fake = FakeQemu()
-    monkeypatch.setattr(process, "running_pid", lambda _rd, _where: 4242)
-    monkeypatch.setattr(qmp, "connect", connect_to(fake))
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
+    monkeypatch.setattr(qmp, "open_monitor", connect_to(fake))
     fake.status = "inmigrate"
     with pytest.raises(KvmError, match="still waiting for its migration"):
-        lifecycle.settle_incoming(rd, where, dict(target), 4242, write=True)
+        asyncio.run(target.settle_incoming(session_on(rd), dict(marked), 4242))
     fake.status = "running"
-    settled = lifecycle.settle_incoming(rd, where, dict(target), 4242, write=False)
+    settled = asyncio.run(target.settle_incoming(session_on(rd, check=True), dict(marked), 4242))
     assert "mark" not in settled and rd.listdir() == []
-    lifecycle.settle_incoming(rd, where, dict(target), 4242, write=True)
+    asyncio.run(target.settle_incoming(session_on(rd), dict(marked), 4242))
     assert "mark" not in runtime_file.load(rd, "vm1")[0]
-    assert lifecycle.status(rd, where) == ("running", 4242)
-    fake.status = "inmigrate"
-    assert lifecycle.status(rd, where) == ("incoming", 4242)
-    fake.hang_up()
-    assert lifecycle.status(rd, where) == ("unknown", 4242)
+
+    async def statuses() -> list[tuple[str, int | None]]:
+        session = session_on(rd)
+        seen = [await session.status()]
+        fake.status = "inmigrate"
+        seen.append(await session.status())
+        fake.hang_up()
+        seen.append(await session.status())
+        return seen
+
+    fake.status = "running"
+    assert asyncio.run(statuses()) == [("running", 4242), ("incoming", 4242), ("unknown", 4242)]
 
 
 def test_remove_plumbing_and_everything(rd):
     where = paths(rd.path, "vm1")
     for name in [*where.all_names(), ".vm1.runtime.json.tmp.x", "vm2.pid"]:
         rd.write_atomic(name, "x")
-    lifecycle.remove_plumbing(rd, where)
+    session = session_on(rd)
+    stop.remove_plumbing(session)
     assert not any(rd.exists(n) for n in ("vm1.qmp", "vm1.ro.qmp", "vm1.pid")) and rd.exists("vm1.runtime.json")
-    lifecycle.remove_all(rd, where)
+    stop.remove_all(session)
     assert rd.listdir() == ["vm1.lock", "vm2.pid"]
-    assert lifecycle.stop(rd, where, 0) is False  # nothing runs: only the plumbing is cleared
+    assert asyncio.run(stop.stop(session, 0)) is False  # nothing runs: only the plumbing is cleared
 
 
 # -- a start whose QEMU fails ------------------------------------------------------------------------------------------
@@ -170,51 +183,49 @@ def failing_qemu(tmp_path, message: str) -> str:
      "puts it in the kvm group; or use accel: tcg)"),
 ])
 def test_a_failed_start_puts_everything_back(rd, tmp_path, accel, message, reason):
-    where = paths(rd.path, "vm1")
     rt = runtime([disk(1, images(tmp_path, 1))], [nic(1, network={"type": "user"})], accel=accel)
     rt["kvm_cmd"][0] = "/bin/sh"  # a runtime file never picks the program: the module's qemu_binary runs
     rd.write_atomic("vm1.pending.json", "[]")  # a journal from an earlier QEMU goes with it
     with pytest.raises(KvmError) as err:
-        lifecycle.start(rd, where, rt, process.resolve_user("root"), failing_qemu(tmp_path, message))
+        asyncio.run(start.start(session_on(rd), rt, process.resolve_user("root"), failing_qemu(tmp_path, message)))
     assert str(err.value) == reason
     assert rd.listdir() == []  # no runtime file, no sockets, no pid file, no logs it created
 
 
 def test_a_failed_restart_keeps_the_previous_runtime_file_and_logs(rd, tmp_path):
-    where = paths(rd.path, "vm1")
     rt = runtime([disk(1, images(tmp_path, 1))], [], accel="tcg")
     before = runtime_file.dumps({**rt, "mark": "stopped"})
     rd.write_atomic("vm1.runtime.json", before)
     rd.write_atomic("vm1.qemu.log", "an old run\n")
     with pytest.raises(KvmError, match=r"^QEMU failed to start: boom$"):
-        lifecycle.start(rd, where, rt, process.resolve_user("root"), failing_qemu(tmp_path, "boom"), incoming_uri="tcp:0:4444")
+        asyncio.run(start.start(session_on(rd), rt, process.resolve_user("root"), failing_qemu(tmp_path, "boom"),
+                                incoming_uri="tcp:0:4444"))
     assert rd.read_text("vm1.runtime.json") == before
     assert rd.read_text("vm1.qemu.log") == "an old run\nstarting\nboom\n"
     assert sorted(rd.listdir()) == ["vm1.qemu.log", "vm1.runtime.json", "vm1.serial.log"]
 
 
-def test_ready_tells_a_migration_target_to_listen(monkeypatch):
+def test_ready_tells_a_migration_target_to_listen(rd, monkeypatch):
     fake = FakeQemu()
-    monkeypatch.setattr(qmp, "connect", connect_to(fake))
-    asyncio.run(lifecycle._ready("/x.qmp", "unix:/m.sock"))
-    assert fake.log == [("migrate-set-capabilities", {"capabilities": lifecycle.MIGRATION_CAPS}),
+    monkeypatch.setattr(qmp, "open_monitor", connect_to(fake))
+    asyncio.run(start._ready(session_on(rd), "unix:/m.sock", None))
+    assert fake.log == [("migrate-set-capabilities", {"capabilities": start.MIGRATION_CAPS}),
                         ("migrate-incoming", {"uri": "unix:/m.sock"})]
-    assert {"capability": "return-path", "state": True} in lifecycle.MIGRATION_CAPS
+    assert {"capability": "return-path", "state": True} in start.MIGRATION_CAPS
     fake.log.clear()
-    asyncio.run(lifecycle._ready("/x.qmp", None))
+    asyncio.run(start._ready(session_on(rd), None, None))
     assert fake.log == []
 
 
 def test_a_qemu_left_without_a_pid_file_is_never_joined_by_a_second(rd, tmp_path):
     """A module killed between spawning QEMU and writing its pid file leaves a QEMU that still serves its socket."""
-    where = paths(rd.path, "vm1")
     orphan = rd.listen("vm1.qmp")  # what that QEMU holds
     try:
-        assert lifecycle.orphan_listens(rd, where)
+        assert stop.orphan_listens(session_on(rd))
         rt = runtime([disk(1, images(tmp_path, 1))], [], accel="tcg")
         with pytest.raises(KvmError, match="without a pid file still serves"):
-            lifecycle.start(rd, where, rt, process.resolve_user("root"), "/bin/false")
+            asyncio.run(start.start(session_on(rd), rt, process.resolve_user("root"), "/bin/false"))
         assert not rd.exists("vm1.runtime.json")
     finally:
         orphan.close()
-    assert not lifecycle.orphan_listens(rd, where)  # a stale socket file answers nobody
+    assert not stop.orphan_listens(session_on(rd))  # a stale socket file answers nobody

@@ -1,0 +1,112 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""An instance as ``kvm_instance`` asks for it, and how it differs from what runs (pure).
+
+``requested_spec`` validates the task's options into a spec; ``summary``
+is the comparable part of a spec or runtime (diff mode, idempotence);
+``differences`` says what waits for the next start and which device lists
+differ; ``kept_controllers`` and ``merge_devices`` decide which recorded
+addresses a new start keeps.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+
+MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the test guest needs 88 MiB)
+
+
+def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate the module parameters into an instance spec (pure)."""
+    name = params["name"]
+    uuid = devices.instance_uuid(name, hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else None)
+    for key, low in (("memory", MIN_MEMORY), ("vcpus", 1)):
+        if params[key] < low:
+            raise KvmError(f"{key} must be at least {low}")
+    hvp = hvparams.normalize(params.get("hvparams") or {})
+    disks = [devices.disk_record(d, uuid) for d in params.get("disks") or []]
+    nics = [devices.nic_record(n, uuid, i) for i, n in enumerate(params.get("nics") or [])]
+    for kind, items, key in (("disk", disks, "uuid"), ("disk", disks, "path"), ("disk", disks, "uri"), ("nic", nics, "uuid"),
+                             ("nic", nics, "mac")):
+        values = [item[key] for item in items if item.get(key) is not None]
+        dup = {v for v in values if values.count(v) > 1}
+        if dup:
+            raise KvmError(f"two {kind}s have the same {key}: {', '.join(sorted(dup))}")
+    return {"name": name, "uuid": uuid, "memory": params["memory"], "vcpus": params["vcpus"],
+            "hvparams": hvp, "disks": disks, "nics": nics}
+
+
+DISK_KEYS = ("uuid", "path", "uri", "format", "mode", "type")
+NIC_KEYS = ("uuid", "mac", "network")
+
+
+def _dev_key(dev: Any, kind: str, hvp: dict[str, Any]) -> tuple[Any, ...]:
+    """A device's identity and properties, hashable; a network by its sorted JSON, so key order
+    (the runtime file is written sorted) never makes two equal networks differ."""
+    if kind == "disks":
+        return (*(dev.get(k) for k in DISK_KEYS[:-1]), allocator.disk_type(dev, hvp))
+    return (dev["uuid"], dev["mac"], json.dumps(dev.get("network"), sort_keys=True))
+
+
+def summary(spec: Any) -> dict[str, Any]:
+    """The comparable part of a spec or runtime (for diff and idempotence)."""
+    return {
+        "memory": spec.get("memory"),
+        "vcpus": spec.get("vcpus"),
+        "hvparams": spec["hvparams"],
+        "disks": [{**{k: d.get(k) for k in DISK_KEYS}, "type": allocator.disk_type(d, spec["hvparams"])} for d in spec["disks"]],
+        "nics": [{k: n.get(k) for k in NIC_KEYS} for n in spec["nics"]],
+    }
+
+
+def differences(rt: Any, spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(pending spec changes, device list changes) between a runtime and a request."""
+    pending = [f"{key}: {rt.get(key)!r} -> {spec[key]!r}" for key in ("memory", "vcpus") if rt.get(key) != spec[key]]
+    pending += [f"hvparams.{key}: {rt['hvparams'].get(key)!r} -> {value!r}"
+                for key, value in spec["hvparams"].items() if rt["hvparams"].get(key) != value]
+    device_changes = []
+    for kind, module in (("disks", "kvm_disk_hotplug"), ("nics", "kvm_nic_hotplug")):
+        have = {_dev_key(d, kind, rt["hvparams"]) for d in rt[kind]}
+        want = {_dev_key(d, kind, spec["hvparams"]) for d in spec[kind]}
+        if have != want:
+            device_changes.append(f"{kind} differ from the running instance ({len(want - have)} to add, "
+                                  f"{len(have - want)} to remove): use kvmhv.qemu.{module} on a running instance")
+    return pending, device_changes
+
+
+def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
+    """The recorded controllers a new start keeps: all of them on the same machine family,
+    SCSI controllers only while they are of the instance's controller type."""
+    if hvparams.is_q35(old["hvparams"]) != hvparams.is_q35(hvp):
+        return []
+    driver = hvparams.scsi_controller(hvp)[0]
+    return [dict(c) for c in old.get("controllers", []) if c["kind"] != "scsi" or c["hvinfo"]["driver"] == driver]
+
+
+def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str, buses: set[str]) -> list[dict[str, Any]]:
+    """New device records that keep the recorded hvinfo of devices already known.
+
+    A recorded hvinfo is kept when the same uuid is asked for again with the
+    same driver, its bus still exists (``buses``) and a root-bus slot still
+    lies in the window; everything else is placed afresh by the allocator.
+    """
+    recorded = {d["uuid"]: d for d in old}
+    window_start = hvp["kvm_pci_reservations"]
+    merged = []
+    for dev in new:
+        prev = recorded.get(dev["uuid"])
+        info = prev.get("hvinfo") if prev else None
+        if kind == "disks":
+            driver = hvparams.disk_driver(hvp, allocator.disk_type(dev, hvp))
+        else:
+            driver = hvparams.nic_driver(hvp)
+        fits = info is not None and info["driver"] == driver and info["bus"] in buses and not (
+            info["bus"] == hvparams.root_bus(hvp) and (hvinfo.pci_slot(info) or 0) < window_start)
+        merged.append({**dev, "hvinfo": info} if fits else dev)
+    return merged
