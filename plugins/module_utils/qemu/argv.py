@@ -25,7 +25,6 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices as devs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
 
 from ..store.test_upgrade import make_runtime
