@@ -18,13 +18,13 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, lifecycle, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
 
@@ -179,14 +179,14 @@ class HotplugOp:
             if not self.call.check:
                 await engine.replug(mon, Item(self.kind, found), rt["hvparams"], self.timeout)
             return True, found, {}
-        placed = ganeti.find_fixed(dict(rt), self.kind, key, value)
+        placed = fixed.find(rt, self.kind, key, value)
         if placed is not None:  # there, placed by QEMU (read from Ganeti): present, but not ours to plug
             self.call.warn(f"{self.kind[:-1]} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
             return settled, None, {}
         wanted = new_record(self.kind, self.spec, rt, self.where.name)
         key = "mac" if self.kind == "nics" else "path" if wanted.get("path") else "uri"
         clash = find(rt[self.kind], key, wanted[key]) if wanted.get(key) else None  # type: ignore[literal-required]
-        if wanted.get(key) and ganeti.find_fixed(dict(rt), self.kind, key, wanted[key]) is not None:
+        if wanted.get(key) and fixed.find(rt, self.kind, key, wanted[key]) is not None:
             raise KvmError(f"{self.kind[:-1]} {wanted[key]} is already used by a device QEMU placed itself in {self.where.name}")
         if clash is not None:
             what = f"disk {wanted[key]}" if self.kind == "disks" else f"MAC {wanted['mac']}"
@@ -222,7 +222,7 @@ class HotplugOp:
         settled = False if self.call.check else await settle_journal(mon, self.rd, self.where, rt, self.call, self.timeout)
         key, value = identity(self.kind, self.spec)
         found = find(rt[self.kind], key, value)  # type: ignore[literal-required]
-        if found is None and ganeti.find_fixed(dict(rt), self.kind, key, value) is not None:
+        if found is None and fixed.find(rt, self.kind, key, value) is not None:
             raise KvmError(f"{self.kind[:-1]} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
                            "unplugged; stop the instance and start it without it")
         if found is None:

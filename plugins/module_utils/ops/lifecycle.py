@@ -25,10 +25,11 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import unstartable
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process, qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -175,7 +176,7 @@ def start(rd: RunDir, where: Paths, rt: Runtime, user: process.QemuUser, binary:
     module's ``qemu_binary``), whatever the runtime file's ``kvm_cmd`` names:
     a file from another host or from Ganeti never chooses what runs here.
     """
-    reason = ganeti.unstartable(dict(rt))
+    reason = unstartable(rt)
     if reason:
         raise KvmError(f"cannot start {where.name}: {reason}")
     if orphan_listens(rd, where):

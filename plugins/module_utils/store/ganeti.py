@@ -78,7 +78,7 @@ hvparams are kept aside in ``legacy_hvparams``. Values that build devices
 this collection cannot (``disk_type`` sd/mtd/pflash, ``nic_type``
 ne2k_isa) are refused when read; ones it cannot start yet (multiqueue NICs,
 ``-drive if=scsi`` disks, disks reached through a uri) are read and refused
-by ``unstartable`` when a start is asked for.
+by ``model.fixed.unstartable`` when a start is asked for.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import fixed as fixed_devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 
@@ -502,15 +503,6 @@ def _nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[lis
     return records, fixed
 
 
-def _reachable(uri: str) -> bool:
-    """Whether this collection can hand QEMU the uri (``devices.disk_uri``: iscsi://, nbd://)."""
-    try:
-        devices.disk_uri(uri)
-    except KvmError:
-        return False
-    return True
-
-
 def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records, fixed = [], []
     for pos, entry in enumerate(disks_in):
@@ -532,7 +524,7 @@ def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[l
         record: dict[str, Any] = {"uuid": dev_uuid, "path": link, "uri": uri, "format": disk.get("format", "raw"),
                                   "mode": disk.get("mode", "rw")}
         side = _side(disk, ("uuid", "mode", "format", "pci", "hvinfo"))
-        if uri is not None and link is not None and _reachable(uri):
+        if uri is not None and link is not None and fixed_devices.reachable(uri):
             # QEMU reaches the disk through its uri (Ganeti's userspace access): the link is kept for the export
             record["path"] = None
             side["link"] = link
@@ -555,7 +547,7 @@ def _disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[l
                 extra = {"render": "device", "driver": hvp.DISK_DRIVERS[gtype], "type": gtype}
             elif gtype in _GANETI_DISK_DRIVER.values():
                 extra = {"render": "device", "driver": gtype, "type": "paravirtual"}
-            else:  # -drive if=<type> (scsi ...): read, refused at a start by unstartable()
+            else:  # -drive if=<type> (scsi ...): read, refused at a start by fixed.unstartable()
                 extra = {"render": "drive", "drive": {"if": gtype}, "type": "scsi-hd"}
             fixed.append({"kind": "disk", **record, **extra})
             notes.append(f"disk {pos} ({link or uri}) has no address of its own (QEMU placed it): fixed, not hotpluggable")
@@ -651,22 +643,6 @@ def notes(runtime: dict[str, Any]) -> list[str]:
     return list(meta.get("notes", [])) if isinstance(meta, dict) else []
 
 
-def unstartable(runtime: dict[str, Any]) -> str | None:
-    """Why this collection cannot start QEMU for ``runtime`` (a recovery or a migration target), or None."""
-    for dev in [*runtime.get("disks", []), *(f for f in runtime.get("fixed", []) if f.get("kind") == "disk")]:
-        if dev.get("uri") and (dev.get("path") or dev.get("kind") == "disk" or not _reachable(dev["uri"])):
-            return (f"disk {dev.get('path') or dev['uri']} is reached through uri {dev['uri']!r}, which this collection "
-                    "cannot hand to QEMU (it knows iscsi:// and nbd:// uris on disks of their own)")
-    for dev in runtime.get("fixed", []):
-        interface = (dev.get("drive") or {}).get("if")
-        if interface not in (None, "ide", "virtio"):
-            return f"disk {dev.get('path')} is a -drive if={interface} disk, which current QEMU no longer has"
-    queues = runtime.get("legacy_hvparams", {}).get("virtio_net_queues")
-    if isinstance(queues, int) and not isinstance(queues, bool) and queues > 1:
-        return f"hvparam virtio_net_queues={queues}: multiqueue NICs (mq=on, vectors) are not supported by this collection"
-    return None
-
-
 # -- validation of what this module adds to a runtime ---------------------------------------
 
 _DRIVE_KEYS = frozenset({"if", "index", "bus", "unit", "cache", "aio", "discard", "serial", "werror", "rerror",
@@ -758,12 +734,6 @@ def validate_extras(runtime: dict[str, Any]) -> None:
                 raise KvmError(f"{where}: position {at!r} is not inside kvm_cmd")
         else:
             raise KvmError(f"{where}: render must be device or drive")
-
-
-def find_fixed(runtime: dict[str, Any], kind: str, key: str, value: Any) -> dict[str, Any] | None:
-    """The fixed device of ``kind`` (disks, nics) whose ``key`` is ``value``."""
-    want = kind[:-1]
-    return next((d for d in runtime.get("fixed", []) if d.get("kind") == want and d.get(key) == value), None)
 
 
 # -- export ----------------------------------------------------------------------------

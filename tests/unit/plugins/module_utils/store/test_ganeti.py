@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import fixed as fixed_devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds, launch_argv
@@ -56,7 +57,7 @@ def test_every_fixture_reads_validates_and_renders():
         assert rt["kvm_cmd"][-2:] == ["-net", "none"], name
         again = upgrade.upgrade(json.loads(runtime_file.dumps(rt)))  # the stored form reads back the same
         assert dict(again[0]) == rt and again[1] == upgrade.FORMAT_VERSION, name
-        if ganeti.unstartable(rt) is None:
+        if fixed_devices.unstartable(rt) is None:
             argv = lifecycle.illustrative_argv(rt)
             assert argv[0] == "/usr/bin/kvm" and "-sandbox" in argv, name
 
@@ -96,7 +97,7 @@ def test_2_1_runas_localtime_usbdevice_ide_drives_in_place():
     assert [(d["path"], d["render"], d["drive"], d["at"]) for d in drives] == [
         (LINK0, "drive", {"if": "ide", "cache": "none"}, cmd.index("-boot") + 2),
         (LINK1, "drive", {"if": "ide", "cache": "none"}, cmd.index("-boot") + 2)]
-    assert [key for key, _disk in fixed.disks(rt)] == ["fixed2", "fixed2:ro", "fixed3", "fixed3:ro"]  # -drive opens read-only first
+    assert [key for key, _disk in fixed_devices.disks(rt)] == ["fixed2", "fixed2:ro", "fixed3", "fixed3:ro"]  # -drive opens read-only first
     fds = HostFds(3, 4, 5, {"fixed2": (20, False), "fixed2:ro": (22, False), "fixed3": (21, True), "fixed3:ro": (23, True)},
                   {"netdev0": 30, "netdev1": 31})
     head, _tail = fixed.render(rt, fds, 2)
@@ -172,7 +173,7 @@ def test_2_15_rbd_disk_keeps_link_and_uri_and_vnc_tls_is_rewritten():
     assert rbd["ganeti"]["dev_type"] == "rbd" and rbd["ganeti"]["name"] == "data" and rbd["ganeti"]["params"]["access"] == "userspace"
     assert rbd["ganeti"]["serial_no"] == 1 and rbd["ganeti"]["ctime"] == 1420000000.5
     assert rt["disks"][0]["ganeti"]["nodes"] == ["6a1f0e2d-3c4b-4a59-8e7f-9d0c1b2a3e4f"] and rt["disks"][0]["ganeti"]["forthcoming"] is False
-    assert "uri" in ganeti.unstartable(rt)
+    assert "uri" in fixed_devices.unstartable(rt)
 
 
 def test_2_15_resaved_from_2_9_mixes_a_placed_nic_a_drive_and_a_pci_nic():
@@ -263,7 +264,7 @@ def test_userspace_disks_keep_link_and_uri_even_without_a_link():
         (LINK0, f"gluster://203.0.113.5:24007/gv0/ganeti/{INSTANCE_UUID}.0"), (None, "rbd:ssd/volume-ext-1")]
     assert [d["ganeti"]["dev_type"] for d in rt["disks"]] == ["gluster", "ext"]
     assert rt["disks"][0]["ganeti"]["params"] == {"access": "userspace", "host": "203.0.113.5", "port": 24007, "volume": "gv0"}
-    assert rt["nics"] == [] and "uri" in ganeti.unstartable(rt)
+    assert rt["nics"] == [] and "uri" in fixed_devices.unstartable(rt)
 
 
 def test_ide_disk_with_a_ganeti_pci_slot_is_placed_by_qemu():
@@ -281,7 +282,7 @@ def test_empty_argument_paused_start_keymap_path_and_multiqueue():
     assert "" not in cmd and "-S" not in cmd and "-k" not in cmd
     assert cmd[-5:] == ["-no-hpet", "-global", "PIIX4_PM.disable_s3=1", "-net", "none"]
     assert any("empty argument" in n for n in ganeti.notes(rt))
-    assert "virtio_net_queues=4" in ganeti.unstartable(rt)
+    assert "virtio_net_queues=4" in fixed_devices.unstartable(rt)
 
 
 @pytest.mark.parametrize("mutate,message", [
