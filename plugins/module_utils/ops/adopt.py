@@ -39,7 +39,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import info, lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -175,7 +176,7 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
             if not process.running_pid(rd, located):
                 raise KvmError(f"instance {where.name} was adopted from {spec['pidfile']}, whose QEMU no longer runs; "
                                "start it with state=running (without adopt) or remove it with state=absent")
-            return _result(False, rt, located, rd, spec, ganeti.notes(dict(rt)))
+            return _result(False, rt, located, rd, spec, ganeti_notes(dict(rt)))
         raise KvmError(f"instance {where.name} already has a runtime file in {where.runtime_dir}; "
                        "remove it first (state=absent) or adopt under another name")
     rt, _version = runtime_file.read_path(spec["runtime"])
@@ -185,7 +186,7 @@ def adopt(call: Call, rd: RunDir, where: Paths, spec: dict[str, str]) -> dict[st
                        "on its command line, as QEMU's -pidfile does)")
     live = qmp.run(_live(located.qmp))
     have, need = _window(dict(rt), live)
-    notes = ganeti.notes(dict(rt))
+    notes = ganeti_notes(dict(rt))
     if need != have:
         rt["hvparams"]["kvm_pci_reservations"] = need
         notes.append(f"hotplug window moved from slot {have:#04x} to {need:#04x}: QEMU placed devices up to {need - 1:#04x}")

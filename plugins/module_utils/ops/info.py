@@ -25,7 +25,9 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams a
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import INCOMING
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, Paths, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
@@ -36,8 +38,8 @@ DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVI
 EXPORTS: dict[str, Any] = {
     "runtime-v1": lambda rt, _alive: upgrade.to_v1(rt),
     "legacy": lambda rt, _alive: upgrade.to_legacy(rt),
-    "ganeti-2": lambda rt, alive: ganeti.export(dict(rt), "2", running=alive),
-    "ganeti-3": lambda rt, alive: ganeti.export(dict(rt), "3", running=alive),
+    "ganeti-2": lambda rt, alive: export_ganeti(dict(rt), "2", running=alive),
+    "ganeti-3": lambda rt, alive: export_ganeti(dict(rt), "3", running=alive),
 }
 
 
@@ -194,7 +196,7 @@ def describe(path: str, rt: Runtime, version: int, rd: RunDir | None, where: Pat
         "qmp_socket": where.qmp if where else None,
         "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(rd, where)] if rd and where else [],
         "drift": [],
-        "notes": ganeti.notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
+        "notes": ganeti_notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
         "disk_sizes": {},
     }
     if pid is not None and rd is not None and where is not None:
