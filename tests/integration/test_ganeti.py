@@ -34,7 +34,7 @@ NIC0_UUID, NIC1_UUID, DISK1_UUID = ("3b9e1c2d-7f6a-4e5b-8c9d-112233445566", "1a2
                                     "44444444-5555-4666-8777-888888888888")
 INSTANCE_UUID = "0f7b3c1e-2a44-4d0b-8f3e-6c1d2b3a4f50"
 HERE = Path(__file__).parent
-FIXTURES = HERE.parent / "unit" / "plugins" / "module_utils" / "store" / "ganeti_fixtures"
+FIXTURES = HERE.parent / "unit" / "plugins" / "module_utils" / "store" / "ganeti" / "fixtures"
 
 
 def ip(*args: str) -> str:

@@ -78,7 +78,7 @@ MUTANTS = [
            'ctl.get("kind") not in CONTROLLER_KINDS:', "a controller record may carry extra keys"),
     Mutant("U5", "store/upgrade.py", "if version > FORMAT_VERSION:", "if version > FORMAT_VERSION + 1:",
            "the next format version is called unknown, not newer"),
-    Mutant("U6", "store/ganeti.py", "            plumbing.append(group)\n",
+    Mutant("U6", "store/ganeti/kvm_cmd.py", "            plumbing.append(group)\n",
            "            plumbing.append(group[:1])\n            out.append(group[1:])\n",
            "a legacy (Ganeti) plumbing option's argument stays on the command line"),
     Mutant("U7", "store/upgrade.py", 'data["hvparams"].pop("pci_hotplug_slots", None)', 'data["hvparams"].get("pci_hotplug_slots", None)',

@@ -41,7 +41,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, locate, open_session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
@@ -167,7 +168,7 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
             if not session.pid():
                 raise KvmError(f"instance {session.name} was adopted from {spec['pidfile']}, whose QEMU no longer runs; "
                                "start it with state=running (without adopt) or remove it with state=absent")
-            return await _result(session, False, rt, spec, ganeti.notes(dict(rt)))
+            return await _result(session, False, rt, spec, ganeti_notes(dict(rt)))
         raise KvmError(f"instance {session.name} already has a runtime file in {session.where.runtime_dir}; "
                        "remove it first (state=absent) or adopt under another name")
     rt, _version = runtime_file.read_path(spec["runtime"])
@@ -178,7 +179,7 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
                        "on its command line, as QEMU's -pidfile does)")
     live = await _live(await session.monitor())
     have, need = _window(dict(rt), live)
-    notes = ganeti.notes(dict(rt))
+    notes = ganeti_notes(dict(rt))
     if need != have:
         rt["hvparams"]["kvm_pci_reservations"] = need
         notes.append(f"hotplug window moved from slot {have:#04x} to {need:#04x}: QEMU placed devices up to {need - 1:#04x}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
@@ -24,7 +24,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, open_session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 Outcome = tuple[bool, "dict[str, Any] | None", "dict[str, Any]"]
@@ -81,13 +81,13 @@ class HotplugOp:
             if not self.call.check:
                 await engine.replug(mon, Item(self.kind, found), rt["hvparams"], self.timeout)
             return True, found, {}
-        if ganeti.find_fixed(dict(rt), self.kind, key, value) is not None:
+        if fixed.find(rt, self.kind, key, value) is not None:
             # there, placed by QEMU (read from Ganeti): present, but not ours to plug
             self.call.warn(f"{self.kind[:-1]} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
             return settled, None, {}
         wanted = new_record(self.kind, self.spec, rt, self.session.name)
         key = "mac" if self.kind == "nics" else "path" if wanted.get("path") else "uri"
-        if wanted.get(key) and ganeti.find_fixed(dict(rt), self.kind, key, wanted[key]) is not None:
+        if wanted.get(key) and fixed.find(rt, self.kind, key, wanted[key]) is not None:
             raise KvmError(f"{self.kind[:-1]} {wanted[key]} is already used by a device QEMU placed itself in {self.session.name}")
         clash = tx.find(rt[self.kind], key, wanted[key]) if wanted.get(key) else None  # type: ignore[literal-required]
         if clash is not None:
@@ -121,7 +121,7 @@ class HotplugOp:
         rt, settled = await self._settled()
         key, value = tx.identity(self.kind, self.spec)
         found = tx.find(rt[self.kind], key, value)  # type: ignore[literal-required]
-        if found is None and ganeti.find_fixed(dict(rt), self.kind, key, value) is not None:
+        if found is None and fixed.find(rt, self.kind, key, value) is not None:
             raise KvmError(f"{self.kind[:-1]} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
                            "unplugged; stop the instance and start it without it")
         if found is None:

@@ -24,7 +24,9 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.drift import drift
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, attach
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import INCOMING
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, ganeti, journal, runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
@@ -34,8 +36,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 EXPORTS: dict[str, Any] = {
     "runtime-v1": lambda rt, _alive: upgrade.to_v1(rt),
     "legacy": lambda rt, _alive: upgrade.to_legacy(rt),
-    "ganeti-2": lambda rt, alive: ganeti.export(dict(rt), "2", running=alive),
-    "ganeti-3": lambda rt, alive: ganeti.export(dict(rt), "3", running=alive),
+    "ganeti-2": lambda rt, alive: export_ganeti(dict(rt), "2", running=alive),
+    "ganeti-3": lambda rt, alive: export_ganeti(dict(rt), "3", running=alive),
 }
 
 
@@ -70,7 +72,7 @@ async def describe(path: str, rt: Runtime, version: int, session: Session | None
         "qmp_socket": session.where.qmp if session else None,
         "interrupted_hotplugs": [rec["hvinfo"]["id"] for _k, rec in journal.read(session.rd, session.where)] if session else [],
         "drift": [],
-        "notes": ganeti.notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
+        "notes": ganeti_notes(dict(rt)),  # what reading a Ganeti runtime changed or assumed
         "disk_sizes": {},
     }
     if pid is not None and session is not None:

@@ -21,12 +21,12 @@ from typing import Any
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import unstartable
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import orphan_listens
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 START_TIMEOUT = 120.0
@@ -57,7 +57,7 @@ async def start(session: Session, rt: Runtime, user: process.QemuUser, binary: s
     ``qemu_binary``), whatever the runtime file's ``kvm_cmd`` names: a file
     from another host or from Ganeti never chooses what runs here.
     """
-    reason = ganeti.unstartable(dict(rt))
+    reason = unstartable(rt)
     if reason:
         raise KvmError(f"cannot start {session.name}: {reason}")
     rd = session.rd

@@ -3,6 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Devices QEMU placed itself (a runtime's ``fixed`` list): rendered so that QEMU places them the same way again.
 
+What they are and which descriptors they need is ``model.fixed``; this is
+how a start puts them on QEMU's command line.
+
 Only runtimes read from Ganeti have them (``store.ganeti``): NICs and disks
 without a recorded address, and ``-drive`` disks inside ``kvm_cmd``. They
 are not hotpluggable, but a start (a recovery or a migration target) must
@@ -38,6 +41,7 @@ import json
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import disks, nics
 
 # cache mode -> (O_DIRECT, no-flush, guest-visible write cache)
 _CACHE = {
@@ -52,26 +56,6 @@ _CACHE = {
 
 def _json(args: dict[str, Any]) -> str:
     return json.dumps(args, separators=(",", ":"))
-
-
-def disks(runtime: Any) -> list[tuple[str, dict[str, Any]]]:
-    """(key, disk) of every descriptor the fixed disks need, in order.
-
-    A ``-drive`` disk opens its file read-only before it reopens it
-    read-write, so its fdset holds a read-only descriptor too (key
-    ``fixed<N>:ro``), whatever its cache mode.
-    """
-    found: list[tuple[str, dict[str, Any]]] = []
-    for pos, dev in enumerate(runtime.get("fixed", [])):
-        if dev.get("kind") == "disk":
-            found.append((f"fixed{pos}", dev))
-            if dev.get("render") == "drive" and dev.get("mode") != "ro":
-                found.append((f"fixed{pos}:ro", {**dev, "mode": "ro"}))
-    return found
-
-
-def nics(runtime: Any) -> list[dict[str, Any]]:
-    return [dev for dev in runtime.get("fixed", []) if dev.get("kind") == "nic"]
 
 
 def has_serial(runtime: Any) -> bool:

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, fixed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, tap
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import tap
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 

@@ -119,7 +119,7 @@ class Paths:
     adopt=``) is reached through that QEMU's own QMP socket and pid file,
     outside the runtime directory: ``adopted_qmp``/``adopted_pidfile`` then
     replace ``qmp``, ``qmp_ro`` (it has a single monitor) and ``pidfile``.
-    ``ops.lifecycle.locate`` is the one place that sets them; ``own()`` is
+    ``ops.session.locate`` is the one place that sets them; ``own()`` is
     always this collection's own files.
     """
 

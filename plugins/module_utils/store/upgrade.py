@@ -34,7 +34,9 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import ganeti
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import read as read_ganeti
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.validate import validate_extras
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, NicRecord, Runtime, keys_of, records
 
 FORMAT_VERSION = 2
@@ -46,7 +48,7 @@ CONTROLLER_KINDS = {"scsi": "controller", "pci-bridge": "pci-bridge", "pcie-root
 
 def from_legacy(data: list[Any]) -> dict[str, Any]:
     """Version 0 (Ganeti's list layouts, 2.0-3.1) -> version 1: see ``store.ganeti``."""
-    return ganeti.read(data)
+    return read_ganeti(data)
 
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +174,7 @@ def validate(runtime: dict[str, Any]) -> Runtime:
                     raise KvmError(f"{where}: type {dev['type']!r} does not match driver {dev['hvinfo']['driver']}")
             else:
                 _check_nic(dev, where)
-    ganeti.validate_extras(runtime)  # fixed devices, an adopted QEMU, Ganeti's side data
+    validate_extras(runtime)  # fixed devices, an adopted QEMU, Ganeti's side data
     state = BusState.build(runtime["hvparams"], controllers, [*runtime["disks"], *runtime["nics"]])
     buses = {state.root} | {c["hvinfo"]["id"] for c in controllers if c["kind"] != "scsi"}
     buses |= {f"{c['hvinfo']['id']}.0" for c in controllers if c["kind"] == "scsi"} | {bus for bus, _unit in hvp.IDE_SLOTS}
@@ -200,8 +202,8 @@ def _unexportable_controllers(runtime: Runtime, keep_qemu_placed_scsi: bool) -> 
 
 
 def to_legacy(runtime: Runtime) -> list[Any]:
-    """Downgrade export to Ganeti 2.10-2.15's layout (integer pci slots); see ``ganeti.export``."""
-    return ganeti.export(dict(runtime), "2")
+    """Downgrade export to Ganeti 2.10-2.15's layout (integer pci slots); see ``store.ganeti.export``."""
+    return export_ganeti(dict(runtime), "2")
 
 
 def to_v1(runtime: Runtime) -> dict[str, Any]:

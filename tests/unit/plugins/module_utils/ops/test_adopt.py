@@ -19,7 +19,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-FIXTURES = Path(__file__).parents[1] / "store" / "ganeti_fixtures"
+FIXTURES = Path(__file__).parents[1] / "store" / "ganeti" / "fixtures"
 LINK0 = "/var/run/ganeti/instance-disks/vm1.example.org:0"
 NIC_ID = "hotnic-1a2b3c4d-pci-6"
 
