@@ -8,7 +8,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import lifecycle
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import start
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_plumbing
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
@@ -124,11 +127,20 @@ def read_rt(path: str) -> dict[str, Any]:
     return dict(runtime_file.read_path(path)[0])
 
 
+def _session(rd: RunDir, runtime_dir: str, name: str) -> Session:
+    return Session(Call({}), rd, paths(runtime_dir, name), writer=True)
+
+
 def start_runtime(runtime_dir: str, name: str, rt: dict[str, Any], user: str = "kvmhv-qemu") -> int:
     """Start ``rt`` with the library (no ansible), as the modules would; returns QEMU's pid."""
+    async def go(session: Session) -> int:
+        try:
+            return await start(session, rt, process.resolve_user(user), "qemu-system-x86_64")  # type: ignore[arg-type]
+        finally:
+            await session.hang_up()
+
     with RunDir.open(runtime_dir) as rd:  # type: ignore[union-attr]
-        return lifecycle.start(rd, paths(runtime_dir, name), rt, process.resolve_user(user),  # type: ignore[arg-type]
-                               "qemu-system-x86_64")
+        return asyncio.run(go(_session(rd, runtime_dir, name)))
 
 
 def kill_instance(runtime_dir: str, name: str) -> None:
@@ -137,9 +149,9 @@ def kill_instance(runtime_dir: str, name: str) -> None:
     if rd is None:
         return
     with rd:
-        where = paths(runtime_dir, name)
-        process.stop_hard(rd, where)
-        lifecycle.remove_plumbing(rd, where)
+        session = _session(rd, runtime_dir, name)
+        session.kill()
+        remove_plumbing(session)
 
 
 def running_pid(runtime_dir: str, name: str) -> int | None:
@@ -147,7 +159,7 @@ def running_pid(runtime_dir: str, name: str) -> int | None:
     if rd is None:
         return None
     with rd:
-        return process.running_pid(rd, paths(runtime_dir, name))
+        return _session(rd, runtime_dir, name).pid()
 
 
 def tcp_uri() -> str:
