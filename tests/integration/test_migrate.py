@@ -50,6 +50,13 @@ def test_migrate_keeps_guest_and_devices(runtime_dir, tmp_path, make_disk):
         info = run_module("kvm_instance_info", {"name": "mig1", "runtime_dir": target_dir})["instance"]
         assert info["alive"] and info["drift"] == []
         assert_matches_runtime(info["qmp_socket"], info["runtime"])
+        # Not confirmed yet (no second state=incoming): a hotplug on the target confirms it in the same call, then plugs.
+        assert info["runtime"]["mark"] == "incoming"
+        plugged = run_module("kvm_disk_hotplug", {"instance": "mig1", "runtime_dir": target_dir,
+                                                  "disk": {"path": make_disk("mig1-2.img", 4)}})
+        assert plugged["changed"] is True and plugged["device"]["hvinfo"]["bus"] == "scsi.0", plugged
+        assert "mark" not in read_rt(info["runtime_file"])
+        wait_for_report(tgt["instance"]["serial_log"], lambda r: len(r.block) == 3, after_seq=after.seq)
     finally:
         run_module("kvm_instance", {"name": "mig1", "runtime_dir": target_dir, "state": "absent"})
 
