@@ -1,4 +1,4 @@
-"""Every example in README.md and the guides in docs/docsite/rst/, checked, and the marked ones run for real.
+"""Every example in README.md, the guides in docs/docsite/rst/ and the role READMEs, checked; the marked ones run.
 
 Two levels:
 
@@ -29,8 +29,9 @@ import yaml
 from ansible_runner import REPO, VENV_BIN, ansible_env, run_playbook
 from guest_report import guest_hvparams
 
-GUIDES = REPO / "docs" / "docsite" / "rst"
-DOCUMENTS = [REPO / "README.md", *sorted(GUIDES.glob("*.rst"))]
+GUIDES = sorted((REPO / "docs" / "docsite" / "rst").glob("*.rst"))
+ROLE_READMES = sorted((REPO / "roles").glob("*/README.md"))
+DOCUMENTS = [REPO / "README.md", *GUIDES, *ROLE_READMES]
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("kvm_*.py"))
 
 
@@ -222,16 +223,18 @@ def test_commands_in_the_examples_name_files_that_exist():
 
 
 def test_links_between_the_documents_land_and_every_guide_is_listed():
-    labels = {m for path in DOCUMENTS[1:] for m in re.findall(r"^\.\. _([\w.-]+):\s*$", path.read_text(), re.M)}
-    refs = {(path.name, m) for path in DOCUMENTS[1:]
+    labels = {m for path in GUIDES for m in re.findall(r"^\.\. _([\w.-]+):\s*$", path.read_text(), re.M)}
+    refs = {(path.name, m) for path in GUIDES
             for m in re.findall(r":ref:`(?:[^`<]*<)?([\w.-]+)>?`", path.read_text())}
     assert refs and [r for r in refs if r[1] not in labels] == []
-    linked = set(re.findall(r"\]\((docs/docsite/rst/[\w.-]+\.rst)\)", DOCUMENTS[0].read_text()))
-    guides = {str(path.relative_to(REPO)) for path in DOCUMENTS[1:]}
-    assert linked == guides, "README.md links every guide, and only guides that exist"
+    linked = set(re.findall(r"\]\((docs/docsite/rst/[\w.-]+\.rst)\)", (REPO / "README.md").read_text()))
+    assert linked == {str(path.relative_to(REPO)) for path in GUIDES}, "README.md links every guide, and only guides that exist"
+    for page in [REPO / "README.md", REPO / "tests" / "README.md", *ROLE_READMES]:  # relative links land
+        targets = [t for t in re.findall(r"\]\(([^)#\s]+)\)", page.read_text()) if "://" not in t]
+        assert [t for t in targets if not (page.parent / t).exists()] == [], page
     listed = {entry for section in yaml.safe_load((REPO / "docs" / "docsite" / "extra-docs.yml").read_text())["sections"]
               for entry in section["toctree"]}
-    assert listed == {path.stem for path in DOCUMENTS[1:]}, "extra-docs.yml lists every guide"
+    assert listed == {path.stem for path in GUIDES}, "extra-docs.yml lists every guide"
 
 
 # ---- the marked examples, run ----------------------------------------------------------------------
@@ -242,7 +245,7 @@ def test_install_commands(tmp_path):
     tarball = next(tmp_path.glob("kvmhv-qemu-*.tar.gz"))
     with tarfile.open(tarball) as archive:  # the guides ship with the collection, as the docsite reads them from it
         shipped = set(archive.getnames())
-    assert {"docs/docsite/extra-docs.yml", *(f"docs/docsite/rst/{p.name}" for p in DOCUMENTS[1:])} <= shipped
+    assert {"docs/docsite/extra-docs.yml", *(f"docs/docsite/rst/{p.name}" for p in GUIDES)} <= shipped
     requirements = yaml.safe_load(block("install", 1))
     # The README names the tarball this version builds, in the command and in requirements.yml.
     assert tarball.name in block("install"), f"README.md installs another version than {tarball.name}"
