@@ -62,7 +62,10 @@ def _markdown(path: Path) -> Iterator[Code]:
         if found:
             mark = found.group(1)
         elif fence:
-            end = next(i for i in range(pos + 1, len(lines)) if lines[i].startswith("```"))
+            end = pos + 1
+            while end < len(lines) and not lines[end].startswith("```"):
+                end += 1
+            assert end < len(lines), f"{path}:{pos + 1}: a code fence that never closes"
             yield Code(path, pos + 2, fence.group(1), "\n".join(lines[pos + 1:end]) + "\n", mark)
             pos = end
         pos += 1
