@@ -17,7 +17,7 @@ export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
 # QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
 QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest qemu-user demo test lint sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fleet clean
+.PHONY: setup apt venv link guest qemu-user demo test lint docs sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fleet clean
 
 setup: apt venv link guest qemu-user
 
@@ -57,12 +57,18 @@ demo: setup
 
 test: setup lint sanity units molecule integration fleet
 
-lint:
+lint: docs
 	ruff check plugins tests benchmarks
 	pycodestyle --max-line-length 160 --ignore=W503,W504,E402,E741,E203 plugins tests benchmarks extensions
 	MYPYPATH=$(COLLECTIONS) mypy --config-file mypy.ini -p ansible_collections.kvmhv.qemu.plugins.module_utils
 	lint-imports  # the layers of DESIGN.md (pyproject.toml [tool.importlinter])
 	ansible-lint
+
+# The guides (docs/docsite/rst, listed in docs/docsite/extra-docs.yml) and the
+# module and role documentation, checked as the Ansible docsite would build them:
+# RST, labels, toctree, references to plugins and options, doc schemas.
+docs:
+	antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs .
 
 # ansible-test needs the collection at ansible_collections/kvmhv/qemu inside a
 # git tree: copy the files git knows (tracked or new, not ignored) there.

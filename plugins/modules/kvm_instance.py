@@ -56,7 +56,8 @@ options:
     default: 1
   hvparams:
     description:
-      - Hypervisor parameters over the collection defaults (the README has them all in one table), for example
+      - Hypervisor parameters over the collection defaults
+        (R(the hvparams guide,ansible_collections.kvmhv.qemu.docsite.hvparams) has them all in one table), for example
         C(disk_type) (paravirtual, scsi-hd, scsi-block, scsi-generic, scsi-cd, ide), C(nic_type),
         C(scsi_controller_type) (lsi, megasas, virtio-scsi-pci), C(kvm_pci_reservations),
         C(pci_hotplug_slots) (how many PCI devices can still be hotplugged after start, default 32; the
