@@ -48,6 +48,11 @@ DISK_OPTIONS: dict[str, Any] = {
 }
 NIC_OPTIONS: dict[str, Any] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
 
+# Rules between a disk's suboptions, checked by the argument spec (a disk is a file or a uri; an empty
+# scsi-cd is named by its uuid alone); and between a hotplugged NIC's (it is found by uuid or MAC).
+DISK_RULES: dict[str, Any] = {"mutually_exclusive": [["path", "uri"]], "required_one_of": [["path", "uri", "uuid"]]}
+NIC_RULES: dict[str, Any] = {"required_one_of": [["mac", "uuid"]]}
+
 
 def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
     """An AnsibleModule with the common options; fails cleanly without qemu.qmp."""

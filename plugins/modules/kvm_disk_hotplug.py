@@ -79,14 +79,14 @@ device:
 
 from functools import partial
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, DISK_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, DISK_RULES, HOTPLUG_ARGS, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
 
 
 def main() -> None:
     module = new_module({
         **HOTPLUG_ARGS,
-        "disk": {"type": "dict", "required": True, "options": DISK_OPTIONS},
+        "disk": {"type": "dict", "required": True, "options": DISK_OPTIONS, **DISK_RULES},
     })
     run(module, partial(hotplug.apply, kind="disks", option="disk"))
 

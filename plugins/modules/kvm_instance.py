@@ -330,7 +330,7 @@ confirmed:
   sample: true
 """
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, NIC_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, DISK_RULES, NIC_OPTIONS, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, incoming, instance
 
 
@@ -342,7 +342,7 @@ def main() -> None:
             "uuid": {"type": "str"},
             "memory": {"type": "int", "default": 256},
             "vcpus": {"type": "int", "default": 1},
-            "disks": {"type": "list", "elements": "dict", "options": DISK_OPTIONS, "default": []},
+            "disks": {"type": "list", "elements": "dict", "options": DISK_OPTIONS, "default": [], **DISK_RULES},
             "nics": {"type": "list", "elements": "dict", "options": NIC_OPTIONS, "default": []},
             "hvparams": {"type": "dict", "default": {}},
             "runtime": {"type": "path"},
@@ -360,6 +360,8 @@ def main() -> None:
             "shared_dirs": {"type": "list", "elements": "path", "default": []},
         },
         required_if=[("state", "incoming", ("runtime", "migration_uri")), ("copy_storage", True, ("disk_sizes",))],
+        # adopt takes the instance as its runtime file and QEMU have it
+        mutually_exclusive=[("adopt", other) for other in ("disks", "nics", "hvparams", "runtime", "migration_uri")],
     )
     if module.params["adopt"]:
         run(module, adopt.apply)

@@ -71,14 +71,14 @@ device:
 
 from functools import partial
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, NIC_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import HOTPLUG_ARGS, NIC_OPTIONS, NIC_RULES, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug
 
 
 def main() -> None:
     module = new_module({
         **HOTPLUG_ARGS,
-        "nic": {"type": "dict", "required": True, "options": NIC_OPTIONS},
+        "nic": {"type": "dict", "required": True, "options": NIC_OPTIONS, **NIC_RULES},
     })
     run(module, partial(hotplug.apply, kind="nics", option="nic"))
 
