@@ -15,14 +15,10 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, tap
 
-from ..qemu.test_qmp import FakeQemu
+from ....builders import INST, uuid
+from ....fakes.qemu import FakeQemu
 
-INST = "00000000-0000-4000-8000-000000000000"
 HV = hvparams.normalize({"accel": "tcg"})
-
-
-def uuid(n: int) -> str:
-    return f"{n:08x}-0000-4000-8000-{n:012x}"
 
 
 @pytest.fixture
@@ -366,12 +362,3 @@ def test_item_faces():
     tap_nic.fdname = "nic-1"
     assert tap_nic.is_tap and tap_nic.backend() == ("netdev_add", {"type": "tap", "id": "nic-1", "fd": "nic-1"})
     assert nic(2, 0x11).backend() is None and controller().device() == controller().record["hvinfo"]
-
-
-def load_runtime(fake: FakeQemu, rt: dict[str, Any]) -> None:
-    """Make ``fake`` hold everything ``rt`` records, as a start would (for the tests of the operations above the engine)."""
-    items = [Item("controllers", c) for c in rt.get("controllers", []) if c["kind"] != "scsi"]
-    items += [Item("controllers", c) for c in rt.get("controllers", []) if c["kind"] == "scsi"]
-    items += [Item("disks", d) for d in rt["disks"]] + [Item("nics", n) for n in rt["nics"]]
-    run(engine.plug(qmp.Monitor(fake), items, rt["hvparams"], 1.0))
-    fake.log.clear()

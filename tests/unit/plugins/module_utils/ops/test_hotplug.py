@@ -17,9 +17,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ..qemu.test_qmp import FakeQemu, connect_to
-from .test_converge import INST, disk, images, nic, runtime, uuid
-from .test_engine import load_runtime
+from ....builders import INST, disk, images, load_runtime, nic, runtime, uuid
+from ....fakes.qemu import FakeQemu, connect_to
 
 # -- pure parts ----------------------------------------------------------------------------------
 

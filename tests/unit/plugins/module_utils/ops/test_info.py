@@ -17,17 +17,10 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ..qemu.test_qmp import connect_to
-from ..store.test_upgrade import LEGACY
-from .test_converge import disk, images, nic, runtime
-from .test_engine import load_runtime
+from ....builders import LEGACY, disk, images, load_runtime, nic, runtime
+from ....fakes.qemu import connect_to, devfn
 
 PID = os.getpid()  # the "QEMU" holding the descriptors below is this test process
-
-
-def devfn(addr: str) -> int:
-    slot, _dot, function = addr.partition(".")
-    return int(slot, 16) << 3 | int(function or 0)
 
 
 class Answers:

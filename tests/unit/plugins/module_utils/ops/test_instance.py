@@ -14,7 +14,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from .test_converge import uuid
+from ....builders import uuid
 
 VM1 = devices.derived_uuid("instance", "vm1")
 

@@ -18,8 +18,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv, proce
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
-from ..qemu.test_qmp import FakeQemu, connect_to
-from .test_converge import disk, images, nic, runtime
+from ....builders import disk, images, nic, runtime
+from ....fakes.qemu import FakeQemu, connect_to
 
 
 # -- unix migration targets -------------------------------------------------------------------------------

@@ -12,9 +12,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 
-from ..qemu.test_qmp import FakeQemu
-from .test_converge import disk, images, runtime
-from .test_engine import load_runtime
+from ....builders import disk, images, load_runtime, runtime
+from ....fakes.qemu import FakeQemu
 
 
 def with_cd(fake: FakeQemu, tmp_path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.lifecycle import MIGRATION_CAPS
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
 
-from ..qemu.test_qmp import FakeQemu, connect_to
+from ....fakes.qemu import FakeQemu, connect_to
 
 
 def test_stats_pick_the_figures_worth_reporting():
