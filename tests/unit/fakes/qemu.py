@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 from qemu.qmp import ExecInterruptedError, ExecuteError, Message, Runstate
 from qemu.qmp.events import EventListener
@@ -27,6 +28,28 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 PCI_BRIDGES = ("pci-bridge", "pcie-root-port")
 SCSI_CONTROLLERS = ("lsi53c895a", "megasas", "virtio-scsi-pci")
 CDS = ("scsi-cd", "ide-cd")
+
+
+def is_query(command: str) -> bool:
+    """A command that only reads QEMU's state."""
+    return command.startswith("query-") or command in ("qom-get", "qom-list")
+
+
+def named(command: str, args: dict[str, Any] | None) -> str:
+    """``command`` with what it acts on (device or netdev id, node name, fd name, fdset opaque or number), e.g. ``device_add disk-1``."""
+    args = args or {}
+    name = next((args[key] for key in ("id", "node-name", "device", "fdname", "opaque", "fdset-id") if args.get(key) is not None), "")
+    return f"{command} {name}".strip()
+
+
+def in_order(sent: Iterable[Any], *steps: Any) -> bool:
+    """True if each step was sent after the one before it; other commands may come in between.
+
+    For the places where the order is QEMU's contract (a backend before its
+    device, device_del before the backend goes, capabilities before the
+    migration), never for the order of independent commands."""
+    rest = iter(sent)
+    return all(any(item == step for item in rest) for step in steps)
 
 
 def refusal(command: str, args: dict[str, Any] | None, desc: str, error_class: str = "GenericError") -> ExecuteError:
@@ -68,6 +91,11 @@ class FakeQemu:
         self.misplace: dict[str, dict[str, Any]] = {}  # device id -> where QEMU "really" put it (bus, addr, scsi-id)
         self.listeners: list[EventListener] = []
         self.status = "running"
+        self.capabilities: dict[str, bool] = {}
+        self.parameters: dict[str, Any] = {}
+        self.migrated_with: dict[str, Any] | None = None  # uri, capabilities and parameters in effect when migrate ran
+        self.incoming: dict[str, Any] | None = None  # the same for migrate-incoming
+        self.has_quit = False
         self.migration: list[str] = ["setup", "active", "completed"]  # MIGRATION events a migrate emits
         self.migrate_info: dict[str, Any] = {"status": "completed", "total-time": 1200, "downtime": 35, "setup-time": 4,
                                              "ram": {"transferred": 1 << 20, "dirty-sync-count": 3}}
@@ -136,6 +164,21 @@ class FakeQemu:
 
     def commands(self) -> list[str]:
         return [command for command, _args in self.log]
+
+    def changes(self) -> list[str]:
+        """The commands that change QEMU, in the order sent, each with what it acts on (``named``); queries left out."""
+        return [named(command, args) for command, args in self.log if not is_query(command)]
+
+    def sent(self, command: str) -> list[dict[str, Any] | None]:
+        """The arguments of each ``command`` sent, in order."""
+        return [args for sent, args in self.log if sent == command]
+
+    def state(self) -> dict[str, Any]:
+        """A copy of what QEMU holds, to compare before and after: devices, block nodes, netdevs, fdsets (by opaque), named fds, migration."""
+        return copy.deepcopy({"devices": self.devices, "nodes": self.nodes, "netdevs": self.netdevs,
+                              "fdsets": {fdset: [fd["opaque"] for fd in fds] for fdset, fds in self.fdsets.items()},
+                              "fdnames": sorted(self.fdnames), "capabilities": self.capabilities, "parameters": self.parameters,
+                              "migrated_with": self.migrated_with, "incoming": self.incoming, "has_quit": self.has_quit})
 
     def placed(self, dev_id: str) -> tuple[str, Any]:
         dev = self.devices[dev_id]
@@ -399,18 +442,25 @@ class FakeQemu:
     def do_query_status(self, _args: dict[str, Any]) -> Any:
         return {"status": self.status, "running": self.status == "running"}
 
-    def do_migrate_set_capabilities(self, _args: dict[str, Any]) -> Any:
+    def do_migrate_set_capabilities(self, args: dict[str, Any]) -> Any:
+        self.capabilities.update({cap["capability"]: cap["state"] for cap in args["capabilities"]})
         return {}
 
-    def do_migrate_set_parameters(self, _args: dict[str, Any]) -> Any:
+    def do_migrate_set_parameters(self, args: dict[str, Any]) -> Any:
+        self.parameters.update(args)
         return {}
 
-    def do_migrate_incoming(self, _args: dict[str, Any]) -> Any:
+    def _in_effect(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"uri": args.get("uri"), "capabilities": dict(self.capabilities), "parameters": dict(self.parameters)}
+
+    def do_migrate_incoming(self, args: dict[str, Any]) -> Any:
         self.status = "inmigrate"
+        self.incoming = self._in_effect(args)
         return {}
 
-    async def do_migrate(self, _args: dict[str, Any]) -> Any:
+    async def do_migrate(self, args: dict[str, Any]) -> Any:
         self.migrated = True
+        self.migrated_with = self._in_effect(args)
         for status in self.migration:
             await self.emit("MIGRATION", {"status": status})
         return {}
@@ -423,6 +473,7 @@ class FakeQemu:
         return dict(self.migrate_info) if getattr(self, "migrated", False) else {}  # QEMU: {} before any migration
 
     def do_quit(self, _args: dict[str, Any]) -> Any:
+        self.has_quit = True
         self.hang_up()
         return {}
 

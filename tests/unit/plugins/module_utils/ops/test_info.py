@@ -167,7 +167,7 @@ def test_drift_asks_qemu_and_compares(rt, fake, monkeypatch, tmp_path):
     monkeypatch.setattr(qmp, "connect", connect_to(fake, sockets))
     load_runtime(fake, rt)
     assert qmp.run(info.drift("/run/kvmhv/vm1.ro.qmp", rt, PID)) == [] and sockets == ["/run/kvmhv/vm1.ro.qmp"]
-    assert fake.commands()[:4] == ["qom-list", "query-pci", "query-block", "query-fdsets"]
+    assert fake.commands() and fake.changes() == []  # asked QEMU, changed nothing
     fake.devices["disk-00000001"]["addr"] = 0x15 << 3
     fake.devices["disk-00000002"]["scsi-id"] = 6
     fake.devices["stray"] = {"driver": "e1000", "bus": "pci.0", "addr": 0x16 << 3, "drive": None}

@@ -197,8 +197,8 @@ def test_ready_tells_a_migration_target_to_listen(monkeypatch):
     fake = FakeQemu()
     monkeypatch.setattr(qmp, "connect", connect_to(fake))
     asyncio.run(lifecycle._ready("/x.qmp", "unix:/m.sock"))
-    assert fake.log == [("migrate-set-capabilities", {"capabilities": lifecycle.MIGRATION_CAPS}),
-                        ("migrate-incoming", {"uri": "unix:/m.sock"})]
+    caps = {c["capability"]: c["state"] for c in lifecycle.MIGRATION_CAPS}
+    assert fake.incoming == {"uri": "unix:/m.sock", "capabilities": caps, "parameters": {}}  # set before it listens
     assert {"capability": "return-path", "state": True} in lifecycle.MIGRATION_CAPS
     fake.log.clear()
     asyncio.run(lifecycle._ready("/x.qmp", None))
