@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ansible_runner import run_module
+from ansible_cli import run_module
 from helpers import q, running_pid, start_paused
 
 LEGACY = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_runner import REPO, VENV_BIN, ansible_env, run_playbook
+from ansible_cli import REPO, VENV_BIN, ansible_env, run_playbook
 from guest_report import guest_hvparams
 
 README = (REPO / "README.md").read_text()
