@@ -30,7 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / ".build" / "collections"), str(REPO / "tests" / "fleet"), str(REPO / "tests" / "integration")]
 
-from ansible_runner import ansible_env  # noqa: E402
+from ansible_cli import ansible_env  # noqa: E402
 from fleet import Fleet  # noqa: E402
 from fleetrun import HOST_PYTHON, failures, free_port, playbook, results, wheels_dir  # noqa: E402
 from guest_report import guest_hvparams, wait_for_report  # noqa: E402

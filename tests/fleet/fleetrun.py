@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from ansible_runner import REPO, ansible_env
+from ansible_cli import REPO, ansible_env
 from fleet import Fleet
 
 VENV_BIN = Path(sys.executable).parent

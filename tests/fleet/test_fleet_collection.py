@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from fleet import Fleet
-from ansible_runner import REPO
+from ansible_cli import REPO
 from fleetrun import HOST_PYTHON, changed, failures, free_port, host_files, host_qemus, host_runtime, playbook, results, wheels_dir
 from guest_report import check_pattern_image, guest_hvparams, latest_report, wait_for_report
 from qemu.qmp import QMPClient

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ansible_runner import VENV_BIN, ansible_env
+from ansible_cli import VENV_BIN, ansible_env
 from polling import until
 
 RUNNING: list[FaultRun] = []

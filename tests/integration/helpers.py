@@ -8,13 +8,14 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import start
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_plumbing
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir, paths
 from qemu.qmp import QMPClient
 
 
@@ -167,3 +168,26 @@ def tcp_uri() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"tcp:127.0.0.1:{sock.getsockname()[1]}"
+
+
+class Started:
+    """A paused instance started through the library; ``cleanup`` kills it and removes its files."""
+
+    def __init__(self, runtime_dir: str, name: str) -> None:
+        self.runtime_dir, self.name = runtime_dir, name
+        self.where: Paths = paths(runtime_dir, name)
+        self.qmp = self.where.qmp
+
+    def cleanup(self) -> None:
+        kill_instance(self.runtime_dir, self.name)
+
+
+def start_paused(runtime_dir: str, name: str, hv: dict, disks: list[dict], nics: list[dict]) -> tuple[dict, Started]:
+    """Start a new instance built by the library, paused (``-S``), under TCG; returns its runtime and its handle."""
+    hvp = hvparams.normalize({"accel": "tcg", "kvm_extra": "-S", **hv})
+    inst = devices.derived_uuid("instance", name)
+    disk_recs = [devices.disk_record(d, inst) for d in disks]
+    nic_recs = [devices.nic_record(n, inst, i) for i, n in enumerate(nics)]
+    rt = construct.new_runtime(name, inst, 128, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
+    start_runtime(runtime_dir, name, dict(rt))
+    return dict(rt), Started(runtime_dir, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible_runner import run_module
+from ansible_cli import run_module
 from helpers import files_of, qemu_pids_in
 
 BASE_HV = {"accel": "tcg", "kvm_extra": "-S"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, read_rt, tcp_uri
 from iscsi import Tgt

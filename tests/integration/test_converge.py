@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_hvparams, latest_report, wait_for_report
 from helpers import assert_matches_runtime, block_nodes, q, read_rt, tcp_uri
 

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module, run_playbook
+from ansible_cli import run_module, run_playbook
 from ganeti_launcher import SerialPump
 from guest_report import KERNEL_ARGS, guest_dir, latest_report, wait_for_report
 from helpers import alive, files_of, q, tcp_uri

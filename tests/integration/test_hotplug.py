@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module, run_playbook
+from ansible_cli import run_module, run_playbook
 from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, block_nodes, pci_slots, read_rt
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from ansible_runner import ansible_env, run_module
+from ansible_cli import ansible_env, run_module
 from helpers import assert_matches_runtime, read_rt
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_runner import run_module
+from ansible_cli import run_module
 from faultrun import FaultRun
 from helpers import block_nodes, pci_slots, q, qmp
 

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module
+from ansible_cli import run_module
 from faultrun import FaultRun
 from helpers import assert_matches_runtime, block_nodes, q, qmp, read_rt
 

@@ -3,7 +3,7 @@ and the guest on the target sees exactly the same devices."""
 
 from __future__ import annotations
 
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_hvparams, wait_for_report
 from helpers import assert_matches_runtime, read_rt, tcp_uri
 

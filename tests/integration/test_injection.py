@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_dir
 from helpers import files_of, q, qemu_pids_in
 

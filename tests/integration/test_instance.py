@@ -6,7 +6,7 @@ import os
 
 import pytest
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.process import wait_exit
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_hvparams, wait_for_report
 from helpers import alive, assert_matches_runtime, files_of, pci_slots, read_rt
 

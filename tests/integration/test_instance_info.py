@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ansible_runner import run_module
-from helpers import q, running_pid
-from test_layout import start_paused
+from ansible_cli import run_module
+from helpers import q, running_pid, start_paused
 
 LEGACY = [
     ["qemu-system-x86_64", "-name", "old1", "-m", "64", "-pidfile", "/run/ganeti/old1.pid", "-daemonize"],

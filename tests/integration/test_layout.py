@@ -5,32 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, paths
-from helpers import assert_matches_runtime, kill_instance, pci_slots, q, qmp, running_pid, start_runtime
-
-
-class Started:
-    """A paused instance started through the library; ``cleanup`` kills it and removes its files."""
-
-    def __init__(self, runtime_dir: str, name: str) -> None:
-        self.runtime_dir, self.name = runtime_dir, name
-        self.where: Paths = paths(runtime_dir, name)
-        self.qmp = self.where.qmp
-
-    def cleanup(self) -> None:
-        kill_instance(self.runtime_dir, self.name)
-
-
-def start_paused(runtime_dir: str, name: str, hv: dict, disks: list[dict], nics: list[dict]) -> tuple[dict, Started]:
-    hvp = hvparams.normalize({"accel": "tcg", "kvm_extra": "-S", **hv})
-    inst = devices.derived_uuid("instance", name)
-    disk_recs = [devices.disk_record(d, inst) for d in disks]
-    nic_recs = [devices.nic_record(n, inst, i) for i, n in enumerate(nics)]
-    rt = construct.new_runtime(name, inst, 128, 1, hvp, "qemu-system-x86_64", disk_recs, nic_recs)
-    start_runtime(runtime_dir, name, dict(rt))
-    return dict(rt), Started(runtime_dir, name)
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams
+from helpers import assert_matches_runtime, pci_slots, q, qmp, running_pid, start_paused
 
 
 def test_three_virtio_disks_and_two_nics(runtime_dir, make_disk):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_dir, guest_hvparams, latest_report, wait_for_report
 from helpers import alive, assert_matches_runtime, files_of, kill_instance, q, read_rt, tcp_uri
 from polling import until

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 
 import pytest
-from ansible_runner import run_module
+from ansible_cli import run_module
 from guest_report import guest_hvparams, latest_report, wait_for_report
 
 BRIDGE = "kvnbr0"

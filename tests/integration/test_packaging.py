@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import yaml
-from ansible_runner import REPO, ansible_env, run_playbook
+from ansible_cli import REPO, ansible_env, run_playbook
 from guest_report import guest_dir
 
 VENV_BIN = Path(sys.executable).parent

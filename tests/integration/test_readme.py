@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-from ansible_runner import REPO, VENV_BIN, ansible_env, run_playbook
+from ansible_cli import REPO, VENV_BIN, ansible_env, run_playbook
 from guest_report import guest_hvparams
 
 GUIDES = sorted((REPO / "docs" / "docsite" / "rst").glob("*.rst"))

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_runner import run_module
+from ansible_cli import run_module
 from faultrun import FaultRun
 from helpers import assert_matches_runtime, block_nodes, files_of, q, qemu_pids_in, qmp, read_rt, tcp_uri
 

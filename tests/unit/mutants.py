@@ -3,24 +3,36 @@
     python tests/unit/mutants.py            # every mutant
     python tests/unit/mutants.py A1 U3      # some
 
-Each mutant replaces one exact snippet (found exactly once) in a file under
-plugins/module_utils, runs the whole unit suite (hypothesis derandomized, no
-example database, no bytecode written), and puts the file back, whatever
-happens. A mutant survives when the suite passes. The table printed at the
-end is the one in tests/README.md; the script fails if a mutant survives or
-plugins/ is not exactly as before.
+The working tree is never written to. The files git knows (tracked, or new
+and not ignored) are copied once to a temporary directory laid out as
+ansible_collections/kvmhv/qemu; each mutant replaces one exact snippet (found
+exactly once) in a file of that copy's plugins/module_utils, the whole unit
+suite runs there (PYTHONPATH is the copy's collections root alone, hypothesis
+derandomized, no example database, no bytecode written), and the copy's file
+is put back. The copy is removed at the end (also on Ctrl-C or SIGTERM); a
+run killed with SIGKILL leaves at most that temporary directory behind.
+
+A mutant survives when the suite passes; a mutant whose file or snippet is
+not found (the code moved) is an error line in the table, and the run goes
+on with the others. The table printed is the one in tests/README.md; the
+script fails if a mutant survives or is in error, or if the unmutated copy
+does not pass to begin with.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[2]
-PLUGINS = REPO / "plugins" / "module_utils"
+MODULE_UTILS = Path("plugins") / "module_utils"
+TIMEOUT = 600  # seconds for one run of the suite; a mutant that makes it hang counts as killed
 
 
 class Mutant(NamedTuple):
@@ -143,20 +155,59 @@ MUTANTS = [
 ]
 
 
-ENV = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
 PYTEST = [sys.executable, "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=mutants"]
 
 
-def xfail_tests() -> set[str]:
+class Copy(NamedTuple):
+    root: Path  # the collections root: root/ansible_collections/kvmhv/qemu is the collection
+    collection: Path
+    env: dict[str, str]
+
+
+def make_copy() -> Copy:
+    """The files git knows, copied as they are in the working tree (uncommitted edits included) to a temporary collection."""
+    root = Path(tempfile.mkdtemp(prefix="kvmhv-mutants-"))
+    collection = root / "ansible_collections" / "kvmhv" / "qemu"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_symlink() or not source.is_file():  # a symlinked .venv, a file deleted but not yet committed
+            continue
+        (collection / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, collection / name)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(root), "ANSIBLE_COLLECTIONS_PATH": str(root)}
+    return Copy(root, collection, env)
+
+
+def check_copy(copy: Copy) -> None:
+    """The copy is what the suite imports (never the working tree), and it passes unmutated."""
+    where = subprocess.run([sys.executable, "-c", "import ansible_collections.kvmhv.qemu.plugins.module_utils as m; print(m.__file__)"],
+                           cwd=copy.collection, env=copy.env, capture_output=True, text=True, check=False)
+    if where.returncode != 0 or not Path(where.stdout.strip()).resolve().is_relative_to(copy.collection.resolve()):
+        raise SystemExit(f"the copy's module_utils is not what gets imported: {where.stdout.strip() or where.stderr.strip()}")
+    done = subprocess.run([*PYTEST, "--tb=short"], cwd=copy.collection, env=copy.env, capture_output=True, text=True, check=False,
+                          timeout=TIMEOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"the unit suite fails without any mutant; fix that first:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+
+
+def xfail_tests(copy: Copy) -> set[str]:
     """Node ids of the strict xfails (bugs in plugins/): one that passes under a mutant fails the run but kills nothing."""
-    done = subprocess.run([*PYTEST, "--collect-only", "-m", "xfail"], cwd=REPO, env=ENV, capture_output=True, text=True, check=False)
+    done = subprocess.run([*PYTEST, "--collect-only", "-m", "xfail"], cwd=copy.collection, env=copy.env, capture_output=True, text=True,
+                          check=False)
     if done.returncode not in (0, 5):  # 5: nothing collected, no xfail left
         raise SystemExit(f"collecting the xfails failed:\n{done.stdout}{done.stderr}")
     return {line for line in done.stdout.splitlines() if "::" in line}
 
 
-def run_suite(xfails: set[str]) -> tuple[int, list[str]]:
-    done = subprocess.run([*PYTEST, "--tb=no", "-rf"], cwd=REPO, env=ENV, capture_output=True, text=True, check=False)
+def run_suite(copy: Copy, xfails: set[str]) -> list[str]:
+    """The failing tests (file::name, the first of each parametrized group), or ["timeout"] if the suite hung."""
+    try:
+        done = subprocess.run([*PYTEST, "--tb=no", "-rf"], cwd=copy.collection, env=copy.env, capture_output=True, text=True, check=False,
+                              timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return ["timeout"]
     failed = [line[len("FAILED "):].split(" - ", 1)[0] for line in done.stdout.splitlines() if line.startswith("FAILED ")]
     failed = [nodeid for nodeid in failed if nodeid not in xfails]
     names: list[str] = []
@@ -164,38 +215,57 @@ def run_suite(xfails: set[str]) -> tuple[int, list[str]]:
         name = nodeid.split("[", 1)[0].split("tests/unit/plugins/module_utils/", 1)[-1]
         if name not in names:
             names.append(name)
-    return done.returncode, names
+    if done.returncode != 0 and not names:  # the suite broke without a failing test (an import error, a crash)
+        names.append(f"pytest exit {done.returncode}")
+    return names
 
 
-def apply(mutant: Mutant, xfails: set[str]) -> tuple[bool, list[str]]:
-    path = PLUGINS / mutant.file
-    original = path.read_text(encoding="utf-8")
-    if original.count(mutant.old) != 1:
-        raise SystemExit(f"{mutant.key}: the snippet occurs {original.count(mutant.old)} times in {mutant.file}")
+def apply(copy: Copy, mutant: Mutant, xfails: set[str]) -> tuple[str, list[str]]:
+    """("killed", failing tests), ("SURVIVED", []) or ("ERROR", [why]); the copy's file is restored whatever happens."""
+    path = copy.collection / MODULE_UTILS / mutant.file
+    try:
+        original = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return "ERROR", [f"no file {MODULE_UTILS / mutant.file} (moved?)"]
+    found = original.count(mutant.old)
+    if found != 1:
+        return "ERROR", [f"the snippet occurs {found} times in {MODULE_UTILS / mutant.file}, not once (moved or changed?)"]
     try:
         path.write_text(original.replace(mutant.old, mutant.new), encoding="utf-8")
-        _code, failed = run_suite(xfails)
+        failed = run_suite(copy, xfails)
     finally:
         path.write_text(original, encoding="utf-8")
-    return bool(failed), failed
+    return ("killed", failed) if failed else ("SURVIVED", [])
 
 
 def main(keys: list[str]) -> int:
+    unknown = sorted(set(keys) - {m.key for m in MUTANTS})
+    if unknown:
+        raise SystemExit(f"no such mutant: {' '.join(unknown)}")
     chosen = [m for m in MUTANTS if not keys or m.key in keys]
-    survivors = []
-    xfails = xfail_tests()
-    for mutant in chosen:
-        killed, failed = apply(mutant, xfails)
-        shown = ", ".join(failed[:3]) + (f" (+{len(failed) - 3})" if len(failed) > 3 else "")
-        print(f"| {mutant.key} | {mutant.file} | {mutant.what} | {'killed' if killed else 'SURVIVED'} by {shown or '-'} |", flush=True)
-        if not killed:
-            survivors.append(mutant.key)
-    clean = subprocess.run(["git", "diff", "--quiet", "--", "plugins"], cwd=REPO, check=False).returncode == 0
-    if not clean:
-        print("plugins/ differs from git after the run", file=sys.stderr)
-    if survivors:
-        print(f"survivors: {' '.join(survivors)}", file=sys.stderr)
-    return 0 if clean and not survivors else 1
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))  # a terminated run stops its pytest and removes its copy
+    copy = make_copy()
+    failures: dict[str, list[str]] = {"SURVIVED": [], "ERROR": []}
+    try:
+        check_copy(copy)
+        xfails = xfail_tests(copy)
+        for mutant in chosen:
+            result, detail = apply(copy, mutant, xfails)
+            if result == "killed":
+                shown = "by " + ", ".join(detail[:3]) + (f" (+{len(detail) - 3})" if len(detail) > 3 else "")
+            else:
+                shown = "; ".join(detail) or "-"
+                failures[result].append(mutant.key)
+            print(f"| {mutant.key} | {mutant.file} | {mutant.what} | {result} {shown} |", flush=True)
+    finally:
+        shutil.rmtree(copy.root, ignore_errors=True)
+    print(f"{len(chosen)} mutants: {len(chosen) - len(failures['SURVIVED']) - len(failures['ERROR'])} killed, "
+          f"{len(failures['SURVIVED'])} survived, {len(failures['ERROR'])} in error", flush=True)
+    if failures["SURVIVED"]:
+        print(f"survivors: {' '.join(failures['SURVIVED'])}", file=sys.stderr)
+    if failures["ERROR"]:
+        print(f"in error (file or snippet not found): {' '.join(failures['ERROR'])}", file=sys.stderr)
+    return 1 if failures["SURVIVED"] or failures["ERROR"] else 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
 
-from .store.test_upgrade import LEGACY
+from ...builders import LEGACY
 
 INST = "00000000-0000-4000-8000-000000000000"
 

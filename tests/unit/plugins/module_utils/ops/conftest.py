@@ -1,4 +1,4 @@
-"""Fixtures the ops tests share: a fake QEMU behind the real qemu.qmp client, and a trusted runtime directory."""
+"""The trusted runtime directory the ops tests share (the fake QEMU fixture, ``fake``, is in tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,6 @@ from typing import Iterator
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir
-
-from ..qemu.test_qmp import FakeQemu
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeQemu]:
-    qemu = FakeQemu()
-    yield qemu
-    qemu.close()
 
 
 @pytest.fixture

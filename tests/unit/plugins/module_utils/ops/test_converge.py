@@ -13,41 +13,21 @@ from hypothesis import strategies as st
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.converge import Plan
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
-from .test_engine import load_runtime
-
-INST = "00000000-0000-4000-8000-000000000000"
+from ....builders import INST, disk, images, load_runtime, nic, runtime, uuid
 
 
 async def converged(fake: Any, rd: Any, rt: Any, spec: dict[str, Any], timeout: float) -> Any:
     """Plan (purge) and execute on the fake QEMU, as kvm_instance does on a running instance."""
     session = Session(Call({}), rd, paths(rd.path, "vm1"), writer=True)
     return await converge.execute(session, qmp.Monitor(fake), rt, converge.plan(rt, spec, True), spec, timeout)
-
-
-def uuid(n: int) -> str:
-    return f"{n:08x}-0000-4000-8000-{n:012x}"
-
-
-def disk(n: int, directory: str = "/srv", **spec: Any) -> dict[str, Any]:
-    return devices.disk_record({"path": f"{directory}/d{n}.img", "uuid": uuid(n), **spec}, INST)
-
-
-def nic(n: int, **spec: Any) -> dict[str, Any]:
-    return devices.nic_record({"uuid": uuid(0x100 + n), **spec}, INST)
-
-
-def runtime(disks: list[dict], nics: list[dict], **hv: Any) -> dict[str, Any]:
-    hv = hvparams.normalize({"pci_hotplug_slots": 4, "accel": "tcg", **hv})
-    rt = construct.new_runtime("vm1", INST, 256, 1, hv, "qemu", [dict(d) for d in disks], [dict(n) for n in nics])
-    return dict(upgrade.upgrade(json.loads(json.dumps(rt)))[0])  # as read back from the file
 
 
 def where_is(rt: dict[str, Any]) -> dict[str, str]:
@@ -205,12 +185,6 @@ def test_after_a_plan_the_instance_has_exactly_the_lists(case, machine):
 
 
 # -- converge() against the fake QEMU ----------------------------------------------------------------------
-
-
-def images(tmp_path, *numbers: int) -> str:
-    for n in numbers:
-        (tmp_path / f"d{n}.img").write_bytes(b"\0" * 4096)
-    return str(tmp_path)
 
 
 def test_converge_unplugs_changes_media_then_adds_and_saves(fake, rd, tmp_path):

@@ -15,14 +15,10 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item, PlugFailed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, tap
 
-from ..qemu.test_qmp import FakeQemu
+from ....builders import INST, uuid
+from ....fakes.qemu import FakeQemu, in_order, is_query
 
-INST = "00000000-0000-4000-8000-000000000000"
 HV = hvparams.normalize({"accel": "tcg"})
-
-
-def uuid(n: int) -> str:
-    return f"{n:08x}-0000-4000-8000-{n:012x}"
 
 
 @pytest.fixture
@@ -83,10 +79,12 @@ def test_a_disk_is_handed_over_then_plugged_in_one_burst_and_verified(fake, imag
     path = image("a.img")
     item = pci_disk(path)
     plug(fake, [item])
-    assert fake.commands() == ["add-fd", "blockdev-add", "device_add", "qom-get", "qom-get", "qom-get"]  # bus, addr, drive
-    assert fake.log[0][1] == {"opaque": "disk-1"} and item.fdset == 2
-    assert fake.log[1][1] == devices.blockdev_args(item.record, "/dev/fdset/2")
-    assert fake.log[2][1] == {**item.record["hvinfo"], "drive": "disk-1"}
+    assert fake.changes() == ["add-fd disk-1", "blockdev-add disk-1", "device_add disk-1"]  # the descriptor, its backend, then the device
+    after_add = fake.commands()[fake.commands().index("device_add") + 1:]
+    assert after_add and all(is_query(c) for c in after_add)  # then verified: QEMU is asked, nothing more is changed
+    assert fake.sent("add-fd") == [{"opaque": "disk-1"}] and item.fdset == 2
+    assert fake.sent("blockdev-add") == [devices.blockdev_args(item.record, "/dev/fdset/2")]
+    assert fake.sent("device_add") == [{**item.record["hvinfo"], "drive": "disk-1"}]  # the hvinfo, typed, plus the drive
     assert fake.placed("disk-1") == ("pci.0", 0x80) and fake.nodes["disk-1"]["attached"] == "disk-1"
     assert os.path.samestat(os.fstat(fake.fdsets[2][0]["fd"]), os.stat(path))  # QEMU holds the very file
 
@@ -106,11 +104,15 @@ def test_a_burst_of_every_kind(fake, image, monkeypatch):
              nic(2, 0x14, {"type": "tap", "ifname": "tap9", "bridge": "br0"}), nic(3, 0x15)]
     plug(fake, items)
     assert opened == [("tap9", "br0")]
-    assert fake.commands()[:3] == ["add-fd", "getfd", "device_add"]  # descriptors one by one, then the burst
-    burst = [(c, a.get("id") or a.get("node-name")) for c, a in fake.log[2:] if c not in ("query-block", "qom-get")]
-    assert burst == [("device_add", "scsi"), ("blockdev-add", "disk-2"), ("device_add", "disk-2"), ("device_add", "disk-3"),
-                     ("blockdev-add", "disk-4"), ("device_add", "disk-4"), ("netdev_add", "nic-1"), ("device_add", "nic-1"),
-                     ("netdev_add", "nic-2"), ("device_add", "nic-2"), ("device_add", "nic-3")]
+    changes = fake.changes()
+    # the descriptors are handed over first, then the burst: the controller before the disks on its bus, each backend
+    # before its device (the order of independent devices is not the contract)
+    assert sorted(changes[:2]) == ["add-fd disk-2", "getfd nic-2"] and not any(c.startswith(("add-fd", "getfd")) for c in changes[2:])
+    assert all(in_order(changes, "device_add scsi", f"device_add {disk}") for disk in ("disk-2", "disk-3", "disk-4"))
+    assert all(in_order(changes, backend, f"device_add {backend.split()[1]}")
+               for backend in ("blockdev-add disk-2", "blockdev-add disk-4", "netdev_add nic-1", "netdev_add nic-2"))
+    assert set(fake.devices) == {i.id for i in items} and set(fake.nodes) == {"disk-2", "disk-4"} and set(fake.netdevs) == {"nic-1", "nic-2"}
+    assert [fd["opaque"] for fds in fake.fdsets.values() for fd in fds] == ["disk-2"] and fake.fdnames == {}  # the tap's fd went to its netdev
     assert fake.netdevs["nic-2"] == {"type": "tap", "id": "nic-2", "fd": "nic-2", "held": fake.netdevs["nic-2"]["held"]}
     assert [fake.placed(i.id) for i in items] == [("pci.0", 0x90), ("scsi.0", 0), ("scsi.0", 1), ("scsi.0", 2), ("pci.0", 0x98),
                                                   ("pci.0", 0xA0), ("pci.0", 0xA8)]
@@ -234,7 +236,9 @@ def test_a_disk_that_cannot_be_opened_is_a_plug_failure(fake, image):
     item = pci_disk(image("a.img"))
     os.unlink(item.record["path"])
     err = failed_plug(fake, [item])
-    assert "No such file or directory" in str(err) and err.clean and fake.log[0][0] == "blockdev-del"
+    assert "No such file or directory" in str(err) and err.clean
+    assert not any(c.startswith(("add-fd", "blockdev-add", "device_add")) for c in fake.changes())  # nothing handed over or added
+    assert fake.devices == {} and fake.nodes == {} and fake.fdsets == {}
 
 
 # -- unplug ------------------------------------------------------------------------------------------
@@ -254,9 +258,10 @@ def test_unplug_sends_every_request_at_once_and_releases_the_backends(fake, imag
     items = plugged(fake, [pci_disk(image("a.img"), 1, 0x10), nic(1, 0x11, {"type": "user"}), pci_disk(image("b.img"), 2, 0x12)])
     gone, stuck = unplug(fake, items)
     assert [i.id for i in gone] == ["disk-1", "nic-1", "disk-2"] and stuck == []
-    assert fake.commands()[:4] == ["device_del", "device_del", "device_del", "query-fdsets"]
-    assert sorted(c for c in fake.commands()[4:]) == ["blockdev-del", "blockdev-del", "closefd", "netdev_del", "remove-fd", "remove-fd"]
-    assert fake.devices == {} and fake.nodes == {} and fake.netdevs == {} and fake.fdsets == {}
+    changes = fake.changes()
+    requests = next(i for i, c in enumerate(changes) if not c.startswith("device_del"))
+    assert sorted(changes[:requests]) == ["device_del disk-1", "device_del disk-2", "device_del nic-1"]  # every request before any release
+    assert fake.devices == {} and fake.nodes == {} and fake.netdevs == {} and fake.fdsets == {} and fake.fdnames == {}
 
 
 def test_a_device_qemu_no_longer_has_counts_as_gone(fake, image):
@@ -328,7 +333,8 @@ def test_reconcile_commits_what_is_complete_and_removes_the_rest(fake, image):
     journal = [Item(i.kind, i.record) for i in (complete, partial_disk, partial_nic, wrong)]  # as read back: no fdsets known
     committed, removed = run(engine.reconcile(qmp.Monitor(fake), journal, 1.0))
     assert [i.id for i in committed] == ["disk-1"] and [i.id for i in removed] == ["disk-2", "nic-1", "disk-3"]
-    assert fake.commands()[:3] == ["qom-list", "query-fdsets", "query-block"]
+    assert in_order(fake.changes(), "device_del disk-3", "blockdev-del disk-3")  # the device before its backend
+    assert not any(c.split()[-1] == "disk-1" for c in fake.changes())  # what is complete is left alone
     assert set(fake.devices) == {"disk-1"} and set(fake.nodes) == {"disk-1"} and fake.netdevs == {}
     assert [fd["opaque"] for fds in fake.fdsets.values() for fd in fds] == ["disk-1"]
 
@@ -366,12 +372,3 @@ def test_item_faces():
     tap_nic.fdname = "nic-1"
     assert tap_nic.is_tap and tap_nic.backend() == ("netdev_add", {"type": "tap", "id": "nic-1", "fd": "nic-1"})
     assert nic(2, 0x11).backend() is None and controller().device() == controller().record["hvinfo"]
-
-
-def load_runtime(fake: FakeQemu, rt: dict[str, Any]) -> None:
-    """Make ``fake`` hold everything ``rt`` records, as a start would (for the tests of the operations above the engine)."""
-    items = [Item("controllers", c) for c in rt.get("controllers", []) if c["kind"] != "scsi"]
-    items += [Item("controllers", c) for c in rt.get("controllers", []) if c["kind"] == "scsi"]
-    items += [Item("disks", d) for d in rt["disks"]] + [Item("nics", n) for n in rt["nics"]]
-    run(engine.plug(qmp.Monitor(fake), items, rt["hvparams"], 1.0))
-    fake.log.clear()

@@ -19,9 +19,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ..qemu.test_qmp import FakeQemu, connect_to
-from .test_converge import INST, disk, images, nic, runtime, uuid
-from .test_engine import load_runtime
+from ....builders import INST, disk, images, load_runtime, nic, runtime, uuid
+from ....fakes.qemu import FakeQemu, connect_to
 
 
 def plan_add(rt: Any, kind: str, record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -224,9 +223,10 @@ class Instance:
 def test_present_and_plugged_is_no_change(fake, rd, tmp_path, monkeypatch):
     directory = images(tmp_path, 1)
     inst = Instance(rd, fake, runtime([disk(1, directory)], [nic(1)]), monkeypatch)
+    before = fake.state()
     changed, record, diff, call = inst.run("disks", {"path": f"{directory}/d1.img"})
     assert (changed, record["uuid"], diff, call.warnings) == (False, uuid(1), {}, [])
-    assert fake.commands() == ["qom-list"]
+    assert fake.changes() == [] and fake.state() == before  # looked, touched nothing
     changed, _record, _diff, _call = inst.run("nics", {"mac": nic(1)["mac"].upper()})
     assert changed is False
 

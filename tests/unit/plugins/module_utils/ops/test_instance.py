@@ -18,7 +18,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from .test_converge import uuid
+from ....builders import uuid
 
 VM1 = devices.derived_uuid("instance", "vm1")
 

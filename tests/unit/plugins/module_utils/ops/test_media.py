@@ -12,9 +12,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 
-from ..qemu.test_qmp import FakeQemu
-from .test_converge import disk, images, runtime
-from .test_engine import load_runtime
+from ....builders import disk, images, load_runtime, runtime
+from ....fakes.qemu import FakeQemu, in_order
 
 
 def with_cd(fake: FakeQemu, tmp_path) -> dict[str, Any]:
@@ -27,6 +26,16 @@ def change(fake: FakeQemu, rt: dict[str, Any], want: dict[str, Any]) -> None:
     asyncio.run(media.change(qmp.Monitor(fake), rt["disks"][0], want, rt["hvparams"]))
 
 
+# QEMU's tray protocol: a medium leaves and enters only through an open tray, and the tray closes last
+TRAY = ("blockdev-open-tray disk-00000001", "blockdev-remove-medium disk-00000001", "blockdev-insert-medium disk-00000001",
+        "blockdev-close-tray disk-00000001")
+
+
+def live(fake: FakeQemu) -> bool:
+    """The drive stayed plugged: the medium changed in its tray, no device was unplugged or added."""
+    return not any(c.startswith(("device_del", "device_add")) for c in fake.changes())
+
+
 def held_file(fake: FakeQemu, dev_id: str) -> os.stat_result:
     node = fake.nodes[fake.devices[dev_id]["drive"]]
     return os.fstat(fake.fdsets[int(node["file"].rsplit("/", 1)[1])][0]["fd"])
@@ -36,10 +45,9 @@ def test_a_new_medium_replaces_the_old_one_in_one_burst(fake, tmp_path):
     rt = with_cd(fake, tmp_path)
     old_set = list(fake.fdsets)
     change(fake, rt, {"path": str(tmp_path / "d2.img")})
-    assert fake.commands() == ["query-fdsets", "add-fd", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-del", "blockdev-add",
-                               "blockdev-insert-medium", "blockdev-close-tray", "remove-fd"]
-    assert fake.log[2][1] == {"id": "disk-00000001", "force": True}  # a guest that locked the tray cannot stop it
-    assert fake.log[-1][1] == {"fdset-id": old_set[0]} and old_set[0] not in fake.fdsets
+    assert in_order(fake.changes(), *TRAY) and live(fake)
+    assert fake.sent("blockdev-open-tray") == [{"id": "disk-00000001", "force": True}]  # a guest that locked the tray cannot stop it
+    assert old_set[0] not in fake.fdsets  # the old medium's descriptor is gone
     assert os.path.samestat(held_file(fake, "disk-00000001"), os.stat(tmp_path / "d2.img"))
     assert fake.nodes["disk-00000001"]["args"]["read-only"] is True and fake.devices["disk-00000001"]["tray_open"] is False
     assert [fd["opaque"] for fds in fake.fdsets.values() for fd in fds] == ["disk-00000001"]
@@ -48,15 +56,15 @@ def test_a_new_medium_replaces_the_old_one_in_one_burst(fake, tmp_path):
 def test_eject_and_insert(fake, tmp_path):
     rt = with_cd(fake, tmp_path)
     change(fake, rt, {"path": None})
-    assert fake.commands() == ["query-fdsets", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-del", "blockdev-close-tray",
-                               "remove-fd"]
-    assert fake.devices["disk-00000001"]["drive"] is None and fake.nodes == {} and fake.fdsets == {}
+    assert in_order(fake.changes(), TRAY[0], TRAY[1], TRAY[3]) and "blockdev-insert-medium" not in fake.commands() and live(fake)
+    assert fake.devices["disk-00000001"]["drive"] is None and fake.devices["disk-00000001"]["tray_open"] is False
+    assert fake.nodes == {} and fake.fdsets == {}
     fake.log.clear()
     empty = {**rt["disks"][0], "path": None}
     asyncio.run(media.change(qmp.Monitor(fake), empty, {"path": str(tmp_path / "d2.img"), "format": "raw"}, rt["hvparams"]))
-    assert fake.commands() == ["query-fdsets", "add-fd", "blockdev-open-tray", "blockdev-add", "blockdev-insert-medium",
-                               "blockdev-close-tray"]
+    assert in_order(fake.changes(), TRAY[0], *TRAY[2:]) and "blockdev-remove-medium" not in fake.commands() and live(fake)
     assert os.path.samestat(held_file(fake, "disk-00000001"), os.stat(tmp_path / "d2.img"))
+    assert fake.devices["disk-00000001"]["tray_open"] is False and [fd["opaque"] for fds in fake.fdsets.values() for fd in fds] == ["disk-00000001"]
 
 
 def test_a_refused_step_names_media_and_drops_the_new_descriptor(fake, tmp_path):
@@ -91,8 +99,8 @@ def test_a_failed_insert_leaves_nothing_that_blocks_the_next_change(fake, tmp_pa
 def test_a_uri_medium_is_a_node_qemu_reaches_itself(fake, tmp_path):
     rt = with_cd(fake, tmp_path)
     change(fake, rt, {"path": None, "uri": "nbd://[fd00::2]:10900/cd"})
-    assert fake.commands() == ["query-fdsets", "blockdev-open-tray", "blockdev-remove-medium", "blockdev-del", "blockdev-add",
-                               "blockdev-insert-medium", "blockdev-close-tray", "remove-fd"]
-    assert fake.log[4][1] == {"driver": "nbd", "server": {"type": "inet", "host": "fd00::2", "port": "10900"}, "export": "cd",
-                              "node-name": "disk-00000001", "read-only": True}
+    assert in_order(fake.changes(), *TRAY) and live(fake)
+    assert fake.nodes["disk-00000001"]["args"] == {"driver": "nbd", "server": {"type": "inet", "host": "fd00::2", "port": "10900"},
+                                                   "export": "cd", "node-name": "disk-00000001", "read-only": True}
+    assert fake.devices["disk-00000001"]["drive"] == "disk-00000001" and fake.devices["disk-00000001"]["tray_open"] is False
     assert fake.fdsets == {}  # no descriptor: the old one went with its medium

@@ -1,4 +1,4 @@
-"""The source's copy_storage sequence against a scripted QMP peer: the order of commands, and the rollback after each failure."""
+"""The source's copy_storage sequence against a scripted QMP peer: what it does, the order QEMU needs, and the rollback after each failure."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import migrate, storage
+
+from ....fakes.qemu import in_order, is_query
 
 DISKS = [{"path": "/srv/a.img", "format": "raw", "mode": "rw", "hvinfo": {"id": "disk-aaaaaaaa"}},
          {"path": "/srv/b.img", "format": "raw", "mode": "rw", "hvinfo": {"id": "disk-bbbbbbbb"}}]
@@ -77,6 +79,13 @@ class Peer:
         return [f"{cmd} {args.get('device') or args.get('node-name') or args.get('state') or ''}".strip()
                 if isinstance(args, dict) and cmd != "migrate-set-capabilities" else cmd for cmd, args in self.sent]
 
+    def changes(self) -> list[str]:
+        """``commands()`` without the queries: what the run did to QEMU."""
+        return [command for command in self.commands() if not is_query(command.split()[0])]
+
+    def args_of(self, command: str) -> list[Any]:
+        return [args for cmd, args in self.sent if cmd == command]
+
 
 @pytest.fixture
 def go(monkeypatch):
@@ -115,16 +124,22 @@ HAPPY = {"blockdev-mirror": ready_on_mirror, "migrate": [migration("setup"), mig
 def test_the_whole_sequence_in_order(go):
     peer = Peer({"query-migrate": {"status": "completed", "downtime": 120, "total-time": 900, "ram": {}}}, HAPPY)
     result = go(peer)
-    assert peer.commands() == [
-        "query-migrate", "query-block-jobs", "query-named-block-nodes",  # nothing left by a killed run
-        "query-status", "migrate-set-capabilities",
-        "blockdev-add kvmhv-nbd0", "blockdev-mirror disk-aaaaaaaa", "blockdev-add kvmhv-nbd1", "blockdev-mirror disk-bbbbbbbb",
-        "migrate", "block-job-cancel kvmhv-mirror0", "block-job-cancel kvmhv-mirror1",
-        "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "migrate-continue pre-switchover", "query-migrate", "quit"]
-    caps = {c["capability"]: c["state"] for c in peer.sent[4][1]["capabilities"]}
+    changes = peer.changes()
+    assert sorted(changes) == sorted([  # each once, nothing else: every node added is deleted again, every mirror ends
+        "migrate-set-capabilities", "blockdev-add kvmhv-nbd0", "blockdev-mirror disk-aaaaaaaa", "blockdev-add kvmhv-nbd1",
+        "blockdev-mirror disk-bbbbbbbb", "migrate", "block-job-cancel kvmhv-mirror0", "block-job-cancel kvmhv-mirror1",
+        "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "migrate-continue pre-switchover", "quit"])
+    assert in_order(changes, "migrate-set-capabilities", "migrate")  # the pause before switchover is on before RAM moves
+    for n, disk in enumerate(("disk-aaaaaaaa", "disk-bbbbbbbb")):
+        # the target's disk, then the mirror into it, before RAM moves; the final sync (cancelling the ready mirror) in the
+        # pause before switchover, then the switchover and the end of the source; a node goes only once its job has ended
+        assert in_order(changes, f"blockdev-add kvmhv-nbd{n}", f"blockdev-mirror {disk}", "migrate", f"block-job-cancel kvmhv-mirror{n}",
+                        "migrate-continue pre-switchover", "quit")
+        assert in_order(changes, f"block-job-cancel kvmhv-mirror{n}", f"blockdev-del kvmhv-nbd{n}")
+    caps = {c["capability"]: c["state"] for c in peer.args_of("migrate-set-capabilities")[0]["capabilities"]}
     assert caps == {"events": True, "return-path": True, "pause-before-switchover": True}
     assert result["downtime_ms"] == 120 and result["storage"]["disks"] == ["disk-aaaaaaaa", "disk-bbbbbbbb"]
-    assert peer.sent[5][1]["server"] == {"type": "inet", "host": "10.76.0.12", "port": "49153"}
+    assert [args["server"] for args in peer.args_of("blockdev-add")] == [{"type": "inet", "host": "10.76.0.12", "port": "49153"}] * 2
 
 
 def test_a_mirror_failing_before_ready_rolls_back_without_touching_the_guest(go):
@@ -135,10 +150,9 @@ def test_a_mirror_failing_before_ready_rolls_back_without_touching_the_guest(go)
         go(peer)
     assert str(err.value) == ("copy_storage: the copy of disk disk-aaaaaaaa (/srv/a.img) to 10.76.0.12:49153 failed while copying: "
                               "No space left on device; rolled back, the source keeps running on its own disks")
-    cmds = peer.commands()
-    tail = cmds[len(cmds) - 1 - cmds[::-1].index("query-migrate"):]
-    assert tail == ["query-migrate", "query-block-jobs", "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "query-status"]
-    assert "migrate" not in peer.commands() and "cont" not in peer.commands()
+    changes = peer.changes()
+    assert {"blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1"} <= set(changes)  # the target's disks are let go
+    assert "migrate" not in changes and "cont" not in changes and "quit" not in changes  # the guest was never paused nor moved
 
 
 def test_a_failed_final_sync_cancels_the_migration_then_the_jobs_then_continues_the_guest(go):
@@ -162,8 +176,10 @@ def test_a_failed_final_sync_cancels_the_migration_then_the_jobs_then_continues_
                 {**HAPPY, "block-job-cancel": sync_fails, "migrate_cancel": cancelled})
     with pytest.raises(KvmError, match=r"failed in the final sync: Input/output error; rolled back, the source keeps running"):
         go(peer)
-    tail = peer.commands()[peer.commands().index("migrate_cancel"):]
-    assert tail == ["migrate_cancel", "query-block-jobs", "blockdev-del kvmhv-nbd0", "blockdev-del kvmhv-nbd1", "query-status", "cont"]
+    changes = peer.changes()
+    # the migration is cancelled first, the target's disks are let go, and only then does the paused guest run on, here
+    assert all(in_order(changes, "migrate_cancel", f"blockdev-del kvmhv-nbd{n}", "cont") for n in (0, 1))
+    assert changes.count("cont") == 1 and "quit" not in changes
 
 
 def test_mirrors_never_in_step_time_out_and_roll_back(go):
@@ -173,7 +189,7 @@ def test_mirrors_never_in_step_time_out_and_roll_back(go):
     with pytest.raises(KvmError, match=r"disk disk-aaaaaaaa \(/srv/a.img\), disk disk-bbbbbbbb \(/srv/b.img\) to 10.76.0.12 was not in step within 60s"):
         go(peer)
     forced = [args for cmd, args in peer.sent if cmd == "block-job-cancel"]
-    assert forced == [{"device": "kvmhv-mirror0", "force": True}, {"device": "kvmhv-mirror1", "force": True}]
+    assert sorted(forced, key=lambda args: args["device"]) == [{"device": "kvmhv-mirror0", "force": True}, {"device": "kvmhv-mirror1", "force": True}]
     assert "migrate" not in peer.commands()
 
 
@@ -189,14 +205,15 @@ def test_a_killed_run_paused_at_pre_switchover_is_rolled_back_by_the_next():
                             "block-job-cancel": lambda args: [job_event("BLOCK_JOB_CANCELLED", args["device"])]})
     peer.sent += [("migrate", None), ("blockdev-mirror", None)]  # a killed run's, so QEMU answers with them under way
     assert settle(peer) is True
-    assert peer.commands()[2:] == ["query-migrate", "query-block-jobs", "query-named-block-nodes",  # what was left
-                                   "query-migrate", "migrate_cancel", "query-block-jobs", "block-job-cancel kvmhv-mirror0",
-                                   "blockdev-del kvmhv-nbd0", "query-status", "cont"]
+    changes = peer.changes()[2:]  # after the killed run's own
+    # what was left goes (the disk's own node stays), and the guest runs on once the migration is off
+    assert sorted(changes) == ["block-job-cancel kvmhv-mirror0", "blockdev-del kvmhv-nbd0", "cont", "migrate_cancel"]
+    assert in_order(changes, "block-job-cancel kvmhv-mirror0", "blockdev-del kvmhv-nbd0") and in_order(changes, "migrate_cancel", "cont")
 
 
 def test_nothing_left_means_nothing_done_and_a_completed_one_is_never_undone():
     peer = Peer()
-    assert settle(peer) is False and peer.commands() == ["query-migrate", "query-block-jobs", "query-named-block-nodes"]
+    assert settle(peer) is False and peer.changes() == []
     done = Peer({"query-migrate": {"status": "completed"}, "query-status": {"running": False, "status": "postmigrate"}})
     done.sent.append(("migrate", None))
     with pytest.raises(KvmError, match="an earlier migration of this instance completed"):

@@ -20,8 +20,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv, proce
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import paths
 
-from ..qemu.test_qmp import FakeQemu, connect_to
-from .test_converge import disk, images, nic, runtime
+from ....builders import disk, images, nic, runtime
+from ....fakes.qemu import FakeQemu, connect_to
 
 
 def session_on(rd, check: bool = False) -> Session:
@@ -209,8 +209,8 @@ def test_ready_tells_a_migration_target_to_listen(rd, monkeypatch):
     fake = FakeQemu()
     monkeypatch.setattr(qmp, "open_monitor", connect_to(fake))
     asyncio.run(start._ready(session_on(rd), "unix:/m.sock", None))
-    assert fake.log == [("migrate-set-capabilities", {"capabilities": start.MIGRATION_CAPS}),
-                        ("migrate-incoming", {"uri": "unix:/m.sock"})]
+    caps = {c["capability"]: c["state"] for c in start.MIGRATION_CAPS}
+    assert fake.incoming == {"uri": "unix:/m.sock", "capabilities": caps, "parameters": {}}  # set before it listens
     assert {"capability": "return-path", "state": True} in start.MIGRATION_CAPS
     fake.log.clear()
     asyncio.run(start._ready(session_on(rd), None, None))

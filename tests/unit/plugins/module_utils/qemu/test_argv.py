@@ -6,7 +6,7 @@ import json
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv
 
-from ..store.test_upgrade import make_runtime
+from ....builders import make_runtime
 
 
 def test_order_descriptors_and_json_devices():

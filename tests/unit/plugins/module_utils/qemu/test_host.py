@@ -16,7 +16,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFd
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ..store.test_upgrade import make_runtime
+from ....builders import make_runtime
 
 HV = hvparams.normalize({})
 

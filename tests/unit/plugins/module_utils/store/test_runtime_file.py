@@ -11,7 +11,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir
 
-from .test_upgrade import LEGACY, make_runtime
+from ....builders import LEGACY, make_runtime
 
 
 @pytest.fixture

@@ -10,29 +10,11 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
 
-NIC_UUID = "11111111-2222-4333-8444-555555555555"
-DISK0 = "aaaaaaaa-2222-4333-8444-555555555555"
-DISK1 = "bbbbbbbb-2222-4333-8444-555555555555"
-LEGACY = [
-    ["qemu-system-x86_64", "-name", "old1", "-m", "128", "-smp", "2", "-pidfile", "/run/ganeti/old1.pid",
-     "-qmp", "unix:/run/ganeti/old1.qmp,server,nowait", "-daemonize", "-machine", "pc,accel=tcg"],
-    [{"mac": "52:54:00:00:00:01", "uuid": NIC_UUID, "pci": 18}],
-    {"disk_type": "paravirtual", "nic_type": "e1000", "security_model": "none"},
-    [[{"uuid": DISK0, "mode": "rw", "pci": 16}, "/srv/old1-0.img", None],
-     [{"uuid": DISK1, "mode": "ro", "pci": 17}, "/srv/old1-1.img", "rbd:pool/x"]],
-]
+from ....builders import DISK0, LEGACY, NIC_UUID, make_runtime
 
 
 def fresh(data):
     return json.loads(json.dumps(data))
-
-
-def make_runtime(disk_type: str = "paravirtual") -> dict:
-    hv = hvparams.normalize({"disk_type": disk_type, "accel": "tcg"})
-    inst = devices.derived_uuid("instance", "vm1")
-    disks = [devices.disk_record({"path": f"/srv/d{i}.img"}, inst) for i in range(2)]
-    nics = [devices.nic_record({}, inst, 0)]
-    return dict(construct.new_runtime("vm1", inst, 256, 1, hv, "qemu-system-x86_64", disks, nics))
 
 
 def test_legacy_pci_slots_become_hvinfo():
