@@ -42,7 +42,7 @@ from ansible_cli import ansible_env  # noqa: E402
 from guest_report import guest_hvparams, wait_for_report  # noqa: E402
 from qemu.qmp import QMPClient  # noqa: E402
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import Call  # noqa: E402
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call  # noqa: E402
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import hotplug, instance  # noqa: E402
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file  # noqa: E402
 
@@ -90,7 +90,7 @@ def instance_call(runtime_dir: str, name: str, **params: Any) -> dict[str, Any]:
             "unplug_timeout": 30, "runtime_dir": runtime_dir, "qemu_binary": "qemu-system-x86_64", "qemu_user": "kvmhv-qemu"}
     full.update(params)
     full["disks"] = [{"path": None, "uri": None, "format": "raw", "mode": None, "uuid": None, "type": None, **d} for d in full["disks"]]
-    return instance.apply(Call(full))
+    return asyncio.run(instance.apply(Call(full)))  # the one crossing common.run makes in a module
 
 
 def disk_call(runtime_dir: str, name: str, path: str, state: str = "present") -> dict[str, Any]:
@@ -98,7 +98,7 @@ def disk_call(runtime_dir: str, name: str, path: str, state: str = "present") ->
     disk = {"path": path, "uri": None, "format": "raw", "mode": None, "uuid": None, "type": None}
     params = {"instance": name, "state": state, "unplug_timeout": 30, "disk": disk, "runtime_dir": runtime_dir,
               "qemu_binary": "qemu-system-x86_64", "qemu_user": "kvmhv-qemu"}
-    return hotplug.apply(Call(params), "disks", "disk")
+    return asyncio.run(hotplug.apply(Call(params), "disks", "disk"))
 
 
 async def raw_add(sock: str, path: str, device: dict[str, Any]) -> None:
