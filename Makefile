@@ -88,8 +88,10 @@ units: setup
 mutants: setup
 	python tests/unit/mutants.py
 
+# Two workers: a test spends half its time waiting for a guest or a subprocess. Tests that use a
+# fixed host-wide name (a network namespace, the iSCSI portal) share the xdist group fixed-host-names.
 integration: setup
-	python -m pytest tests/integration -q
+	python -m pytest tests/integration -q -n 2 --dist loadgroup
 
 # Several hosts reached over SSH (tests/fleet/README.md): network namespaces on
 # a bridge, each with its own sshd, runtime and storage directories; kvm_host

@@ -144,6 +144,7 @@ def tgt(tmp_path):
         yield target
 
 
+@pytest.mark.xdist_group("fixed-host-names")  # a fixed netns / iSCSI portal: one worker runs these one after the other
 def test_pass_through_disks_on_an_iscsi_target(runtime_dir, make_disk, tgt):
     iqn = tgt.target(1, {1: 32, 2: 48, 3: 64})
     args = {"name": "pt1", "runtime_dir": runtime_dir,

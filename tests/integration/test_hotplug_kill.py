@@ -9,6 +9,7 @@ block node, fdset, netdev, descriptor or journal may be left over.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ NO_GUEST = {"accel": "tcg"}
 
 @pytest.fixture(scope="module")
 def bridge():
-    name = "kvkbr0"
+    name = f"kvkbr{os.getpid() % 100000}"  # each xdist worker gets its own (its tests may be split between workers)
     subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
     yield name
     subprocess.run(["ip", "link", "del", name], check=False)

@@ -61,6 +61,7 @@ def pings(log: str, nics: dict[str, str], after_seq: int = 0, timeout: float = 9
     return wait_for_report(log, ok, timeout, after_seq=after_seq)
 
 
+@pytest.mark.xdist_group("fixed-host-names")  # fixed netns names: one worker runs these one after the other
 def test_tap_nics_carry_traffic_at_start_after_hotplug_and_after_migration(runtime_dir, tmp_path, make_disk, host_ns):
     hv1, hv2 = host_ns("kvn-hv1"), host_ns("kvn-hv2")
     target_dir = str(tmp_path / "hv2")

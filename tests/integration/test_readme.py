@@ -316,6 +316,7 @@ def remove(netns: str, runtime_dir: str, name: str) -> None:
                    capture_output=True, env=ansible_env(), check=True)
 
 
+@pytest.mark.xdist_group("fixed-host-names")  # a fixed netns / iSCSI portal: one worker runs these one after the other
 def test_first_playbook_ad_hoc_commands_and_module_defaults(runtime_dir, tmp_path, netns):
     results = run_in(netns, local_play(block("first"), runtime_dir, tmp_path), tmp_path / "first.yml")
     assert all(r["changed"] for r in results), [r.get("msg") for r in results]
@@ -340,6 +341,7 @@ def test_first_playbook_ad_hoc_commands_and_module_defaults(runtime_dir, tmp_pat
     remove(netns, runtime_dir, "web1")
 
 
+@pytest.mark.xdist_group("fixed-host-names")  # a fixed netns / iSCSI portal: one worker runs these one after the other
 def test_device_model_example_records_the_addresses_the_guide_shows(runtime_dir, tmp_path, netns):
     results = run_in(netns, local_play(block("device-model"), runtime_dir, tmp_path), tmp_path / "device-model.yml")
     recorded = results[1]["instance"]["runtime"]
