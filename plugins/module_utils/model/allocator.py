@@ -30,7 +30,7 @@ when all are full.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, cast
+from typing import Any, Iterable, Iterator, TypeAlias, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
@@ -41,6 +41,9 @@ BRIDGE_SLOTS = range(1, 32)  # 31 slots: slot 0 of a pci-bridge is left alone (S
 BRIDGE_RESERVE = 2 << 20
 PORTS_PER_SLOT = 8
 BRIDGE_KIND, PORT_KIND, SCSI_KIND = "pci-bridge", "pcie-root-port", "scsi"
+# What a device takes on its bus: a PCI address, a whole PCI slot (slot, None),
+# a SCSI target or an IDE unit.
+Taken: TypeAlias = "tuple[int, int | None] | int"
 
 
 def disk_type(disk: dict[str, Any], hvparams: dict[str, Any]) -> str:
@@ -62,7 +65,7 @@ class BusState:
 
     hvparams: dict[str, Any]
     controllers: list[Controller] = field(default_factory=list)
-    used: dict[str, set[Any]] = field(default_factory=dict)  # bus -> taken addresses
+    used: dict[str, set[Taken]] = field(default_factory=dict)  # bus -> taken addresses
     ids: set[str] = field(default_factory=set)
     shortfall: int = 0  # hotplug room a restart could not make again
 
@@ -79,16 +82,15 @@ class BusState:
     # -- bookkeeping -----------------------------------------------------
 
     @staticmethod
-    def address(info: HvInfo) -> tuple[str, Any] | None:
+    def address(info: HvInfo) -> tuple[str, Taken] | None:
         """(bus, address on it) a device takes; None for a controller QEMU places itself."""
-        data = cast("dict[str, Any]", info)
-        if "addr" in data:
-            slot, function = hvi.pci_addr(data)  # type: ignore[misc]
-            return data["bus"], (slot, function)
-        if "scsi-id" in data:
-            return data["bus"], data["scsi-id"]
-        if "unit" in data:
-            return data["bus"], data["unit"]
+        pci = hvi.pci_addr(info)
+        if pci is not None:
+            return info["bus"], pci
+        if "scsi-id" in info:
+            return info["bus"], info["scsi-id"]
+        if "unit" in info:
+            return info["bus"], info["unit"]
         return None
 
     def take(self, info: HvInfo) -> None:
@@ -101,7 +103,7 @@ class BusState:
             bus, addr = where
             used = self.used.setdefault(bus, set())
             if addr in used:
-                raise KvmError(f"device {dev_id}: address {hvi.where(cast('dict[str, Any]', info))} is already taken")
+                raise KvmError(f"device {dev_id}: address {hvi.where(info)} is already taken")
             if isinstance(addr, tuple) and addr[1] == 0 and (addr[0], None) in used:
                 raise KvmError(f"device {dev_id}: slot {addr[0]:#04x} of {bus} is already taken")
             used.add(addr)
@@ -206,9 +208,10 @@ def place_disk(state: BusState, disk: dict[str, Any]) -> tuple[HvInfo, list[Cont
     if kind in hvp.SCSI_DISK_TYPES:
         found = state.free_scsi_target()
         if found is None:
-            added.append(place_scsi_controller(state))
-            found = state.free_scsi_target()
-        bus, target = found  # type: ignore[misc]
+            ctl = place_scsi_controller(state)
+            added.append(ctl)
+            found = scsi_bus_of(ctl["hvinfo"]["id"]), 0  # a new controller's first target
+        bus, target = found
         info = hvi.scsi_hvinfo(driver, dev_id, bus, target)
     elif kind == "ide":
         if state.q35:

@@ -83,9 +83,8 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
                 problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
             if got.get("bus") != info["bus"]:
                 problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
-            elif hvi.is_pci(info) and isinstance(got.get("addr"), int):
-                slot, function = hvi.pci_addr(info)  # type: ignore[misc]
-                if got["addr"] != slot << 3 | function:
+            elif (pci := hvi.pci_addr(info)) is not None and isinstance(got.get("addr"), int):
+                if got["addr"] != pci.devfn:
                     problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
                                     f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
             elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:

@@ -157,9 +157,9 @@ def _verify(item: Item, answers: list[Any]) -> str | None:
     bus = query.bus_name(placed[0])
     if bus != info["bus"]:
         return f"QEMU put {item.id} on bus {bus}, not {info['bus']}"
-    if hvi.is_pci(info):
-        slot, function = hvi.pci_addr(info)  # type: ignore[misc]
-        if placed[1] != slot << 3 | function:
+    pci = hvi.pci_addr(info)
+    if pci is not None:
+        if placed[1] != pci.devfn:
             return f"QEMU put {item.id} at devfn {placed[1]:#x}, not {hvi.where(info)}"
     elif hvi.is_scsi(info) and placed[1] != info["scsi-id"]:
         return f"QEMU put {item.id} at scsi-id {placed[1]}, not {info['scsi-id']}"

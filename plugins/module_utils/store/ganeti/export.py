@@ -88,7 +88,8 @@ def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, r
         base["mode"] = dev["mode"]
         if dev.get("format", "raw") != "raw":
             reasons.append(f"{what} is {dev['format']}; Ganeti only runs raw disks")
-    pci = hvi.is_pci(info) and info["bus"] == hvp.PCI_BUS and hvi.pci_addr(info)[1] == 0  # type: ignore[index]
+    addr = hvi.pci_addr(info)
+    pci = addr is not None and info["bus"] == hvp.PCI_BUS and addr.function == 0
     scsi = hvi.is_scsi(info) and info["bus"] == hvp.SCSI_BUS and info["channel"] == 0 and info["lun"] == 0 \
         and info["scsi-id"] <= 15
     if layout == "2":
