@@ -30,7 +30,7 @@ when all are full.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, TypeAlias, cast
+from typing import Any, Iterable, Iterator, Mapping, TypeAlias, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
@@ -46,7 +46,7 @@ BRIDGE_KIND, PORT_KIND, SCSI_KIND = "pci-bridge", "pcie-root-port", "scsi"
 Taken: TypeAlias = "tuple[int, int | None] | int"
 
 
-def disk_type(disk: dict[str, Any], hvparams: dict[str, Any]) -> str:
+def disk_type(disk: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:
     """A disk's own type, or the instance's ``disk_type``."""
     return str(disk.get("type") or hvparams["disk_type"])
 
@@ -199,7 +199,7 @@ def place_scsi_controller(state: BusState) -> Controller:
     return ctl
 
 
-def place_disk(state: BusState, disk: dict[str, Any]) -> tuple[HvInfo, list[Controller]]:
+def place_disk(state: BusState, disk: Mapping[str, Any]) -> tuple[HvInfo, list[Controller]]:
     """hvinfo for a new disk of its type, and any SCSI controller it needs first; marks both used."""
     kind = disk_type(disk, state.hvparams)
     dev_id = hvi.make_id("disk", disk["uuid"], state.ids)
@@ -226,7 +226,7 @@ def place_disk(state: BusState, disk: dict[str, Any]) -> tuple[HvInfo, list[Cont
     return info, added
 
 
-def place_nic(state: BusState, nic: dict[str, Any]) -> HvInfo:
+def place_nic(state: BusState, nic: Mapping[str, Any]) -> HvInfo:
     dev_id = hvi.make_id("nic", nic["uuid"], state.ids)
     return place_pci(state, hvp.nic_driver(state.hvparams), dev_id)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import uuid as uuidlib
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
@@ -170,7 +170,7 @@ def network_record(net: Any) -> dict[str, Any] | None:
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 
-def blockdev_args(disk: dict[str, Any], filename: str | None, host_device: bool = False) -> dict[str, Any]:
+def blockdev_args(disk: Mapping[str, Any], filename: str | None, host_device: bool = False) -> dict[str, Any]:
     """QMP ``blockdev-add`` arguments (also ``-blockdev`` JSON): one node named like the device.
 
     A host file is a format node over the ``/dev/fdset/N`` the module handed
@@ -189,7 +189,7 @@ def blockdev_args(disk: dict[str, Any], filename: str | None, host_device: bool 
     }
 
 
-def netdev_args(nic: dict[str, Any], fd: str | None = None) -> dict[str, Any] | None:
+def netdev_args(nic: Mapping[str, Any], fd: str | None = None) -> dict[str, Any] | None:
     """QMP ``netdev_add`` arguments (also ``-netdev`` JSON), or None for a NIC without a backend link.
 
     A tap is always handed over as a descriptor ``fd`` (a number at start, a
@@ -206,19 +206,19 @@ def netdev_args(nic: dict[str, Any], fd: str | None = None) -> dict[str, Any] | 
     return {"type": "tap", "id": dev_id, "fd": fd}
 
 
-def has_medium(disk: dict[str, Any]) -> bool:
+def has_medium(disk: Mapping[str, Any]) -> bool:
     """Whether the disk has a backend (an empty scsi-cd has none)."""
     return bool(disk.get("path") or disk.get("uri"))
 
 
-def disk_device_extra(disk: dict[str, Any]) -> dict[str, Any]:
+def disk_device_extra(disk: Mapping[str, Any]) -> dict[str, Any]:
     return {"drive": disk["hvinfo"]["id"] if has_medium(disk) else None}
 
 
-def nic_device_extra(nic: dict[str, Any]) -> dict[str, Any]:
+def nic_device_extra(nic: Mapping[str, Any]) -> dict[str, Any]:
     return {"netdev": nic["hvinfo"]["id"] if nic.get("network") else None, "mac": nic["mac"]}
 
 
-def public(dev: dict[str, Any]) -> dict[str, Any]:
+def public(dev: Mapping[str, Any]) -> dict[str, Any]:
     """What modules return for a device: its identity, id and hvinfo."""
     return {"uuid": dev["uuid"], "id": dev["hvinfo"]["id"], "hvinfo": dict(dev["hvinfo"])}

@@ -12,11 +12,11 @@ addresses a new start keeps.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import KINDS, DeviceKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the test guest needs 88 MiB)
@@ -46,14 +46,6 @@ DISK_KEYS = ("uuid", "path", "uri", "format", "mode", "type")
 NIC_KEYS = ("uuid", "mac", "network")
 
 
-def _dev_key(dev: Any, kind: str, hvp: dict[str, Any]) -> tuple[Any, ...]:
-    """A device's identity and properties, hashable; a network by its sorted JSON, so key order
-    (the runtime file is written sorted) never makes two equal networks differ."""
-    if kind == "disks":
-        return (*(dev.get(k) for k in DISK_KEYS[:-1]), allocator.disk_type(dev, hvp))
-    return (dev["uuid"], dev["mac"], json.dumps(dev.get("network"), sort_keys=True))
-
-
 def summary(spec: Any) -> dict[str, Any]:
     """The comparable part of a spec or runtime (for diff and idempotence)."""
     return {
@@ -71,12 +63,12 @@ def differences(rt: Any, spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     pending += [f"hvparams.{key}: {rt['hvparams'].get(key)!r} -> {value!r}"
                 for key, value in spec["hvparams"].items() if rt["hvparams"].get(key) != value]
     device_changes = []
-    for kind, module in (("disks", "kvm_disk_hotplug"), ("nics", "kvm_nic_hotplug")):
-        have = {_dev_key(d, kind, rt["hvparams"]) for d in rt[kind]}
-        want = {_dev_key(d, kind, spec["hvparams"]) for d in spec[kind]}
+    for kind in KINDS:
+        have = {kind.key(d, rt["hvparams"]) for d in rt[kind.name]}
+        want = {kind.key(d, spec["hvparams"]) for d in spec[kind.name]}
         if have != want:
-            device_changes.append(f"{kind} differ from the running instance ({len(want - have)} to add, "
-                                  f"{len(have - want)} to remove): use kvmhv.qemu.{module} on a running instance")
+            device_changes.append(f"{kind.name} differ from the running instance ({len(want - have)} to add, "
+                                  f"{len(have - want)} to remove): use kvmhv.qemu.{kind.module} on a running instance")
     return pending, device_changes
 
 
@@ -89,7 +81,8 @@ def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
     return [dict(c) for c in old.get("controllers", []) if c["kind"] != "scsi" or c["hvinfo"]["driver"] == driver]
 
 
-def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str, buses: set[str]) -> list[dict[str, Any]]:
+def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: DeviceKind,
+                  buses: set[str]) -> list[dict[str, Any]]:
     """New device records that keep the recorded hvinfo of devices already known.
 
     A recorded hvinfo is kept when the same uuid is asked for again with the
@@ -102,10 +95,7 @@ def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any]
     for dev in new:
         prev = recorded.get(dev["uuid"])
         info = prev.get("hvinfo") if prev else None
-        if kind == "disks":
-            driver = hvparams.disk_driver(hvp, allocator.disk_type(dev, hvp))
-        else:
-            driver = hvparams.nic_driver(hvp)
+        driver = kind.driver(dev, hvp)
         fits = info is not None and info["driver"] == driver and info["bus"] in buses and not (
             info["bus"] == hvparams.root_bus(hvp) and (hvinfo.pci_slot(info) or 0) < window_start)
         merged.append({**dev, "hvinfo": info} if fits else dev)

@@ -36,6 +36,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import DEVICE_NOT_FOUND, KvmError, QmpClosed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import kinds
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, NICS, DeviceKind, RecordKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query, tap
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
 
@@ -47,7 +49,7 @@ REREQUEST_EVERY = 5.0  # seconds without DEVICE_DELETED before device_del is sen
 class Item:
     """One device of a burst: ``kind`` is ``disks`` or ``nics``."""
 
-    kind: str
+    kind: RecordKind
     record: dict[str, Any]
     fdset: int | None = None  # the disk's fdset in QEMU, once handed over
     fdname: str | None = None  # the tap's named descriptor in QEMU, once handed over
@@ -58,29 +60,26 @@ class Item:
         return str(self.record["hvinfo"]["id"])
 
     @property
+    def device_kind(self) -> DeviceKind | None:
+        """The disk or NIC kind; None for a controller (no backend, nothing handed over)."""
+        return kinds.of(self.kind)
+
+    @property
     def is_tap(self) -> bool:
-        return self.kind == "nics" and (self.record.get("network") or {}).get("type") == "tap"
+        return self.device_kind is NICS and (self.record.get("network") or {}).get("type") == "tap"
 
     @property
     def has_file(self) -> bool:
         """A disk on a host file: handed over as an fdset."""
-        return self.kind == "disks" and bool(self.record.get("path"))
+        return self.device_kind is DISKS and bool(self.record.get("path"))
 
     def backend(self) -> tuple[str, dict[str, Any]] | None:
-        if self.kind == "disks":
-            if not devices.has_medium(self.record):
-                return None
-            return "blockdev-add", devices.blockdev_args(self.record, f"/dev/fdset/{self.fdset}", self.block_device)
-        if self.kind == "nics":
-            args = devices.netdev_args(self.record, self.fdname)
-            return ("netdev_add", args) if args else None
-        return None
+        kind = self.device_kind
+        return kind.backend(self.record, self.fdset, self.fdname, self.block_device) if kind else None
 
     def device(self) -> dict[str, Any]:
-        if self.kind == "controllers":
-            return hvi.device_args(self.record["hvinfo"])
-        extra = devices.disk_device_extra(self.record) if self.kind == "disks" else devices.nic_device_extra(self.record)
-        return hvi.device_args(self.record["hvinfo"], **extra)
+        kind = self.device_kind
+        return hvi.device_args(self.record["hvinfo"], **(kind.device_extra(self.record) if kind else {}))
 
 
 class PlugFailed(KvmError):
@@ -114,14 +113,11 @@ async def _release(mon: Monitor, items: list[Item], fdsets: dict[str, list[int]]
     """Best effort: remove the items' backends and descriptors (their devices are gone)."""
     burst: list[tuple[str, dict[str, Any] | None]] = []
     for item in items:
-        if item.kind == "disks":
-            burst.append(("blockdev-del", {"node-name": item.id}))
+        kind = item.device_kind
+        if kind is not None:
             sets = {item.fdset} if item.fdset is not None else set()
             sets.update((fdsets or {}).get(item.id, []))
-            burst += [("remove-fd", {"fdset-id": s}) for s in sorted(sets)]
-        elif item.kind == "nics":
-            burst.append(("netdev_del", {"id": item.id}))
-            burst.append(("closefd", {"fdname": item.id}))
+            burst += kind.release(item.id, sorted(sets))
     if burst:
         await mon.batch(burst)
 
@@ -142,7 +138,7 @@ def _backing_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
     The node was made in the same burst from the descriptor handed over (a
     ``blockdev-add`` of a name that exists fails), so naming it proves the file.
     """
-    if item.kind == "disks" and devices.has_medium(item.record):
+    if item.device_kind is DISKS and devices.has_medium(item.record):
         return [("qom-get", {"path": f"{query.PERIPHERAL}{item.id}", "property": "drive"})]
     return []
 
@@ -221,10 +217,10 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
         pos = 0
         failure: KvmError | None = None
         for item in items:
-            step = "blockdev-add" if item.kind == "disks" else "netdev_add"  # the only backends there are
-            if item.backend():
+            kind = item.device_kind
+            if kind is not None and item.backend():
                 if isinstance(answers[pos], KvmError) and failure is None:
-                    failure = answers[pos].with_step(step)
+                    failure = answers[pos].with_step(kind.backend_step)
                 pos += 1
             if isinstance(answers[pos], KvmError):
                 if failure is None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import spec as specs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge, storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
@@ -48,8 +48,8 @@ def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None, 
         controllers = specs.kept_controllers(old, spec["hvparams"])
         buses = {hvparams.root_bus(spec["hvparams"])} | {b for b, _u in hvparams.IDE_SLOTS}
         buses |= {c["hvinfo"]["id"] if c["kind"] != "scsi" else allocator.scsi_bus_of(c["hvinfo"]["id"]) for c in controllers}
-        disks = specs.merge_devices(old["disks"], disks, spec["hvparams"], "disks", buses)
-        nics = specs.merge_devices(old["nics"], nics, spec["hvparams"], "nics", buses)
+        disks = specs.merge_devices(old["disks"], disks, spec["hvparams"], kinds.DISKS, buses)
+        nics = specs.merge_devices(old["nics"], nics, spec["hvparams"], kinds.NICS, buses)
     return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary,
                                  disks, nics, controllers, warn)
 

@@ -17,7 +17,7 @@ import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import types
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvinfo, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvinfo, hvparams, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
@@ -104,7 +104,7 @@ def every_runtime() -> dict[str, dict[str, Any]]:
     # records the operations add to a running instance
     rt = upgraded["pc"]
     hot_cd = devices.disk_record({"path": "/hot.img", "type": "scsi-cd"}, INST)
-    record = tx.place(construct.bus_state(rt), "disks", hot_cd, rt["hvparams"])[-1].record
+    record = tx.place(construct.bus_state(rt), kinds.DISKS, hot_cd)[-1].record
     assert problems(record, types.DiskRecord, "place") == []
     planned = converge.plan(rt, {"disks": [*rt["disks"], hot_cd], "nics": [devices.nic_record({"mac": "52:54:00:00:00:0a"}, INST)]},
                             purge=True)
