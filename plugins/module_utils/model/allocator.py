@@ -35,7 +35,7 @@ from typing import Any, Iterable, Iterator, Mapping, TypeAlias, cast
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, HvInfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, DiskRecord, HvInfo, NicRecord
 
 BRIDGE_SLOTS = range(1, 32)  # 31 slots: slot 0 of a pci-bridge is left alone (SHPC cannot hotplug it)
 BRIDGE_RESERVE = 2 << 20
@@ -289,7 +289,7 @@ def provide_leaves(state: BusState, needed: int, required: int) -> int:
     return max(0, needed - have)
 
 
-def assign(controllers: list[Controller], disks: list[dict[str, Any]], nics: list[dict[str, Any]],
+def assign(controllers: list[Controller], disks: list[DiskRecord], nics: list[NicRecord],
            hvparams: dict[str, Any]) -> BusState:
     """Place every device without hvinfo, and plan the controllers that needs (mutates the lists).
 

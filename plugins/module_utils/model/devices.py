@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import uuid as uuidlib
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, Network, NicRecord
 
 DISK_FORMATS = ("raw", "qcow2")
 DISK_MODES = ("rw", "ro")
@@ -50,7 +51,7 @@ def _only(spec: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
         raise KvmError(f"{what}: unknown key(s) {', '.join(unknown)}; known: {', '.join(keys)}")
 
 
-def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+def disk_record(spec: dict[str, Any], instance_uuid: str) -> DiskRecord:
     """Validate a disk spec ``{path | uri, format, mode, uuid, type}`` into a runtime record.
 
     A disk is a host ``path`` (opened by the module and handed to QEMU) or a
@@ -87,7 +88,7 @@ def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
     if mode not in DISK_MODES:
         raise KvmError(f"disk {name}: mode {mode!r} is not one of: {', '.join(DISK_MODES)}")
     dev_uuid = hvi.check_uuid(spec["uuid"], f"disk {name} uuid") if "uuid" in spec else derived_uuid(instance_uuid, "disk", str(path or uri))
-    record: dict[str, Any] = {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
+    record: DiskRecord = {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
     if uri is not None:
         record["uri"] = uri
     if kind is not None:
@@ -121,7 +122,7 @@ def disk_uri(uri: Any) -> dict[str, Any]:
                    "(port 1-65535, no credentials)")
 
 
-def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:
+def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> NicRecord:
     """Validate a NIC spec ``{mac, uuid, network}`` into a runtime record.
 
     Without a uuid the NIC's identity derives from its MAC, or else from its
@@ -149,7 +150,7 @@ def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = Non
     return {"uuid": dev_uuid, "mac": mac or mac_from_uuid(dev_uuid), "network": network_record(spec.get("network"))}
 
 
-def network_record(net: Any) -> dict[str, Any] | None:
+def network_record(net: Any) -> Network | None:
     if net is None:
         return None
     if not isinstance(net, dict):
@@ -166,7 +167,7 @@ def network_record(net: Any) -> dict[str, Any] | None:
                 raise KvmError(f"nic network {key} {net[key]!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)")
         if "ifname" not in net:
             raise KvmError("nic network type tap needs an 'ifname'")
-        return dict(net)
+        return cast(Network, dict(net))  # checked key by key above
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 

@@ -55,7 +55,7 @@ class DeviceKind:
         """Everything a ``kvm_instance`` list item fixes about a device besides its identity."""
         raise NotImplementedError
 
-    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> Mapping[str, Any]:
         """The runtime record a request describes (validated; not yet placed)."""
         raise NotImplementedError
 
@@ -63,7 +63,7 @@ class DeviceKind:
         """(key, how a message names it): what no second device of the instance may use too."""
         raise NotImplementedError
 
-    def place(self, state: allocator.BusState, record: dict[str, Any]) -> tuple[dict[str, Any], list[Controller]]:
+    def place(self, state: allocator.BusState, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[Controller]]:
         """The placed record of a new device and the SCSI controllers it needs first (the allocator marks all used)."""
         raise NotImplementedError
 
@@ -124,14 +124,14 @@ class Disks(DeviceKind):
         return {"path": want.get("path"), "uri": want.get("uri"), "format": want["format"], "mode": want["mode"],
                 "type": allocator.disk_type(want, hvparams)}
 
-    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> Mapping[str, Any]:
         return devices.disk_record(spec, instance_uuid)
 
     def claim(self, record: Mapping[str, Any]) -> tuple[str, str]:
         key = "path" if record.get("path") else "uri"
         return key, f"disk {record.get(key)}"
 
-    def place(self, state: allocator.BusState, record: dict[str, Any]) -> tuple[dict[str, Any], list[Controller]]:
+    def place(self, state: allocator.BusState, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[Controller]]:
         """A disk gets its type (the instance's ``disk_type`` unless it names one); an IDE disk is refused
         (QEMU's IDE bus has no hotplug)."""
         placed = {**record, "type": allocator.disk_type(record, state.hvparams)}
@@ -191,13 +191,13 @@ class Nics(DeviceKind):
     def wanted(self, want: Mapping[str, Any], hvparams: Mapping[str, Any]) -> dict[str, Any]:
         return {"mac": want["mac"], "network": want.get("network")}
 
-    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> Mapping[str, Any]:
         return devices.nic_record(spec, instance_uuid)
 
     def claim(self, record: Mapping[str, Any]) -> tuple[str, str]:
         return "mac", f"MAC {record.get('mac')}"
 
-    def place(self, state: allocator.BusState, record: dict[str, Any]) -> tuple[dict[str, Any], list[Controller]]:
+    def place(self, state: allocator.BusState, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[Controller]]:
         return {**record, "hvinfo": allocator.place_nic(state, record)}, []
 
     def driver(self, record: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:

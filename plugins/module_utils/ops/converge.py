@@ -35,6 +35,7 @@ from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.spec import Spec
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
@@ -64,7 +65,7 @@ class Plan:
         }
 
 
-def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
+def plan(rt: Runtime, spec: Spec, purge: bool) -> Plan:
     """What to unplug, plug and change (pure: the runtime is not changed)."""
     result = Plan()
     problems: list[str] = []
@@ -115,7 +116,7 @@ def after(rt: Runtime, the_plan: Plan) -> Runtime:
     return result
 
 
-async def execute(session: Session, mon: qmp.Monitor, rt: Runtime, the_plan: Plan, spec: dict[str, Any],
+async def execute(session: Session, mon: qmp.Monitor, rt: Runtime, the_plan: Plan, spec: Spec,
                   timeout: float) -> Runtime:
     """Carry out ``the_plan`` (made by ``plan`` from ``rt`` and ``spec``); returns the runtime as saved.
     Unplugs first, media changes, then one burst of adds. If an unplug failed, the adds are placed again

@@ -31,7 +31,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 Outcome = tuple[bool, "Mapping[str, Any] | None", "dict[str, Any]"]
 
 
-def new_record(kind: DeviceKind, spec: dict[str, Any], rt: Runtime, name: str) -> dict[str, Any]:
+def new_record(kind: DeviceKind, spec: dict[str, Any], rt: Runtime, name: str) -> Mapping[str, Any]:
     """The runtime record a request describes (validated; not yet placed)."""
     return kind.new_record(spec, devices.instance_uuid(name, rt.get("uuid")))
 

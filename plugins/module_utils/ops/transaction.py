@@ -33,7 +33,7 @@ def find(recs: Sequence[R], key: str, value: Any) -> R | None:
     return next((rec for rec in recs if rec.get(key) == value), None)
 
 
-def place(state: allocator.BusState, kind: DeviceKind, record: dict[str, Any]) -> list[Item]:
+def place(state: allocator.BusState, kind: DeviceKind, record: Mapping[str, Any]) -> list[Item]:
     """The items that plug a new device into ``state`` (which the allocator updates): the SCSI controller it
     needs first, if any, then the device with its hvinfo."""
     placed, controllers = kind.place(state, record)

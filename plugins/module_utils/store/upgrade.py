@@ -85,9 +85,10 @@ def upgrade(data: Any, fresh: bool = False) -> tuple[Runtime, int]:
         version = LEGACY_VERSION
         runtime = from_legacy(data)
     elif isinstance(data, dict):
-        version = data.get("version")  # type: ignore[assignment]
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise KvmError(f"runtime has no integer format version (found {version!r})")
+        stored = data.get("version")
+        if isinstance(stored, bool) or not isinstance(stored, int):
+            raise KvmError(f"runtime has no integer format version (found {stored!r})")
+        version = stored
         if version > FORMAT_VERSION:
             raise KvmError(
                 f"runtime format version {version} is newer than this collection understands "

@@ -28,13 +28,14 @@ disk's ``path`` and the uri is kept beside it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import reachable
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Network
 
 _IFNAME_PREFIX = "gnt"
 # Ganeti's nic_type / disk_type -> the -device driver it used (a literal type otherwise).
@@ -47,15 +48,15 @@ def tap_name(dev_uuid: str) -> str:
     return _IFNAME_PREFIX + dev_uuid.replace("-", "")[:12]
 
 
-def _network(nic: dict[str, Any], dev_uuid: str) -> dict[str, Any] | None:
+def _network(nic: dict[str, Any], dev_uuid: str) -> Network | None:
     net = nic.get("network")
     if isinstance(net, dict):  # this collection's own record (its early legacy export)
-        return net
+        return cast(Network, net)  # checked like every NIC's network by store.upgrade.validate
     params: dict[str, Any] = nic["nicparams"] if isinstance(nic.get("nicparams"), dict) else {}
     mode = params.get("mode") or ("bridged" if nic.get("bridge") else None)
     if mode is None:
         return None
-    record: dict[str, Any] = {"type": "tap", "ifname": tap_name(dev_uuid)}
+    record: Network = {"type": "tap", "ifname": tap_name(dev_uuid)}
     bridge = params.get("link") or nic.get("bridge") if mode == "bridged" else None
     if bridge:
         record["bridge"] = bridge
