@@ -36,6 +36,7 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import drift
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, locate, open_session
@@ -97,10 +98,10 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
     return live
 
 
-def _window(rt: dict[str, Any], live: dict[str, Any]) -> tuple[int, int]:
+def _window(rt: Runtime, live: dict[str, Any]) -> tuple[int, int]:
     """(the recorded first hotplug slot, the one the adopted layout needs)."""
     # devices the runtime gives an address; QEMU placed everything else (a Ganeti SCSI controller too)
-    recorded = {d["hvinfo"]["id"] for kind in ("controllers", "disks", "nics") for d in rt.get(kind, []) if "addr" in d["hvinfo"]}
+    recorded = {info["id"] for info in kinds.all_hvinfo(rt) if "addr" in info}
     taken = [dev["slot"] for bus in live["query-pci"] if bus.get("bus") == 0 for dev in bus.get("devices", [])
              if dev.get("qdev_id") not in recorded]
     top = max(taken, default=hvp.MIN_PCI_RESERVATIONS - 1) + 1
@@ -110,7 +111,7 @@ def _window(rt: dict[str, Any], live: dict[str, Any]) -> tuple[int, int]:
     return have, min(max(floor, top, hvp.MIN_PCI_RESERVATIONS), hvp.PCI_LAST_SLOT + 1)
 
 
-def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
+def compare(rt: Runtime, pid: int, live: dict[str, Any]) -> list[str]:
     """Every difference between the runtime and the live QEMU (empty when they agree)."""
     problems: list[str] = []
     name = (live.get("query-name") or {}).get("name")
@@ -126,7 +127,7 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     if rt.get("vcpus") and isinstance(cpus, list) and len(cpus) != rt["vcpus"]:
         problems.append(f"QEMU has {len(cpus)} vcpus, the runtime says {rt['vcpus']}")
     blocks = query.blocks_by_device(live["query-block"])
-    problems += drift.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),  # type: ignore[arg-type]
+    problems += drift.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),
                               blocks, query.fdset_fds(live["query-fdsets"]))
     anon_nics = list(live["anon_nics"])
     for dev in rt.get("fixed", []):
@@ -137,7 +138,7 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
             else:
                 problems.append(f"nic {dev['mac']} ({dev['driver']}, placed by QEMU): QEMU has no such NIC without an id")
     problems += [f"QEMU has {kind} {mac} without an id, missing from the runtime" for kind, mac in anon_nics]
-    recorded = {d["hvinfo"]["id"] for kind in ("disks", "nics") for d in rt[kind]}
+    recorded = {d["hvinfo"]["id"] for kind in kinds.KINDS for d in kind.records(rt)}
     files = [(b, (b.get("inserted") or {}).get("file")) for b in live["query-block"]
              if b.get("inserted") and query.qdev_id(b.get("qdev")) not in recorded]
     kvm_cmd = " ".join(rt["kvm_cmd"])
@@ -178,12 +179,12 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
         raise KvmError(f"adopt: no QEMU runs for pid file {spec['pidfile']} (its process must name that pid file "
                        "on its command line, as QEMU's -pidfile does)")
     live = await _live(await session.monitor())
-    have, need = _window(dict(rt), live)
+    have, need = _window(rt, live)
     notes = ganeti_notes(dict(rt))
     if need != have:
         rt["hvparams"]["kvm_pci_reservations"] = need
         notes.append(f"hotplug window moved from slot {have:#04x} to {need:#04x}: QEMU placed devices up to {need - 1:#04x}")
-    problems = compare(dict(rt), pid, live)
+    problems = compare(rt, pid, live)
     if problems:
         raise KvmError(f"adopt: runtime file {spec['runtime']} does not match the QEMU running as pid {pid}: "
                        + "; ".join(problems))
