@@ -171,7 +171,7 @@ def network_record(net: Any) -> Network | None:
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 
-def blockdev_args(disk: Mapping[str, Any], filename: str | None, host_device: bool = False) -> dict[str, Any]:
+def blockdev_args(disk: Mapping[str, Any], filename: str | None, host_device: bool = False) -> dict[str, object]:
     """QMP ``blockdev-add`` arguments (also ``-blockdev`` JSON): one node named like the device.
 
     A host file is a format node over the ``/dev/fdset/N`` the module handed
@@ -190,7 +190,7 @@ def blockdev_args(disk: Mapping[str, Any], filename: str | None, host_device: bo
     }
 
 
-def netdev_args(nic: Mapping[str, Any], fd: str | None = None) -> dict[str, Any] | None:
+def netdev_args(nic: Mapping[str, Any], fd: str | None = None) -> dict[str, object] | None:
     """QMP ``netdev_add`` arguments (also ``-netdev`` JSON), or None for a NIC without a backend link.
 
     A tap is always handed over as a descriptor ``fd`` (a number at start, a
@@ -212,11 +212,11 @@ def has_medium(disk: Mapping[str, Any]) -> bool:
     return bool(disk.get("path") or disk.get("uri"))
 
 
-def disk_device_extra(disk: Mapping[str, Any]) -> dict[str, Any]:
+def disk_device_extra(disk: Mapping[str, Any]) -> dict[str, object]:
     return {"drive": disk["hvinfo"]["id"] if has_medium(disk) else None}
 
 
-def nic_device_extra(nic: Mapping[str, Any]) -> dict[str, Any]:
+def nic_device_extra(nic: Mapping[str, Any]) -> dict[str, object]:
     return {"netdev": nic["hvinfo"]["id"] if nic.get("network") else None, "mac": nic["mac"]}
 
 

@@ -147,7 +147,7 @@ def options(head: str | None, props: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
-def device_args(hvinfo: HvInfo, **extra: Any) -> dict[str, Any]:
+def device_args(hvinfo: HvInfo, **extra: Any) -> dict[str, object]:
     """Typed arguments of the device (QMP ``device_add``, and ``-device`` as JSON); None extras are dropped."""
     info = cast("dict[str, Any]", hvinfo)
     args = {key: info[key] for key in KEY_ORDER if key in info}

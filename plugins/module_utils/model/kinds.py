@@ -70,7 +70,7 @@ class DeviceKind:
     def driver(self, record: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:
         raise NotImplementedError
 
-    def device_extra(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def device_extra(self, record: Mapping[str, Any]) -> dict[str, object]:
         """What its ``-device`` / ``device_add`` adds to the hvinfo (links to its backend)."""
         raise NotImplementedError
 
@@ -79,11 +79,11 @@ class DeviceKind:
         raise NotImplementedError
 
     def backend(self, record: Mapping[str, Any], fdset: int | None, fdname: str | None,
-                block_device: bool) -> tuple[str, dict[str, Any]] | None:
+                block_device: bool) -> tuple[str, dict[str, object]] | None:
         """The QMP command that adds the device's backend from what was handed over; None without one."""
         raise NotImplementedError
 
-    def release(self, dev_id: str, fdsets: list[int]) -> list[tuple[str, dict[str, Any] | None]]:
+    def release(self, dev_id: str, fdsets: list[int]) -> list[tuple[str, dict[str, object]]]:
         """The QMP commands that remove its backend and descriptors once the device is gone."""
         raise NotImplementedError
 
@@ -144,20 +144,21 @@ class Disks(DeviceKind):
     def driver(self, record: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:
         return hvps.disk_driver(hvparams, allocator.disk_type(record, hvparams))
 
-    def device_extra(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def device_extra(self, record: Mapping[str, Any]) -> dict[str, object]:
         return devices.disk_device_extra(record)
 
     def key(self, dev: Mapping[str, Any], hvparams: Mapping[str, Any]) -> tuple[Any, ...]:
         return (dev.get("uuid"), *(dev.get(k) for k in self.properties[:-1]), allocator.disk_type(dev, hvparams))
 
     def backend(self, record: Mapping[str, Any], fdset: int | None, fdname: str | None,
-                block_device: bool) -> tuple[str, dict[str, Any]] | None:
+                block_device: bool) -> tuple[str, dict[str, object]] | None:
         if not devices.has_medium(record):
             return None
         return "blockdev-add", devices.blockdev_args(record, f"/dev/fdset/{fdset}", block_device)
 
-    def release(self, dev_id: str, fdsets: list[int]) -> list[tuple[str, dict[str, Any] | None]]:
-        return [("blockdev-del", {"node-name": dev_id})] + [("remove-fd", {"fdset-id": s}) for s in fdsets]
+    def release(self, dev_id: str, fdsets: list[int]) -> list[tuple[str, dict[str, object]]]:
+        removes: list[tuple[str, dict[str, object]]] = [("remove-fd", {"fdset-id": s}) for s in fdsets]
+        return [("blockdev-del", {"node-name": dev_id}), *removes]
 
 
 class Nics(DeviceKind):
@@ -203,7 +204,7 @@ class Nics(DeviceKind):
     def driver(self, record: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:
         return hvps.nic_driver(hvparams)
 
-    def device_extra(self, record: Mapping[str, Any]) -> dict[str, Any]:
+    def device_extra(self, record: Mapping[str, Any]) -> dict[str, object]:
         return devices.nic_device_extra(record)
 
     def key(self, dev: Mapping[str, Any], hvparams: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -212,11 +213,11 @@ class Nics(DeviceKind):
         return (dev["uuid"], dev["mac"], json.dumps(dev.get("network"), sort_keys=True))
 
     def backend(self, record: Mapping[str, Any], fdset: int | None, fdname: str | None,
-                block_device: bool) -> tuple[str, dict[str, Any]] | None:
+                block_device: bool) -> tuple[str, dict[str, object]] | None:
         args = devices.netdev_args(record, fdname)
         return ("netdev_add", args) if args else None
 
-    def release(self, dev_id: str, fdsets: list[int]) -> list[tuple[str, dict[str, Any] | None]]:
+    def release(self, dev_id: str, fdsets: list[int]) -> list[tuple[str, dict[str, object]]]:
         return [("netdev_del", {"id": dev_id}), ("closefd", {"fdname": dev_id})]
 
 

@@ -71,7 +71,7 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
     """Everything the comparison needs from QEMU, in two pipelined bursts."""
     names = ("query-name", "query-uuid", "query-pci", "query-block", "query-fdsets", "query-memory-size-summary",
              "query-cpus-fast")
-    first: list[tuple[str, dict[str, Any] | None]] = [(name, None) for name in names]
+    first: list[qmp.Command] = [(name, None) for name in names]
     first += [("qom-list", {"path": path}) for path in ("/machine/peripheral", *_CONTAINERS)]
     answers = await mon.batch(first)
     for answer in answers[:len(names) + 1]:
@@ -85,7 +85,7 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
             anonymous.update({f"{path}/{dev}": kind for dev, kind in query.peripherals(answer).items()
                               if kind in hvp.NIC_DRIVERS.values()})
     asks = drift.placement_questions(live["present"])
-    gets: list[tuple[str, dict[str, Any] | None]] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
+    gets: list[qmp.Command] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
     gets += [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
     got = await mon.batch(gets) if gets else []
     live["anon_nics"] = [(kind, got[pos]) for pos, kind in enumerate(anonymous.values()) if isinstance(got[pos], str)]

@@ -39,7 +39,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, NICS, DeviceKind, RecordKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query, tap
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Command, Monitor
 
 DELETE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
 REREQUEST_EVERY = 5.0  # seconds without DEVICE_DELETED before device_del is sent again
@@ -73,11 +73,11 @@ class Item:
         """A disk on a host file: handed over as an fdset."""
         return self.device_kind is DISKS and bool(self.record.get("path"))
 
-    def backend(self) -> tuple[str, dict[str, Any]] | None:
+    def backend(self) -> tuple[str, dict[str, object]] | None:
         kind = self.device_kind
         return kind.backend(self.record, self.fdset, self.fdname, self.block_device) if kind else None
 
-    def device(self) -> dict[str, Any]:
+    def device(self) -> dict[str, object]:
         kind = self.device_kind
         return hvi.device_args(self.record["hvinfo"], **(kind.device_extra(self.record) if kind else {}))
 
@@ -111,7 +111,7 @@ async def _hand_over(mon: Monitor, item: Item, hvparams: dict[str, Any]) -> None
 
 async def _release(mon: Monitor, items: list[Item], fdsets: dict[str, list[int]] | None = None) -> None:
     """Best effort: remove the items' backends and descriptors (their devices are gone)."""
-    burst: list[tuple[str, dict[str, Any] | None]] = []
+    burst: list[Command] = []
     for item in items:
         kind = item.device_kind
         if kind is not None:
@@ -122,7 +122,7 @@ async def _release(mon: Monitor, items: list[Item], fdsets: dict[str, list[int]]
         await mon.batch(burst)
 
 
-def _placement_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
+def _placement_queries(item: Item) -> list[Command]:
     """qom-get questions whose answers say where QEMU put the item's device."""
     path = f"{query.PERIPHERAL}{item.id}"
     info = item.record["hvinfo"]
@@ -130,7 +130,7 @@ def _placement_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
     return [("qom-get", {"path": path, "property": prop}) for prop in props]
 
 
-def _backing_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
+def _backing_queries(item: Item) -> list[Command]:
     """The question whose answer names the block node behind the item's device (disks with a medium).
 
     One ``qom-get`` per new disk, not a ``query-block`` of every drive: the
@@ -180,7 +180,7 @@ async def _occupant(mon: Monitor, item: Item) -> str | None:
     others = [i for i in present if i != item.id]
     if not others:
         return None  # nothing else there: no drift, and no round trip
-    questions: list[tuple[str, dict[str, Any] | None]] = []
+    questions: list[Command] = []
     for dev_id in others:
         questions += _placement_queries(Item("disks", {"hvinfo": {**info, "id": dev_id}}))
     answers = await mon.batch(questions)
@@ -205,11 +205,11 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
             handed.append(item)
             await _hand_over(mon, item, hvparams)
         faults.point("fds-passed")
-        burst: list[tuple[str, dict[str, Any] | None]] = []
+        burst: list[Command] = []
         for item in items:
             backend = item.backend()
             burst += ([backend] if backend else []) + [("device_add", item.device())]
-        queries: list[tuple[str, dict[str, Any] | None]] = []
+        queries: list[Command] = []
         for item in items:
             queries += _placement_queries(item) + _backing_queries(item)
         answers = await mon.batch(burst + queries)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, TypedDict
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Command, Monitor
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, Runtime
 
 
@@ -81,7 +81,7 @@ async def change(mon: Monitor, cd: Mapping[str, Any], want: Mapping[str, Any], h
     """Put ``want``'s medium (or none) into the scsi-cd ``cd`` in one burst; on a failure nothing new stays."""
     dev_id = cd["hvinfo"]["id"]
     old_sets = query.fdsets_by_opaque(await mon.cmd("query-fdsets", step="media")).get(dev_id, [])
-    burst: list[tuple[str, dict[str, Any] | None]] = [("blockdev-open-tray", {"id": dev_id, "force": True})]
+    burst: list[Command] = [("blockdev-open-tray", {"id": dev_id, "force": True})]
     if devices.has_medium(cd):
         burst += [("blockdev-remove-medium", {"id": dev_id}), ("blockdev-del", {"node-name": dev_id})]
     record = {**cd, **medium(want, cd), "mode": "ro"}

@@ -18,7 +18,7 @@ import logging
 import os
 import stat
 import traceback
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, TypeAlias, TypedDict, cast
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence, TypeAlias, TypedDict, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 
@@ -33,6 +33,7 @@ except ImportError:  # reported by the modules with missing_required_lib; nothin
 
 
 Listener: TypeAlias = "EventListener"  # what ``Monitor.events`` yields
+Command: TypeAlias = "tuple[str, Mapping[str, object] | None]"  # a QMP command and its arguments (JSON)
 
 
 class Event(TypedDict):
@@ -77,7 +78,7 @@ class Monitor:
         with contextlib.suppress(Exception):
             await self.client.disconnect()
 
-    async def _execute(self, command: str, args: dict[str, Any] | None, step: str | None) -> Any:
+    async def _execute(self, command: str, args: Mapping[str, object] | None, step: str | None) -> Any:
         """Execute ``command`` (no deadline); QEMU's refusal becomes KvmError(step or command) with its class."""
         try:
             return await self.client.execute(command, args)
@@ -86,7 +87,7 @@ class Monitor:
         except QMPError as err:
             raise QmpClosed(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
 
-    async def cmd(self, command: str, args: dict[str, Any] | None = None, step: str | None = None,
+    async def cmd(self, command: str, args: Mapping[str, object] | None = None, step: str | None = None,
                   timeout: float = COMMAND_TIMEOUT) -> Any:
         """Execute ``command`` with a deadline; any failure is a KvmError naming ``step`` (or the command)."""
         try:
@@ -94,7 +95,7 @@ class Monitor:
         except asyncio.TimeoutError:
             raise KvmTimeout(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
 
-    async def batch(self, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
+    async def batch(self, commands: Sequence[Command], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
         """Send ``commands`` back to back without waiting in between (one round trip).
 
         QEMU executes them in order. Each answer is the command's result or
@@ -115,7 +116,7 @@ class Monitor:
                 answers.append(task.exception() or task.result())
         return answers
 
-    async def try_cmd(self, command: str, args: dict[str, Any] | None = None) -> Any:
+    async def try_cmd(self, command: str, args: Mapping[str, object] | None = None) -> Any:
         """Best effort (rollback, cleanup): errors are swallowed, result or None."""
         try:
             return await asyncio.wait_for(self.client.execute(command, args), COMMAND_TIMEOUT)
