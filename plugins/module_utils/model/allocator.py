@@ -63,14 +63,14 @@ def controller_id(index: int) -> str:
 class BusState:
     """Which addresses of which buses the instance's controllers and devices take."""
 
-    hvparams: dict[str, Any]
+    hvparams: Mapping[str, Any]
     controllers: list[Controller] = field(default_factory=list)
     used: dict[str, set[Taken]] = field(default_factory=dict)  # bus -> taken addresses
     ids: set[str] = field(default_factory=set)
     shortfall: int = 0  # hotplug room a restart could not make again
 
     @classmethod
-    def build(cls, hvparams: dict[str, Any], controllers: Iterable[Any] = (), devices: Iterable[Any] = ()) -> BusState:
+    def build(cls, hvparams: Mapping[str, Any], controllers: Iterable[Any] = (), devices: Iterable[Any] = ()) -> BusState:
         state = cls(dict(hvparams))
         for ctl in controllers:
             state.add_controller(cast(Controller, ctl))
@@ -290,7 +290,7 @@ def provide_leaves(state: BusState, needed: int, required: int) -> int:
 
 
 def assign(controllers: list[Controller], disks: list[DiskRecord], nics: list[NicRecord],
-           hvparams: dict[str, Any]) -> BusState:
+           hvparams: Mapping[str, Any]) -> BusState:
     """Place every device without hvinfo, and plan the controllers that needs (mutates the lists).
 
     Recorded controllers and devices keep their addresses and are seeded

@@ -30,7 +30,7 @@ class Spec(TypedDict):
     uuid: str
     memory: int
     vcpus: int
-    hvparams: dict[str, Any]
+    hvparams: Mapping[str, Any]
     disks: list[DiskRecord]
     nics: list[NicRecord]
 
@@ -87,7 +87,7 @@ def differences(rt: Any, spec: Spec) -> tuple[list[str], list[str]]:
     return pending, device_changes
 
 
-def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
+def kept_controllers(old: Runtime, hvp: Mapping[str, Any]) -> list[Any]:
     """The recorded controllers a new start keeps: all of them on the same machine family,
     SCSI controllers only while they are of the instance's controller type."""
     if hvparams.is_q35(old["hvparams"]) != hvparams.is_q35(hvp):
@@ -96,7 +96,7 @@ def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
     return [dict(c) for c in old.get("controllers", []) if c["kind"] != "scsi" or c["hvinfo"]["driver"] == driver]
 
 
-def merge_devices(old: Sequence[Mapping[str, Any]], new: list[R], hvp: dict[str, Any], kind: DeviceKind,
+def merge_devices(old: Sequence[Mapping[str, Any]], new: list[R], hvp: Mapping[str, Any], kind: DeviceKind,
                   buses: set[str]) -> list[R]:
     """New device records that keep the recorded hvinfo of devices already known.
 

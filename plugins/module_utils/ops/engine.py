@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import DEVICE_NOT_FOUND, KvmError, QmpClosed
@@ -88,7 +88,7 @@ class PlugFailed(KvmError):
     clean = True
 
 
-async def _hand_over(mon: Monitor, item: Item, hvparams: dict[str, Any]) -> None:
+async def _hand_over(mon: Monitor, item: Item, hvparams: Mapping[str, Any]) -> None:
     """Open the item's disk or tap here and pass it to QEMU (one round trip: fds cannot be pipelined)."""
     if item.has_file:
         fd, item.block_device = host.open_disk(item.record, hvparams)
@@ -196,7 +196,7 @@ async def _occupant(mon: Monitor, item: Item) -> str | None:
     return None
 
 
-async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug_timeout: float) -> None:
+async def plug(mon: Monitor, items: list[Item], hvparams: Mapping[str, Any], unplug_timeout: float) -> None:
     """Add every item, verified; on any failure nothing of the burst stays (PlugFailed)."""
     handed: list[Item] = []
     added: list[Item] = []
@@ -253,7 +253,7 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
         raise
 
 
-async def replug(mon: Monitor, item: Item, hvparams: dict[str, Any], unplug_timeout: float) -> None:
+async def replug(mon: Monitor, item: Item, hvparams: Mapping[str, Any], unplug_timeout: float) -> None:
     """Plug a recorded device QEMU lost, at its recorded address, after clearing what it left behind."""
     fdsets = query.fdsets_by_opaque(await mon.cmd("query-fdsets"))
     await _release(mon, [item], fdsets)

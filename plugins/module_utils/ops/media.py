@@ -77,7 +77,7 @@ async def _undo(mon: Monitor, dev_id: str, answers: dict[str, Any], new_set: int
         await mon.try_cmd("remove-fd", {"fdset-id": fdset})
 
 
-async def change(mon: Monitor, cd: Mapping[str, Any], want: Mapping[str, Any], hvparams: dict[str, Any]) -> None:
+async def change(mon: Monitor, cd: Mapping[str, Any], want: Mapping[str, Any], hvparams: Mapping[str, Any]) -> None:
     """Put ``want``'s medium (or none) into the scsi-cd ``cd`` in one burst; on a failure nothing new stays."""
     dev_id = cd["hvinfo"]["id"]
     old_sets = query.fdsets_by_opaque(await mon.cmd("query-fdsets", step="media")).get(dev_id, [])

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.hvparams import extra_args
@@ -14,7 +14,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FO
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, DiskRecord, NicRecord, Runtime
 
 
-def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any], binary: str,
+def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: Mapping[str, Any], binary: str,
                 disks: list[DiskRecord], nics: list[NicRecord], controllers: list[Controller] | None = None,
                 warn: Any = None) -> Runtime:
     """A current-format runtime; devices without hvinfo are placed by the allocator (with the controllers they need)."""
