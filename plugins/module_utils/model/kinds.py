@@ -35,6 +35,7 @@ class DeviceKind:
     module: str  # the module that plugs one on a running instance
     properties: tuple[str, ...]  # what must match for a request to be the device already plugged
     backend_step: str  # the command that adds its backend (what a failure of it is reported as)
+    placements: tuple[str, ...]  # the driver kinds (hvinfo.driver_kind) a stored record of the kind may have
 
     def records(self, rt: Runtime) -> Sequence[Device]:
         raise NotImplementedError
@@ -99,6 +100,7 @@ class Disks(DeviceKind):
     module = "kvm_disk_hotplug"
     properties = ("path", "uri", "format", "mode", "type")
     backend_step = "blockdev-add"
+    placements = ("pci", "scsi", "ide")
 
     def records(self, rt: Runtime) -> Sequence[DiskRecord]:
         return rt.get("disks", [])
@@ -167,6 +169,7 @@ class Nics(DeviceKind):
     module = "kvm_nic_hotplug"
     properties = ("mac", "network")
     backend_step = "netdev_add"
+    placements = ("pci",)
 
     def records(self, rt: Runtime) -> Sequence[NicRecord]:
         return rt.get("nics", [])

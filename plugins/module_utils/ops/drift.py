@@ -14,14 +14,15 @@ adoption refuses a QEMU with any.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS, DeviceKind
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
 
@@ -68,37 +69,38 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
     recorded: set[str] = set()
     known_slots: set[int] = set()
     root = hvp.root_bus(rt["hvparams"])
-    for kind in ("controllers", "disks", "nics"):
-        for dev in records(rt, kind):
-            info = dev["hvinfo"]
-            dev_id = info["id"]
-            recorded.add(dev_id)
-            if dev_id not in present:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has no such device")
+    placed_devices: list[tuple[DeviceKind | None, Mapping[str, Any]]] = [(None, ctl) for ctl in rt.get("controllers", [])]
+    placed_devices += [(kind, dev) for kind in KINDS for dev in kind.records(rt)]
+    for device_kind, dev in placed_devices:
+        info = dev["hvinfo"]
+        dev_id = info["id"]
+        recorded.add(dev_id)
+        if dev_id not in present:
+            problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has no such device")
+            continue
+        got = placed.get(dev_id, {})
+        if got.get("bus") == root and isinstance(got.get("addr"), int):
+            known_slots.add(got["addr"] >> 3)
+        if present[dev_id] != info["driver"]:
+            problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
+        if got.get("bus") != info["bus"]:
+            problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
+        elif (pci := hvi.pci_addr(info)) is not None and isinstance(got.get("addr"), int):
+            if got["addr"] != pci.devfn:
+                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
+                                f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
+        elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:
+            problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {got.get('scsi-id')}")
+        if device_kind is DISKS and dev.get("path"):
+            block = blocks.get(dev_id)
+            if block is None:
+                problems.append(f"{dev_id}: QEMU has no disk attached to it")
                 continue
-            got = placed.get(dev_id, {})
-            if got.get("bus") == root and isinstance(got.get("addr"), int):
-                known_slots.add(got["addr"] >> 3)
-            if present[dev_id] != info["driver"]:
-                problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
-            if got.get("bus") != info["bus"]:
-                problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
-            elif (pci := hvi.pci_addr(info)) is not None and isinstance(got.get("addr"), int):
-                if got["addr"] != pci.devfn:
-                    problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
-                                    f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
-            elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {got.get('scsi-id')}")
-            if kind == "disks" and dev.get("path"):
-                block = blocks.get(dev_id)
-                if block is None:
-                    problems.append(f"{dev_id}: QEMU has no disk attached to it")
-                    continue
-                backing = _backing(block, pid, fdsets)
-                same = same_file(backing, dev["path"]) if backing else None
-                if same is False:
-                    real = os.path.realpath(backing) if backing else "?"
-                    problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
+            backing = _backing(block, pid, fdsets)
+            same = same_file(backing, dev["path"]) if backing else None
+            if same is False:
+                real = os.path.realpath(backing) if backing else "?"
+                problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
     reported: set[str] = set()
     for dev_id, kind in sorted(present.items()):
         if dev_id not in recorded and (kind in DEVICE_DRIVERS or hvi.driver_kind(kind) is not None):

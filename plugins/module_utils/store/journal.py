@@ -18,10 +18,11 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import KINDS as DEVICE_KINDS
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import RecordKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 
-KINDS: dict[str, tuple[str, ...]] = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",), "controllers": ("controller",)}
+KINDS: dict[str, tuple[str, ...]] = {**{kind.name: kind.placements for kind in DEVICE_KINDS}, "controllers": ("controller",)}
 
 
 Entry = tuple[RecordKind, "dict[str, Any]"]

@@ -11,11 +11,12 @@ back what the import kept aside (Ganeti's fields, hvparams and plumbing).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS, NICS, DeviceKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.opts import groups_of, join_opts, opt_name, split_opts
 
 DEFAULT_RUN_DIR = "/var/run/ganeti"
@@ -76,13 +77,13 @@ def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[An
     return out
 
 
-def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, reasons: list[str]) -> dict[str, Any]:
+def _export_device(dev: Mapping[str, Any], kind: DeviceKind, layout: str, running: bool, reasons: list[str]) -> dict[str, Any]:
     """A disk's or NIC's Ganeti dict; why Ganeti cannot record it goes to ``reasons``."""
     info = dev["hvinfo"]
-    what = f"{kind[:-1]} {info['id']}"
+    what = f"{kind.noun} {info['id']}"
     base = {**dev.get("ganeti", {}), "uuid": dev["uuid"]}
     base.pop("link", None)
-    if kind == "nics":
+    if kind is NICS:
         base["mac"] = dev["mac"]
     else:
         base["mode"] = dev["mode"]
@@ -97,7 +98,7 @@ def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, r
             reasons.append(f"{what} sits on {info['bus']} and Ganeti 2.10-2.15 only records slots on {hvp.PCI_BUS}")
             return base
         slot = hvi.pci_slot(info)
-        legacy_id = f"hot{kind[:-1]}-{dev['uuid'].split('-', maxsplit=1)[0]}-pci-{slot}"
+        legacy_id = f"hot{kind.noun}-{dev['uuid'].split('-', maxsplit=1)[0]}-pci-{slot}"
         if running and info["id"] != legacy_id:
             reasons.append(f"{what} would be called {legacy_id} there (export a stopped instance, or to ganeti-3)")
         return {**base, "pci": slot}
@@ -110,7 +111,7 @@ def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, r
 def _export_controllers(runtime: dict[str, Any], running: bool, reasons: list[str]) -> list[str]:
     """The ``-device`` Ganeti's kvm_cmd needs for the SCSI controller (if kvm_cmd lacks it); bridges and
     ports nobody uses are left out of a stopped instance (they only made room for hotplug)."""
-    used = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in runtime[kind]}
+    used = {dev["hvinfo"]["bus"] for kind in KINDS for dev in runtime[kind.name]}
     in_kvm_cmd = {d for g in groups_of(runtime["kvm_cmd"]) if opt_name(g[0]) == "device" and len(g) > 1
                   for d in [p[3:] for p in split_opts(g[1]) if p.startswith("id=")]}
     extra: list[str] = []
@@ -162,10 +163,10 @@ def export(runtime: dict[str, Any], layout: str = "3", run_dir: str = DEFAULT_RU
             nics.append(entry)
         elif dev.get("ganeti"):  # a disk of Ganeti's disk list that QEMU placed
             disks.append([{**base, "mode": dev["mode"], **({"hvinfo": {}} if layout == "3" else {})}, dev.get("path"), dev.get("uri")])
-    nics += [_export_device(n, "nics", layout, running, reasons) for n in runtime["nics"]]
+    nics += [_export_device(n, NICS, layout, running, reasons) for n in runtime["nics"]]
     for disk in runtime["disks"]:
         link = disk.get("path") or (disk.get("ganeti") or {}).get("link")
-        disks.append([_export_device(disk, "disks", layout, running, reasons), link, disk.get("uri")])
+        disks.append([_export_device(disk, DISKS, layout, running, reasons), link, disk.get("uri")])
     if reasons:
         raise KvmError(f"cannot export to Ganeti {layout}.x: {'; '.join(reasons)}")
     kvm_cmd = _export_kvm_cmd(runtime, name, run_dir)

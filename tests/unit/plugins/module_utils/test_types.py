@@ -163,8 +163,10 @@ def test_undeclared_keys_do_not_survive_the_upgrade(where):
 
 def test_records_of_a_kind():
     rt = every_runtime()["pc"]
-    assert types.records(rt, "disks") is rt["disks"] and types.records(rt, "controllers") is rt["controllers"]
-    assert types.records({"disks": []}, "controllers") == []  # type: ignore[typeddict-item]
+    assert kinds.DISKS.records(rt) is rt["disks"] and kinds.NICS.records(rt) is rt["nics"]
+    assert kinds.NICS.records({"disks": []}) == []
+    assert kinds.all_hvinfo(rt) == [dev["hvinfo"] for dev in [*rt["controllers"], *rt["disks"], *rt["nics"]]]
+    assert kinds.all_hvinfo({"disks": []}) == []
 
 
 @pytest.mark.parametrize("where,message", [("top", "runtime has field(s) 'serial'"), ("disk", "runtime disk 0 has field(s) 'serial'"),
