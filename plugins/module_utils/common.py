@@ -13,7 +13,7 @@ without one. ``run`` is the one place a module call enters the event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Mapping
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # type: ignore[import-untyped]
 
@@ -54,7 +54,7 @@ DISK_RULES: dict[str, Any] = {"mutually_exclusive": [["path", "uri"]], "required
 NIC_RULES: dict[str, Any] = {"required_one_of": [["mac", "uuid"]]}
 
 
-def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
+def new_module(argument_spec: Mapping[str, Any], **kwargs: Any) -> AnsibleModule:
     """An AnsibleModule with the common options; fails cleanly without qemu.qmp."""
     module = AnsibleModule(argument_spec={**COMMON_ARGS, **argument_spec}, supports_check_mode=True, **kwargs)
     if not qmp.HAS_QMP:

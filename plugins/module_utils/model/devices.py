@@ -45,13 +45,13 @@ def mac_from_uuid(dev_uuid: str) -> str:
     return "52:54:00:" + ":".join(digits[i:i + 2] for i in range(0, 6, 2))
 
 
-def _only(spec: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+def _only(spec: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
     unknown = sorted(set(spec) - set(keys))
     if unknown:
         raise KvmError(f"{what}: unknown key(s) {', '.join(unknown)}; known: {', '.join(keys)}")
 
 
-def disk_record(spec: dict[str, Any], instance_uuid: str) -> DiskRecord:
+def disk_record(spec: Mapping[str, Any], instance_uuid: str) -> DiskRecord:
     """Validate a disk spec ``{path | uri, format, mode, uuid, type}`` into a runtime record.
 
     A disk is a host ``path`` (opened by the module and handed to QEMU) or a
@@ -122,7 +122,7 @@ def disk_uri(uri: Any) -> dict[str, Any]:
                    "(port 1-65535, no credentials)")
 
 
-def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> NicRecord:
+def nic_record(spec: Mapping[str, Any], instance_uuid: str, index: int | None = None) -> NicRecord:
     """Validate a NIC spec ``{mac, uuid, network}`` into a runtime record.
 
     Without a uuid the NIC's identity derives from its MAC, or else from its

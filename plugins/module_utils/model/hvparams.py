@@ -98,7 +98,7 @@ def _check_str(key: str, value: Any) -> None:
         raise KvmError(f"hvparam {key} must be a string, got {type(value).__name__}")
 
 
-def normalize(hvparams: Mapping[str, Any] | None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def normalize(hvparams: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge ``hvparams`` over ``base`` (or DEFAULTS), validate and return a new dict.
 
     Unknown keys, unknown values and wrong types are KvmError. ``scsi`` is

@@ -56,7 +56,7 @@ class DeviceKind:
         """Everything a ``kvm_instance`` list item fixes about a device besides its identity."""
         raise NotImplementedError
 
-    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> Mapping[str, Any]:
+    def new_record(self, spec: Mapping[str, Any], instance_uuid: str) -> Mapping[str, Any]:
         """The runtime record a request describes (validated; not yet placed)."""
         raise NotImplementedError
 
@@ -126,7 +126,7 @@ class Disks(DeviceKind):
         return {"path": want.get("path"), "uri": want.get("uri"), "format": want["format"], "mode": want["mode"],
                 "type": allocator.disk_type(want, hvparams)}
 
-    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> Mapping[str, Any]:
+    def new_record(self, spec: Mapping[str, Any], instance_uuid: str) -> Mapping[str, Any]:
         return devices.disk_record(spec, instance_uuid)
 
     def claim(self, record: Mapping[str, Any]) -> tuple[str, str]:
@@ -195,7 +195,7 @@ class Nics(DeviceKind):
     def wanted(self, want: Mapping[str, Any], hvparams: Mapping[str, Any]) -> dict[str, Any]:
         return {"mac": want["mac"], "network": want.get("network")}
 
-    def new_record(self, spec: dict[str, Any], instance_uuid: str) -> Mapping[str, Any]:
+    def new_record(self, spec: Mapping[str, Any], instance_uuid: str) -> Mapping[str, Any]:
         return devices.nic_record(spec, instance_uuid)
 
     def claim(self, record: Mapping[str, Any]) -> tuple[str, str]:

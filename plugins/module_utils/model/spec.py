@@ -35,7 +35,7 @@ class Spec(TypedDict):
     nics: list[NicRecord]
 
 
-def requested_spec(params: dict[str, Any]) -> Spec:
+def requested_spec(params: Mapping[str, Any]) -> Spec:
     """Validate the module parameters into an instance spec (pure)."""
     name = params["name"]
     uuid = devices.instance_uuid(name, hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else None)

@@ -32,7 +32,7 @@ name that already has a runtime file here is refused.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
@@ -51,7 +51,7 @@ KEYS = ("runtime", "qmp", "pidfile")
 _CONTAINERS = ("/machine/peripheral-anon", "/machine/unattached")
 
 
-def _spec(params: dict[str, Any]) -> dict[str, str]:
+def _spec(params: Mapping[str, Any]) -> dict[str, str]:
     spec = params["adopt"]
     if params["state"] != "running":
         raise KvmError("adopt takes over a running QEMU: use it with state=running")
@@ -98,7 +98,7 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
     return live
 
 
-def _window(rt: Runtime, live: dict[str, Any]) -> tuple[int, int]:
+def _window(rt: Runtime, live: Mapping[str, Any]) -> tuple[int, int]:
     """(the recorded first hotplug slot, the one the adopted layout needs)."""
     # devices the runtime gives an address; QEMU placed everything else (a Ganeti SCSI controller too)
     recorded = {info["id"] for info in kinds.all_hvinfo(rt) if "addr" in info}
@@ -111,7 +111,7 @@ def _window(rt: Runtime, live: dict[str, Any]) -> tuple[int, int]:
     return have, min(max(floor, top, hvp.MIN_PCI_RESERVATIONS), hvp.PCI_LAST_SLOT + 1)
 
 
-def compare(rt: Runtime, pid: int, live: dict[str, Any]) -> list[str]:
+def compare(rt: Runtime, pid: int, live: Mapping[str, Any]) -> list[str]:
     """Every difference between the runtime and the live QEMU (empty when they agree)."""
     problems: list[str] = []
     name = (live.get("query-name") or {}).get("name")

@@ -36,7 +36,7 @@ def same_file(a: str, b: str) -> bool | None:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _backing(block: dict[str, Any], pid: int, fdsets: dict[int, list[int]]) -> str | None:
+def _backing(block: Mapping[str, Any], pid: int, fdsets: dict[int, list[int]]) -> str | None:
     """A path naming the file QEMU really uses for a disk (its descriptor in /proc), if known."""
     name = (block.get("inserted") or {}).get("file") or ""
     if name.startswith("/dev/fdset/"):

@@ -31,7 +31,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 Outcome = tuple[bool, "Mapping[str, Any] | None", "dict[str, Any]"]
 
 
-def new_record(kind: DeviceKind, spec: dict[str, Any], rt: Runtime, name: str) -> Mapping[str, Any]:
+def new_record(kind: DeviceKind, spec: Mapping[str, Any], rt: Runtime, name: str) -> Mapping[str, Any]:
     """The runtime record a request describes (validated; not yet placed)."""
     return kind.new_record(spec, devices.instance_uuid(name, rt.get("uuid")))
 
@@ -50,7 +50,7 @@ async def load_running(session: Session) -> Runtime:
 class HotplugOp:
     """One kvm_disk_hotplug / kvm_nic_hotplug call on an open session."""
 
-    def __init__(self, session: Session, kind: DeviceKind, spec: dict[str, Any]) -> None:
+    def __init__(self, session: Session, kind: DeviceKind, spec: Mapping[str, Any]) -> None:
         self.session, self.call, self.kind, self.spec = session, session.call, kind, spec
         self.timeout = float(self.call.params["unplug_timeout"])
 
@@ -100,7 +100,7 @@ class HotplugOp:
             await tx.commit_add(self.session, await self.session.monitor(), rt, items, self.timeout)
         return True, record, diff
 
-    async def _change_medium(self, rt: Runtime, cd: Mapping[str, Any], asked: dict[str, Any]) -> Outcome:
+    async def _change_medium(self, rt: Runtime, cd: Mapping[str, Any], asked: Mapping[str, Any]) -> Outcome:
         """A scsi-cd asked with another image: its medium changes live."""
         after = runtime_file.copy(rt)
         changed = next(d for d in after["disks"] if d["uuid"] == cd["uuid"])

@@ -61,11 +61,11 @@ def emptied(rt: Runtime, cd: Mapping[str, Any]) -> Runtime:
     return out
 
 
-def _done(answers: dict[str, Any], command: str) -> bool:
+def _done(answers: Mapping[str, Any], command: str) -> bool:
     return command in answers and not isinstance(answers[command], KvmError)
 
 
-async def _undo(mon: Monitor, dev_id: str, answers: dict[str, Any], new_set: int | None, old_sets: list[int]) -> None:
+async def _undo(mon: Monitor, dev_id: str, answers: Mapping[str, Any], new_set: int | None, old_sets: list[int]) -> None:
     """After a failed burst: take out whatever of the new medium QEMU took, so its node (named like the
     device) and fdset do not block the next change; the old fdset goes once its node is gone."""
     if _done(answers, "blockdev-add"):

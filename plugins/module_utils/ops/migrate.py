@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage as copy_plan
@@ -64,7 +64,7 @@ def capabilities(pause: bool) -> list[dict[str, Any]]:
     return [*MIGRATION_CAPS, {"capability": "pause-before-switchover", "state": pause}]
 
 
-def stats(info: dict[str, Any]) -> dict[str, Any]:
+def stats(info: Mapping[str, Any]) -> dict[str, Any]:
     """The figures worth reporting from a final ``query-migrate``."""
     ram = info.get("ram", {})
     return {

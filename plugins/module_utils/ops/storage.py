@@ -38,7 +38,7 @@ import secrets
 import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
@@ -148,7 +148,7 @@ def disown(records: list[dict[str, Any]]) -> None:
                 raise KvmError(f"cannot settle the copied disk {rec['path']}: {err.strerror}") from None
 
 
-def _create_one(disk: dict[str, Any], size: int, qemu_img: str, owner: str) -> dict[str, Any]:
+def _create_one(disk: Mapping[str, Any], size: int, qemu_img: str, owner: str) -> dict[str, Any]:
     path = disk["path"]
     _check_image_parents(path)
     try:
@@ -201,7 +201,7 @@ def create_images(plan: list[tuple[dict[str, Any], int]], owner: str, qemu_img: 
     return created
 
 
-def _is_ours(rec: dict[str, Any]) -> bool:
+def _is_ours(rec: Mapping[str, Any]) -> bool:
     """Whether the recorded image is still the very file created (device, inode and token).
 
     An image whose directories another user could now change is never

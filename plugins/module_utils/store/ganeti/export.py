@@ -27,7 +27,7 @@ _GANETI_KNOWN = ("disk_type", "nic_type", "scsi_controller_type", "kvm_pci_reser
                  "initrd_path", "kernel_args", "kvm_extra")
 
 
-def _export_hvparams(runtime: dict[str, Any], layout: str) -> dict[str, Any]:
+def _export_hvparams(runtime: Mapping[str, Any], layout: str) -> dict[str, Any]:
     ours = runtime["hvparams"]
     out: dict[str, Any] = {}
     for key in _GANETI_KNOWN:
@@ -40,7 +40,7 @@ def _export_hvparams(runtime: dict[str, Any], layout: str) -> dict[str, Any]:
     return out
 
 
-def _plumbing(runtime: dict[str, Any], name: str, run_dir: str) -> list[str]:
+def _plumbing(runtime: Mapping[str, Any], name: str, run_dir: str) -> list[str]:
     meta: dict[str, Any] = runtime["ganeti"] if isinstance(runtime.get("ganeti"), dict) else {}
     kept = meta.get("plumbing")
     if kept:  # what the import dropped, less what Ganeti adds at every start itself
@@ -50,7 +50,7 @@ def _plumbing(runtime: dict[str, Any], name: str, run_dir: str) -> list[str]:
             "-monitor", f"unix:{ctrl}.monitor,server,nowait", "-serial", f"unix:{ctrl}.serial,server,nowait"]
 
 
-def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[Any]:
+def _export_kvm_cmd(runtime: Mapping[str, Any], name: str, run_dir: str) -> list[Any]:
     argv = list(runtime["kvm_cmd"])
     if argv[-2:] == ["-net", "none"]:
         argv = argv[:-2]  # Ganeti adds it itself when there is no NIC
@@ -108,7 +108,7 @@ def _export_device(dev: Mapping[str, Any], kind: DeviceKind, layout: str, runnin
     return {**base, "hvinfo": dict(info)}
 
 
-def _export_controllers(runtime: dict[str, Any], running: bool, reasons: list[str]) -> list[str]:
+def _export_controllers(runtime: Mapping[str, Any], running: bool, reasons: list[str]) -> list[str]:
     """The ``-device`` Ganeti's kvm_cmd needs for the SCSI controller (if kvm_cmd lacks it); bridges and
     ports nobody uses are left out of a stopped instance (they only made room for hotplug)."""
     used = {dev["hvinfo"]["bus"] for kind in KINDS for dev in runtime[kind.name]}
@@ -129,7 +129,7 @@ def _export_controllers(runtime: dict[str, Any], running: bool, reasons: list[st
     return extra
 
 
-def export(runtime: dict[str, Any], layout: str = "3", run_dir: str = DEFAULT_RUN_DIR, running: bool = False) -> list[Any]:
+def export(runtime: Mapping[str, Any], layout: str = "3", run_dir: str = DEFAULT_RUN_DIR, running: bool = False) -> list[Any]:
     """The runtime as Ganeti writes it: layout ``3`` (2.16-3.1, hvinfo) or ``2`` (2.10-2.15, pci slots).
 
     Refused (one KvmError naming every reason) when the instance does not fit

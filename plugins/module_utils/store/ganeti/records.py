@@ -28,7 +28,7 @@ disk's ``path`` and the uri is kept beside it.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Mapping, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
@@ -48,7 +48,7 @@ def tap_name(dev_uuid: str) -> str:
     return _IFNAME_PREFIX + dev_uuid.replace("-", "")[:12]
 
 
-def _network(nic: dict[str, Any], dev_uuid: str) -> Network | None:
+def _network(nic: Mapping[str, Any], dev_uuid: str) -> Network | None:
     net = nic.get("network")
     if isinstance(net, dict):  # this collection's own record (its early legacy export)
         return cast(Network, net)  # checked like every NIC's network by store.upgrade.validate
@@ -63,18 +63,18 @@ def _network(nic: dict[str, Any], dev_uuid: str) -> Network | None:
     return devices.network_record(record)
 
 
-def _side(dev: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+def _side(dev: Mapping[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in dev.items() if k not in drop}
 
 
-def _pci_hvinfo(dev: dict[str, Any], kind: str, driver: str, dev_uuid: str, where: str) -> dict[str, Any]:
+def _pci_hvinfo(dev: Mapping[str, Any], kind: str, driver: str, dev_uuid: str, where: str) -> dict[str, Any]:
     slot = dev["pci"]
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot <= hvp.PCI_LAST_SLOT:
         raise KvmError(f"{where}: pci {slot!r} is not a slot number 0-{hvp.PCI_LAST_SLOT}")
     return dict(hvi.pci_hvinfo(driver, f"hot{kind}-{dev_uuid.split('-', maxsplit=1)[0]}-pci-{slot}", hvp.PCI_BUS, slot))
 
 
-def nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def nics(nics_in: list[Any], hv: Mapping[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records, fixed = [], []
     driver = _GANETI_NIC_DRIVER.get(hv["nic_type"], hv["nic_type"])
     for pos, nic in enumerate(nics_in):
@@ -109,7 +109,7 @@ def nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list
     return records, fixed
 
 
-def disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def disks(disks_in: list[Any], hv: Mapping[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records, fixed = [], []
     for pos, entry in enumerate(disks_in):
         where = f"Ganeti runtime: disk {pos}"

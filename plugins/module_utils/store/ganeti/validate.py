@@ -13,7 +13,7 @@ a QEMU command line.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
@@ -35,7 +35,7 @@ def _abs_path(value: Any, what: str) -> str:
     return value
 
 
-def validate_extras(runtime: dict[str, Any]) -> None:
+def validate_extras(runtime: Mapping[str, Any]) -> None:
     """Strict checks of ``fixed``, ``adopted`` and the ``ganeti`` side data (called by ``upgrade.validate``)."""
     for key in ("ganeti", "legacy_hvparams"):
         if key in runtime and not isinstance(runtime[key], dict):
