@@ -25,7 +25,7 @@ import os
 from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import CreatedImage, Runtime
 
 COPY_FORMATS = ("raw", "qcow2")
 NODE_PREFIX = "kvmhv-nbd"
@@ -140,7 +140,7 @@ def mirror_args(index: int, disk: Mapping[str, Any]) -> dict[str, Any]:
             "copy-mode": COPY_MODE, "auto-finalize": True, "auto-dismiss": True}
 
 
-def check_created(records: Any) -> list[dict[str, Any]]:
+def check_created(records: Any) -> list[CreatedImage]:
     """The runtime's ``created_images`` (images a migration target made), strictly checked.
 
     It decides what ``state=absent`` deletes, so a damaged entry is an error,
