@@ -23,7 +23,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller
 
 Kind = Literal["disks", "nics"]
 RecordKind = Literal["controllers", "disks", "nics"]  # every list of recorded devices (a journal entry's kind)
-RECORD_KINDS: tuple[RecordKind, ...] = ("controllers", "disks", "nics")
 Device = DiskRecord | NicRecord
 
 
@@ -69,6 +68,7 @@ class DeviceKind:
         raise NotImplementedError
 
     def driver(self, record: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:
+        """The QEMU driver a device of the kind gets on an instance with ``hvparams``."""
         raise NotImplementedError
 
     def device_extra(self, record: Mapping[str, Any]) -> dict[str, object]:

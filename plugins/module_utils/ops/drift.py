@@ -60,7 +60,7 @@ def placement_questions(present: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, dict[str, Any]],
-            root_slots: dict[int, dict[str, Any]], blocks: dict[str, dict[str, Any]], fdsets: dict[int, list[int]]) -> list[str]:
+            root_slots: dict[int, dict[str, Any]], blocks: dict[str, Mapping[str, Any]], fdsets: dict[int, list[int]]) -> list[str]:
     """Differences between QEMU's answers and the runtime, both ways (pure but for the file identity check).
 
     ``placed`` is device id -> {"bus": name, "addr": devfn, "scsi-id": n} as QEMU reports it.

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage as copy_plan
@@ -161,7 +161,7 @@ async def migrate(session: Session, uri: str, timeout: float, max_bandwidth_mib:
     return result
 
 
-def remove_disks(disks: list[dict[str, Any]]) -> list[str]:
+def remove_disks(disks: Sequence[Mapping[str, Any]]) -> list[str]:
     """Delete the source's images of disks that now live on the target (regular files only)."""
     removed = []
     for disk in disks:

@@ -11,7 +11,7 @@ fit together); ``settle_earlier_run`` rolls back what a killed run left.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout
@@ -29,7 +29,7 @@ ROLLBACK_TIMEOUT = 30.0
 class Copy:
     """The state of a copy_storage migration on the source, kept up to date from QMP events."""
 
-    def __init__(self, mon: qmp.Monitor, listener: qmp.Listener, disks: list[dict[str, Any]], host: str, port: int) -> None:
+    def __init__(self, mon: qmp.Monitor, listener: qmp.Listener, disks: Sequence[Mapping[str, Any]], host: str, port: int) -> None:
         self.mon = mon
         self.listener = listener
         self.disks = disks
