@@ -81,13 +81,13 @@ class HotplugOp:
             if not self.call.check:
                 await engine.replug(mon, Item(self.kind.name, dict(found)), rt["hvparams"], self.timeout)
             return True, found, {}
-        if fixed.find(rt, self.kind.name, key, value) is not None:
+        if fixed.find(rt, self.kind, key, value) is not None:
             # there, placed by QEMU (read from Ganeti): present, but not ours to plug
             self.call.warn(f"{self.kind.noun} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
             return settled, None, {}
         wanted = new_record(self.kind, self.spec, rt, self.session.name)
         key, what = self.kind.claim(wanted)
-        if wanted.get(key) and fixed.find(rt, self.kind.name, key, wanted[key]) is not None:
+        if wanted.get(key) and fixed.find(rt, self.kind, key, wanted[key]) is not None:
             raise KvmError(f"{self.kind.noun} {wanted[key]} is already used by a device QEMU placed itself in {self.session.name}")
         clash = tx.find(self.kind.records(rt), key, wanted[key]) if wanted.get(key) else None
         if clash is not None:
@@ -120,7 +120,7 @@ class HotplugOp:
         rt, settled = await self._settled()
         key, value = self.kind.identity(self.spec)
         found = tx.find(self.kind.records(rt), key, value)
-        if found is None and fixed.find(rt, self.kind.name, key, value) is not None:
+        if found is None and fixed.find(rt, self.kind, key, value) is not None:
             raise KvmError(f"{self.kind.noun} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
                            "unplugged; stop the instance and start it without it")
         if found is None:
