@@ -13,7 +13,7 @@ without one. ``run`` is the one place a module call enters the event loop.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Mapping
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # type: ignore[import-untyped]
 
@@ -23,14 +23,14 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.process import DEFAULT_QEMU_USER
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import DEFAULT_RUNTIME_DIR
 
-COMMON_ARGS: dict[str, Any] = {
+COMMON_ARGS: dict[str, dict[str, object]] = {
     "runtime_dir": {"type": "path", "default": DEFAULT_RUNTIME_DIR},
     "qemu_binary": {"type": "str", "default": "qemu-system-x86_64"},
     "qemu_user": {"type": "str", "default": DEFAULT_QEMU_USER},
 }
 
 # Options of both hotplug modules (doc fragment kvmhv.qemu.hotplug).
-HOTPLUG_ARGS: dict[str, Any] = {
+HOTPLUG_ARGS: dict[str, dict[str, object]] = {
     "instance": {"type": "str", "required": True},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
     "unplug_timeout": {"type": "int", "default": 30},
@@ -38,7 +38,7 @@ HOTPLUG_ARGS: dict[str, Any] = {
 
 # Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules
 # (doc fragments kvmhv.qemu.devices.disk, .disks, .nic and .nics).
-DISK_OPTIONS: dict[str, Any] = {
+DISK_OPTIONS: dict[str, dict[str, object]] = {
     "path": {"type": "path"},
     "uri": {"type": "str"},
     "format": {"type": "str", "choices": ["raw", "qcow2"], "default": "raw"},
@@ -46,15 +46,15 @@ DISK_OPTIONS: dict[str, Any] = {
     "uuid": {"type": "str"},
     "type": {"type": "str", "choices": ["paravirtual", "scsi-hd", "scsi-cd", "scsi-block", "scsi-generic", "ide", "scsi"]},
 }
-NIC_OPTIONS: dict[str, Any] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
+NIC_OPTIONS: dict[str, dict[str, object]] = {"mac": {"type": "str"}, "uuid": {"type": "str"}, "network": {"type": "dict"}}
 
 # Rules between a disk's suboptions, checked by the argument spec (a disk is a file or a uri; an empty
 # scsi-cd is named by its uuid alone); and between a hotplugged NIC's (it is found by uuid or MAC).
-DISK_RULES: dict[str, Any] = {"mutually_exclusive": [["path", "uri"]], "required_one_of": [["path", "uri", "uuid"]]}
-NIC_RULES: dict[str, Any] = {"required_one_of": [["mac", "uuid"]]}
+DISK_RULES: dict[str, list[list[str]]] = {"mutually_exclusive": [["path", "uri"]], "required_one_of": [["path", "uri", "uuid"]]}
+NIC_RULES: dict[str, list[list[str]]] = {"required_one_of": [["mac", "uuid"]]}
 
 
-def new_module(argument_spec: dict[str, Any], **kwargs: Any) -> AnsibleModule:
+def new_module(argument_spec: Mapping[str, Any], **kwargs: Any) -> AnsibleModule:
     """An AnsibleModule with the common options; fails cleanly without qemu.qmp."""
     module = AnsibleModule(argument_spec={**COMMON_ARGS, **argument_spec}, supports_check_mode=True, **kwargs)
     if not qmp.HAS_QMP:

@@ -12,7 +12,7 @@ key declared here for no record (``keys_of``): this file is the one list.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict
 
 # The placement of one device: everything its -device needs besides backend
 # links. PCI devices have addr; SCSI devices channel/scsi-id/lun; IDE unit.
@@ -76,6 +76,15 @@ class Controller(TypedDict, total=False):
     hvinfo: HvInfo
 
 
+class CreatedImage(TypedDict):
+    """An image a copy_storage target made: deleted on ``state=absent`` only while it is still that very file."""
+
+    path: str
+    dev: int
+    ino: int
+    token: str | None  # written into its extended attributes; None where the filesystem has none
+
+
 class Runtime(TypedDict, total=False):
     version: int
     name: str | None
@@ -91,14 +100,9 @@ class Runtime(TypedDict, total=False):
     nics: list[NicRecord]
     fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable (qemu.fixed)
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
-    created_images: list[dict[str, Any]]  # a copy_storage target's own images {path, dev, ino, token}, while marked incoming
+    created_images: list[CreatedImage]  # a copy_storage target's own images {path, dev, ino, token}, while marked incoming
     adopted: dict[str, Any]  # a QEMU started by something else: its runtime file, qmp socket, pid file and start time
     ganeti: dict[str, Any]  # read from Ganeti: layout, the host plumbing dropped from kvm_cmd, notes (store.ganeti)
-
-
-def records(runtime: Runtime, kind: str) -> list[dict[str, Any]]:
-    """The records of one kind (``controllers``, ``disks`` or ``nics``) of a runtime, as plain dicts."""
-    return cast("list[dict[str, Any]]", cast("dict[str, Any]", runtime).get(kind, []))
 
 
 def keys_of(record_type: Any) -> frozenset[str]:

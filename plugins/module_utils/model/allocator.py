@@ -30,20 +30,23 @@ when all are full.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, cast
+from typing import Any, Iterable, Iterator, Mapping, TypeAlias, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, HvInfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, DiskRecord, HvInfo, NicRecord
 
 BRIDGE_SLOTS = range(1, 32)  # 31 slots: slot 0 of a pci-bridge is left alone (SHPC cannot hotplug it)
 BRIDGE_RESERVE = 2 << 20
 PORTS_PER_SLOT = 8
 BRIDGE_KIND, PORT_KIND, SCSI_KIND = "pci-bridge", "pcie-root-port", "scsi"
+# What a device takes on its bus: a PCI address, a whole PCI slot (slot, None),
+# a SCSI target or an IDE unit.
+Taken: TypeAlias = "tuple[int, int | None] | int"
 
 
-def disk_type(disk: dict[str, Any], hvparams: dict[str, Any]) -> str:
+def disk_type(disk: Mapping[str, Any], hvparams: Mapping[str, Any]) -> str:
     """A disk's own type, or the instance's ``disk_type``."""
     return str(disk.get("type") or hvparams["disk_type"])
 
@@ -60,14 +63,14 @@ def controller_id(index: int) -> str:
 class BusState:
     """Which addresses of which buses the instance's controllers and devices take."""
 
-    hvparams: dict[str, Any]
+    hvparams: Mapping[str, Any]
     controllers: list[Controller] = field(default_factory=list)
-    used: dict[str, set[Any]] = field(default_factory=dict)  # bus -> taken addresses
+    used: dict[str, set[Taken]] = field(default_factory=dict)  # bus -> taken addresses
     ids: set[str] = field(default_factory=set)
     shortfall: int = 0  # hotplug room a restart could not make again
 
     @classmethod
-    def build(cls, hvparams: dict[str, Any], controllers: Iterable[Any] = (), devices: Iterable[Any] = ()) -> BusState:
+    def build(cls, hvparams: Mapping[str, Any], controllers: Iterable[Any] = (), devices: Iterable[Any] = ()) -> BusState:
         state = cls(dict(hvparams))
         for ctl in controllers:
             state.add_controller(cast(Controller, ctl))
@@ -79,16 +82,15 @@ class BusState:
     # -- bookkeeping -----------------------------------------------------
 
     @staticmethod
-    def address(info: HvInfo) -> tuple[str, Any] | None:
+    def address(info: HvInfo) -> tuple[str, Taken] | None:
         """(bus, address on it) a device takes; None for a controller QEMU places itself."""
-        data = cast("dict[str, Any]", info)
-        if "addr" in data:
-            slot, function = hvi.pci_addr(data)  # type: ignore[misc]
-            return data["bus"], (slot, function)
-        if "scsi-id" in data:
-            return data["bus"], data["scsi-id"]
-        if "unit" in data:
-            return data["bus"], data["unit"]
+        pci = hvi.pci_addr(info)
+        if pci is not None:
+            return info["bus"], pci
+        if "scsi-id" in info:
+            return info["bus"], info["scsi-id"]
+        if "unit" in info:
+            return info["bus"], info["unit"]
         return None
 
     def take(self, info: HvInfo) -> None:
@@ -101,7 +103,7 @@ class BusState:
             bus, addr = where
             used = self.used.setdefault(bus, set())
             if addr in used:
-                raise KvmError(f"device {dev_id}: address {hvi.where(cast('dict[str, Any]', info))} is already taken")
+                raise KvmError(f"device {dev_id}: address {hvi.where(info)} is already taken")
             if isinstance(addr, tuple) and addr[1] == 0 and (addr[0], None) in used:
                 raise KvmError(f"device {dev_id}: slot {addr[0]:#04x} of {bus} is already taken")
             used.add(addr)
@@ -197,7 +199,7 @@ def place_scsi_controller(state: BusState) -> Controller:
     return ctl
 
 
-def place_disk(state: BusState, disk: dict[str, Any]) -> tuple[HvInfo, list[Controller]]:
+def place_disk(state: BusState, disk: Mapping[str, Any]) -> tuple[HvInfo, list[Controller]]:
     """hvinfo for a new disk of its type, and any SCSI controller it needs first; marks both used."""
     kind = disk_type(disk, state.hvparams)
     dev_id = hvi.make_id("disk", disk["uuid"], state.ids)
@@ -206,9 +208,10 @@ def place_disk(state: BusState, disk: dict[str, Any]) -> tuple[HvInfo, list[Cont
     if kind in hvp.SCSI_DISK_TYPES:
         found = state.free_scsi_target()
         if found is None:
-            added.append(place_scsi_controller(state))
-            found = state.free_scsi_target()
-        bus, target = found  # type: ignore[misc]
+            ctl = place_scsi_controller(state)
+            added.append(ctl)
+            found = scsi_bus_of(ctl["hvinfo"]["id"]), 0  # a new controller's first target
+        bus, target = found
         info = hvi.scsi_hvinfo(driver, dev_id, bus, target)
     elif kind == "ide":
         if state.q35:
@@ -223,7 +226,7 @@ def place_disk(state: BusState, disk: dict[str, Any]) -> tuple[HvInfo, list[Cont
     return info, added
 
 
-def place_nic(state: BusState, nic: dict[str, Any]) -> HvInfo:
+def place_nic(state: BusState, nic: Mapping[str, Any]) -> HvInfo:
     dev_id = hvi.make_id("nic", nic["uuid"], state.ids)
     return place_pci(state, hvp.nic_driver(state.hvparams), dev_id)
 
@@ -286,8 +289,8 @@ def provide_leaves(state: BusState, needed: int, required: int) -> int:
     return max(0, needed - have)
 
 
-def assign(controllers: list[Controller], disks: list[dict[str, Any]], nics: list[dict[str, Any]],
-           hvparams: dict[str, Any]) -> BusState:
+def assign(controllers: list[Controller], disks: list[DiskRecord], nics: list[NicRecord],
+           hvparams: Mapping[str, Any]) -> BusState:
     """Place every device without hvinfo, and plan the controllers that needs (mutates the lists).
 
     Recorded controllers and devices keep their addresses and are seeded

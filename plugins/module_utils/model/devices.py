@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import uuid as uuidlib
-from typing import Any
+from typing import Any, Mapping, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, Network, NicRecord
 
 DISK_FORMATS = ("raw", "qcow2")
 DISK_MODES = ("rw", "ro")
@@ -44,13 +45,13 @@ def mac_from_uuid(dev_uuid: str) -> str:
     return "52:54:00:" + ":".join(digits[i:i + 2] for i in range(0, 6, 2))
 
 
-def _only(spec: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+def _only(spec: Mapping[str, Any], keys: tuple[str, ...], what: str) -> None:
     unknown = sorted(set(spec) - set(keys))
     if unknown:
         raise KvmError(f"{what}: unknown key(s) {', '.join(unknown)}; known: {', '.join(keys)}")
 
 
-def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+def disk_record(spec: Mapping[str, Any], instance_uuid: str) -> DiskRecord:
     """Validate a disk spec ``{path | uri, format, mode, uuid, type}`` into a runtime record.
 
     A disk is a host ``path`` (opened by the module and handed to QEMU) or a
@@ -87,7 +88,7 @@ def disk_record(spec: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
     if mode not in DISK_MODES:
         raise KvmError(f"disk {name}: mode {mode!r} is not one of: {', '.join(DISK_MODES)}")
     dev_uuid = hvi.check_uuid(spec["uuid"], f"disk {name} uuid") if "uuid" in spec else derived_uuid(instance_uuid, "disk", str(path or uri))
-    record: dict[str, Any] = {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
+    record: DiskRecord = {"uuid": dev_uuid, "path": path, "format": fmt, "mode": mode}
     if uri is not None:
         record["uri"] = uri
     if kind is not None:
@@ -121,7 +122,7 @@ def disk_uri(uri: Any) -> dict[str, Any]:
                    "(port 1-65535, no credentials)")
 
 
-def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = None) -> dict[str, Any]:
+def nic_record(spec: Mapping[str, Any], instance_uuid: str, index: int | None = None) -> NicRecord:
     """Validate a NIC spec ``{mac, uuid, network}`` into a runtime record.
 
     Without a uuid the NIC's identity derives from its MAC, or else from its
@@ -149,7 +150,7 @@ def nic_record(spec: dict[str, Any], instance_uuid: str, index: int | None = Non
     return {"uuid": dev_uuid, "mac": mac or mac_from_uuid(dev_uuid), "network": network_record(spec.get("network"))}
 
 
-def network_record(net: Any) -> dict[str, Any] | None:
+def network_record(net: Any) -> Network | None:
     if net is None:
         return None
     if not isinstance(net, dict):
@@ -166,11 +167,11 @@ def network_record(net: Any) -> dict[str, Any] | None:
                 raise KvmError(f"nic network {key} {net[key]!r} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)")
         if "ifname" not in net:
             raise KvmError("nic network type tap needs an 'ifname'")
-        return dict(net)
+        return cast(Network, dict(net))  # checked key by key above
     raise KvmError(f"nic network type {kind!r} is not one of: {', '.join(NETWORK_TYPES)}")
 
 
-def blockdev_args(disk: dict[str, Any], filename: str | None, host_device: bool = False) -> dict[str, Any]:
+def blockdev_args(disk: Mapping[str, Any], filename: str | None, host_device: bool = False) -> dict[str, object]:
     """QMP ``blockdev-add`` arguments (also ``-blockdev`` JSON): one node named like the device.
 
     A host file is a format node over the ``/dev/fdset/N`` the module handed
@@ -189,7 +190,7 @@ def blockdev_args(disk: dict[str, Any], filename: str | None, host_device: bool 
     }
 
 
-def netdev_args(nic: dict[str, Any], fd: str | None = None) -> dict[str, Any] | None:
+def netdev_args(nic: Mapping[str, Any], fd: str | None = None) -> dict[str, object] | None:
     """QMP ``netdev_add`` arguments (also ``-netdev`` JSON), or None for a NIC without a backend link.
 
     A tap is always handed over as a descriptor ``fd`` (a number at start, a
@@ -206,19 +207,19 @@ def netdev_args(nic: dict[str, Any], fd: str | None = None) -> dict[str, Any] | 
     return {"type": "tap", "id": dev_id, "fd": fd}
 
 
-def has_medium(disk: dict[str, Any]) -> bool:
+def has_medium(disk: Mapping[str, Any]) -> bool:
     """Whether the disk has a backend (an empty scsi-cd has none)."""
     return bool(disk.get("path") or disk.get("uri"))
 
 
-def disk_device_extra(disk: dict[str, Any]) -> dict[str, Any]:
+def disk_device_extra(disk: Mapping[str, Any]) -> dict[str, object]:
     return {"drive": disk["hvinfo"]["id"] if has_medium(disk) else None}
 
 
-def nic_device_extra(nic: dict[str, Any]) -> dict[str, Any]:
+def nic_device_extra(nic: Mapping[str, Any]) -> dict[str, object]:
     return {"netdev": nic["hvinfo"]["id"] if nic.get("network") else None, "mac": nic["mac"]}
 
 
-def public(dev: dict[str, Any]) -> dict[str, Any]:
+def public(dev: Mapping[str, Any]) -> dict[str, Any]:
     """What modules return for a device: its identity, id and hvinfo."""
     return {"uuid": dev["uuid"], "id": dev["hvinfo"]["id"], "hvinfo": dict(dev["hvinfo"])}

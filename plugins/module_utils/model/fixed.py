@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DeviceKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
@@ -47,10 +48,9 @@ def nics(runtime: Runtime) -> list[dict[str, Any]]:
     return [dev for dev in runtime.get("fixed", []) if dev.get("kind") == "nic"]
 
 
-def find(runtime: Runtime, kind: str, key: str, value: Any) -> dict[str, Any] | None:
-    """The fixed device of ``kind`` (disks, nics) whose ``key`` is ``value``."""
-    want = kind[:-1]
-    return next((d for d in runtime.get("fixed", []) if d.get("kind") == want and d.get(key) == value), None)
+def find(runtime: Runtime, kind: DeviceKind, key: str, value: Any) -> dict[str, Any] | None:
+    """The fixed device of ``kind`` whose ``key`` is ``value`` (a fixed device's kind is the noun: disk, nic)."""
+    return next((d for d in runtime.get("fixed", []) if d.get("kind") == kind.noun and d.get(key) == value), None)
 
 
 def reachable(uri: str) -> bool:

@@ -15,7 +15,7 @@ value.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Mapping, cast
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
@@ -43,10 +43,14 @@ def _is_bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+def _is_addr(value: Any) -> bool:
+    match = ADDR_RE.match(value) if isinstance(value, str) else None
+    return match is not None and int(match.group(1), 16) <= 0x1F
+
+
 # key -> (check, what a good value looks like)
 _VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "addr": (lambda v: isinstance(v, str) and bool(ADDR_RE.match(v)) and int(ADDR_RE.match(v).group(1), 16) <= 0x1F,  # type: ignore[union-attr]
-             "a PCI address 0x00-0x1f[.0-7]"),
+    "addr": (_is_addr, "a PCI address 0x00-0x1f[.0-7]"),
     "multifunction": (_is_bool, "true or false"),
     "channel": (_int_in(0, 0), "0"),
     "scsi-id": (_int_in(0, 255), "an integer 0-255"),
@@ -143,7 +147,7 @@ def options(head: str | None, props: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
-def device_args(hvinfo: HvInfo, **extra: Any) -> dict[str, Any]:
+def device_args(hvinfo: HvInfo, **extra: Any) -> dict[str, object]:
     """Typed arguments of the device (QMP ``device_add``, and ``-device`` as JSON); None extras are dropped."""
     info = cast("dict[str, Any]", hvinfo)
     args = {key: info[key] for key in KEY_ORDER if key in info}
@@ -164,21 +168,32 @@ def ide_hvinfo(driver: str, dev_id: str, bus: str, unit: int) -> HvInfo:
     return {"driver": driver, "id": check_id(dev_id), "bus": bus, "unit": unit}
 
 
-def pci_addr(hvinfo: Mapping[str, Any]) -> tuple[int, int] | None:
-    """(slot, function) of a PCI hvinfo, None for non-PCI devices or an unaddressed controller."""
+class PciAddr(NamedTuple):
+    """Where a PCI device sits on its bus; QEMU reports it as ``devfn``."""
+
+    slot: int
+    function: int
+
+    @property
+    def devfn(self) -> int:
+        return self.slot << 3 | self.function
+
+
+def pci_addr(hvinfo: Mapping[str, Any]) -> PciAddr | None:
+    """The address of a PCI hvinfo, None for non-PCI devices or an unaddressed controller."""
     addr = hvinfo.get("addr")
     if addr is None:
         return None
     match = ADDR_RE.match(str(addr))
     if not match:
         raise KvmError(f"device {hvinfo.get('id')}: bad PCI addr {addr!r}")
-    return int(match.group(1), 16), int(match.group(2) or 0)
+    return PciAddr(int(match.group(1), 16), int(match.group(2) or 0))
 
 
 def pci_slot(hvinfo: Mapping[str, Any]) -> int | None:
     """The slot number of a PCI hvinfo, None for non-PCI devices."""
     addr = pci_addr(hvinfo)
-    return None if addr is None else addr[0]
+    return None if addr is None else addr.slot
 
 
 def is_pci(hvinfo: Mapping[str, Any]) -> bool:

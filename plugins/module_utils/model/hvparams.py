@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 
@@ -98,7 +98,7 @@ def _check_str(key: str, value: Any) -> None:
         raise KvmError(f"hvparam {key} must be a string, got {type(value).__name__}")
 
 
-def normalize(hvparams: dict[str, Any] | None, base: dict[str, Any] | None = None) -> dict[str, Any]:
+def normalize(hvparams: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge ``hvparams`` over ``base`` (or DEFAULTS), validate and return a new dict.
 
     Unknown keys, unknown values and wrong types are KvmError. ``scsi`` is
@@ -157,7 +157,7 @@ def normalize(hvparams: dict[str, Any] | None, base: dict[str, Any] | None = Non
     return merged
 
 
-def extra_args(hvparams: dict[str, Any]) -> list[str]:
+def extra_args(hvparams: Mapping[str, Any]) -> list[str]:
     """``kvm_extra`` split like a shell would, without ever running one."""
     try:
         return shlex.split(hvparams.get("kvm_extra") or "")
@@ -165,26 +165,26 @@ def extra_args(hvparams: dict[str, Any]) -> list[str]:
         raise KvmError(f"hvparam kvm_extra cannot be split: {err}") from None
 
 
-def is_q35(hvparams: dict[str, Any]) -> bool:
+def is_q35(hvparams: Mapping[str, Any]) -> bool:
     return "q35" in str(hvparams["machine_type"])
 
 
-def root_bus(hvparams: dict[str, Any]) -> str:
+def root_bus(hvparams: Mapping[str, Any]) -> str:
     return PCIE_BUS if is_q35(hvparams) else PCI_BUS
 
 
-def is_scsi(hvparams: dict[str, Any]) -> bool:
+def is_scsi(hvparams: Mapping[str, Any]) -> bool:
     return hvparams["disk_type"] in SCSI_DISK_TYPES
 
 
-def disk_driver(hvparams: dict[str, Any], disk_type: str | None = None) -> str:
+def disk_driver(hvparams: Mapping[str, Any], disk_type: str | None = None) -> str:
     return DISK_DRIVERS[disk_type or hvparams["disk_type"]]
 
 
-def nic_driver(hvparams: dict[str, Any]) -> str:
+def nic_driver(hvparams: Mapping[str, Any]) -> str:
     return NIC_DRIVERS[hvparams["nic_type"]]
 
 
-def scsi_controller(hvparams: dict[str, Any]) -> tuple[str, int]:
+def scsi_controller(hvparams: Mapping[str, Any]) -> tuple[str, int]:
     """(QEMU driver, highest usable scsi-id) of the instance's SCSI controller."""
     return SCSI_CONTROLLERS[hvparams["scsi_controller_type"]]

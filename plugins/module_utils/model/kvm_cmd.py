@@ -9,13 +9,13 @@ Pure: it is part of the record a new runtime is built from (``store.construct``)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 
 
-def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any]) -> list[str]:
+def fixed_argv(binary: str, name: str, uuid: str, memory: int, vcpus: int, hvparams: Mapping[str, Any]) -> list[str]:
     """Everything but devices, extras and host plumbing (the runtime's ``kvm_cmd``)."""
     argv = [
         binary,

@@ -12,17 +12,30 @@ addresses a new start keeps.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import Any, Mapping, Sequence, TypedDict, TypeVar
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvinfo, hvparams
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import KINDS, DeviceKind
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, NicRecord, Runtime
 
 MIN_MEMORY = 128  # a current distribution kernel does not boot in less (the test guest needs 88 MiB)
+R = TypeVar("R", DiskRecord, NicRecord)
 
 
-def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
+class Spec(TypedDict):
+    """An instance as ``kvm_instance`` asks for it: validated, its devices records not yet placed."""
+
+    name: str
+    uuid: str
+    memory: int
+    vcpus: int
+    hvparams: Mapping[str, Any]
+    disks: list[DiskRecord]
+    nics: list[NicRecord]
+
+
+def requested_spec(params: Mapping[str, Any]) -> Spec:
     """Validate the module parameters into an instance spec (pure)."""
     name = params["name"]
     uuid = devices.instance_uuid(name, hvinfo.check_uuid(params["uuid"], "instance uuid") if params.get("uuid") else None)
@@ -32,8 +45,9 @@ def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
     hvp = hvparams.normalize(params.get("hvparams") or {})
     disks = [devices.disk_record(d, uuid) for d in params.get("disks") or []]
     nics = [devices.nic_record(n, uuid, i) for i, n in enumerate(params.get("nics") or [])]
-    for kind, items, key in (("disk", disks, "uuid"), ("disk", disks, "path"), ("disk", disks, "uri"), ("nic", nics, "uuid"),
-                             ("nic", nics, "mac")):
+    unique: list[tuple[str, Sequence[Mapping[str, Any]], str]] = [
+        ("disk", disks, "uuid"), ("disk", disks, "path"), ("disk", disks, "uri"), ("nic", nics, "uuid"), ("nic", nics, "mac")]
+    for kind, items, key in unique:
         values = [item[key] for item in items if item.get(key) is not None]
         dup = {v for v in values if values.count(v) > 1}
         if dup:
@@ -44,14 +58,6 @@ def requested_spec(params: dict[str, Any]) -> dict[str, Any]:
 
 DISK_KEYS = ("uuid", "path", "uri", "format", "mode", "type")
 NIC_KEYS = ("uuid", "mac", "network")
-
-
-def _dev_key(dev: Any, kind: str, hvp: dict[str, Any]) -> tuple[Any, ...]:
-    """A device's identity and properties, hashable; a network by its sorted JSON, so key order
-    (the runtime file is written sorted) never makes two equal networks differ."""
-    if kind == "disks":
-        return (*(dev.get(k) for k in DISK_KEYS[:-1]), allocator.disk_type(dev, hvp))
-    return (dev["uuid"], dev["mac"], json.dumps(dev.get("network"), sort_keys=True))
 
 
 def summary(spec: Any) -> dict[str, Any]:
@@ -65,22 +71,23 @@ def summary(spec: Any) -> dict[str, Any]:
     }
 
 
-def differences(rt: Any, spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+def differences(rt: Any, spec: Spec) -> tuple[list[str], list[str]]:
     """(pending spec changes, device list changes) between a runtime and a request."""
-    pending = [f"{key}: {rt.get(key)!r} -> {spec[key]!r}" for key in ("memory", "vcpus") if rt.get(key) != spec[key]]
+    pending = [f"{key}: {rt.get(key)!r} -> {want!r}" for key, want in (("memory", spec["memory"]), ("vcpus", spec["vcpus"]))
+               if rt.get(key) != want]
     pending += [f"hvparams.{key}: {rt['hvparams'].get(key)!r} -> {value!r}"
                 for key, value in spec["hvparams"].items() if rt["hvparams"].get(key) != value]
     device_changes = []
-    for kind, module in (("disks", "kvm_disk_hotplug"), ("nics", "kvm_nic_hotplug")):
-        have = {_dev_key(d, kind, rt["hvparams"]) for d in rt[kind]}
-        want = {_dev_key(d, kind, spec["hvparams"]) for d in spec[kind]}
+    for kind in KINDS:
+        have = {kind.key(d, rt["hvparams"]) for d in rt[kind.name]}
+        want = {kind.key(d, spec["hvparams"]) for d in spec[kind.name]}
         if have != want:
-            device_changes.append(f"{kind} differ from the running instance ({len(want - have)} to add, "
-                                  f"{len(have - want)} to remove): use kvmhv.qemu.{module} on a running instance")
+            device_changes.append(f"{kind.name} differ from the running instance ({len(want - have)} to add, "
+                                  f"{len(have - want)} to remove): use kvmhv.qemu.{kind.module} on a running instance")
     return pending, device_changes
 
 
-def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
+def kept_controllers(old: Runtime, hvp: Mapping[str, Any]) -> list[Any]:
     """The recorded controllers a new start keeps: all of them on the same machine family,
     SCSI controllers only while they are of the instance's controller type."""
     if hvparams.is_q35(old["hvparams"]) != hvparams.is_q35(hvp):
@@ -89,7 +96,8 @@ def kept_controllers(old: Runtime, hvp: dict[str, Any]) -> list[Any]:
     return [dict(c) for c in old.get("controllers", []) if c["kind"] != "scsi" or c["hvinfo"]["driver"] == driver]
 
 
-def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any], kind: str, buses: set[str]) -> list[dict[str, Any]]:
+def merge_devices(old: Sequence[Mapping[str, Any]], new: list[R], hvp: Mapping[str, Any], kind: DeviceKind,
+                  buses: set[str]) -> list[R]:
     """New device records that keep the recorded hvinfo of devices already known.
 
     A recorded hvinfo is kept when the same uuid is asked for again with the
@@ -98,15 +106,15 @@ def merge_devices(old: list[Any], new: list[dict[str, Any]], hvp: dict[str, Any]
     """
     recorded = {d["uuid"]: d for d in old}
     window_start = hvp["kvm_pci_reservations"]
-    merged = []
+    merged: list[R] = []
     for dev in new:
         prev = recorded.get(dev["uuid"])
         info = prev.get("hvinfo") if prev else None
-        if kind == "disks":
-            driver = hvparams.disk_driver(hvp, allocator.disk_type(dev, hvp))
+        if info is not None and info["driver"] == kind.driver(dev, hvp) and info["bus"] in buses and not (
+                info["bus"] == hvparams.root_bus(hvp) and (hvinfo.pci_slot(info) or 0) < window_start):
+            kept = dev.copy()
+            kept["hvinfo"] = info
+            merged.append(kept)
         else:
-            driver = hvparams.nic_driver(hvp)
-        fits = info is not None and info["driver"] == driver and info["bus"] in buses and not (
-            info["bus"] == hvparams.root_bus(hvp) and (hvinfo.pci_slot(info) or 0) < window_start)
-        merged.append({**dev, "hvinfo": info} if fits else dev)
+            merged.append(dev)
     return merged

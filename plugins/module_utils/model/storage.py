@@ -22,10 +22,10 @@ Everything here is pure: QMP arguments and checks, no I/O.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import CreatedImage, Runtime
 
 COPY_FORMATS = ("raw", "qcow2")
 NODE_PREFIX = "kvmhv-nbd"
@@ -65,7 +65,7 @@ def copied_disks(rt: Runtime, shared_dirs: Any = None) -> list[dict[str, Any]]:
             and not os.path.normpath(str(d["path"])).startswith(shared)]
 
 
-def plan_images(rt: Runtime, sizes: dict[str, Any] | None, shared_dirs: Any = None) -> list[tuple[dict[str, Any], int]]:
+def plan_images(rt: Runtime, sizes: Mapping[str, Any] | None, shared_dirs: Any = None) -> list[tuple[dict[str, Any], int]]:
     """(disk, virtual size in bytes) of every image the target creates; a KvmError names what is wrong.
 
     ``sizes`` maps disk uuid to the virtual size kvm_instance_info reports on the source.
@@ -114,7 +114,7 @@ def server_args(host: str, port: int, exports: int) -> dict[str, Any]:
     return {"addr": {"type": "inet", "data": {"host": nbd_host(host), "port": str(port)}}, "max-connections": max(1, exports)}
 
 
-def export_args(disk: dict[str, Any]) -> dict[str, Any]:
+def export_args(disk: Mapping[str, Any]) -> dict[str, Any]:
     """``block-export-add``: the target's disk node, writable, named like the device."""
     dev_id = disk["hvinfo"]["id"]
     return {"type": "nbd", "id": dev_id, "node-name": dev_id, "name": dev_id, "writable": True}
@@ -128,19 +128,19 @@ def job_id(index: int) -> str:
     return f"{JOB_PREFIX}{index}"
 
 
-def client_args(index: int, disk: dict[str, Any], host: str, port: int) -> dict[str, Any]:
+def client_args(index: int, disk: Mapping[str, Any], host: str, port: int) -> dict[str, Any]:
     """``blockdev-add`` on the source: an NBD client node for the target's export of ``disk``."""
     return {"driver": "nbd", "node-name": node_name(index), "export": disk["hvinfo"]["id"],
             "server": {"type": "inet", "host": nbd_host(host), "port": str(port)}}
 
 
-def mirror_args(index: int, disk: dict[str, Any]) -> dict[str, Any]:
+def mirror_args(index: int, disk: Mapping[str, Any]) -> dict[str, Any]:
     """``blockdev-mirror`` of the source's disk node into its NBD client node."""
     return {"job-id": job_id(index), "device": disk["hvinfo"]["id"], "target": node_name(index), "sync": "full",
             "copy-mode": COPY_MODE, "auto-finalize": True, "auto-dismiss": True}
 
 
-def check_created(records: Any) -> list[dict[str, Any]]:
+def check_created(records: Any) -> list[CreatedImage]:
     """The runtime's ``created_images`` (images a migration target made), strictly checked.
 
     It decides what ``state=absent`` deletes, so a damaged entry is an error,

@@ -32,10 +32,11 @@ name that already has a runtime file here is refused.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import drift
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, locate, open_session
@@ -50,7 +51,7 @@ KEYS = ("runtime", "qmp", "pidfile")
 _CONTAINERS = ("/machine/peripheral-anon", "/machine/unattached")
 
 
-def _spec(params: dict[str, Any]) -> dict[str, str]:
+def _spec(params: Mapping[str, Any]) -> dict[str, str]:
     spec = params["adopt"]
     if params["state"] != "running":
         raise KvmError("adopt takes over a running QEMU: use it with state=running")
@@ -70,7 +71,7 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
     """Everything the comparison needs from QEMU, in two pipelined bursts."""
     names = ("query-name", "query-uuid", "query-pci", "query-block", "query-fdsets", "query-memory-size-summary",
              "query-cpus-fast")
-    first: list[tuple[str, dict[str, Any] | None]] = [(name, None) for name in names]
+    first: list[qmp.Command] = [(name, None) for name in names]
     first += [("qom-list", {"path": path}) for path in ("/machine/peripheral", *_CONTAINERS)]
     answers = await mon.batch(first)
     for answer in answers[:len(names) + 1]:
@@ -84,7 +85,7 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
             anonymous.update({f"{path}/{dev}": kind for dev, kind in query.peripherals(answer).items()
                               if kind in hvp.NIC_DRIVERS.values()})
     asks = drift.placement_questions(live["present"])
-    gets: list[tuple[str, dict[str, Any] | None]] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
+    gets: list[qmp.Command] = [("qom-get", {"path": path, "property": "mac"}) for path in anonymous]
     gets += [("qom-get", {"path": path, "property": prop}) for _id, prop, path in asks]
     got = await mon.batch(gets) if gets else []
     live["anon_nics"] = [(kind, got[pos]) for pos, kind in enumerate(anonymous.values()) if isinstance(got[pos], str)]
@@ -97,10 +98,10 @@ async def _live(mon: qmp.Monitor) -> dict[str, Any]:
     return live
 
 
-def _window(rt: dict[str, Any], live: dict[str, Any]) -> tuple[int, int]:
+def _window(rt: Runtime, live: Mapping[str, Any]) -> tuple[int, int]:
     """(the recorded first hotplug slot, the one the adopted layout needs)."""
     # devices the runtime gives an address; QEMU placed everything else (a Ganeti SCSI controller too)
-    recorded = {d["hvinfo"]["id"] for kind in ("controllers", "disks", "nics") for d in rt.get(kind, []) if "addr" in d["hvinfo"]}
+    recorded = {info["id"] for info in kinds.all_hvinfo(rt) if "addr" in info}
     taken = [dev["slot"] for bus in live["query-pci"] if bus.get("bus") == 0 for dev in bus.get("devices", [])
              if dev.get("qdev_id") not in recorded]
     top = max(taken, default=hvp.MIN_PCI_RESERVATIONS - 1) + 1
@@ -110,7 +111,7 @@ def _window(rt: dict[str, Any], live: dict[str, Any]) -> tuple[int, int]:
     return have, min(max(floor, top, hvp.MIN_PCI_RESERVATIONS), hvp.PCI_LAST_SLOT + 1)
 
 
-def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
+def compare(rt: Runtime, pid: int, live: Mapping[str, Any]) -> list[str]:
     """Every difference between the runtime and the live QEMU (empty when they agree)."""
     problems: list[str] = []
     name = (live.get("query-name") or {}).get("name")
@@ -126,7 +127,7 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
     if rt.get("vcpus") and isinstance(cpus, list) and len(cpus) != rt["vcpus"]:
         problems.append(f"QEMU has {len(cpus)} vcpus, the runtime says {rt['vcpus']}")
     blocks = query.blocks_by_device(live["query-block"])
-    problems += drift.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),  # type: ignore[arg-type]
+    problems += drift.compare(rt, pid, live["present"], live["placed"], query.pci_devices(live["query-pci"]),
                               blocks, query.fdset_fds(live["query-fdsets"]))
     anon_nics = list(live["anon_nics"])
     for dev in rt.get("fixed", []):
@@ -137,7 +138,7 @@ def compare(rt: dict[str, Any], pid: int, live: dict[str, Any]) -> list[str]:
             else:
                 problems.append(f"nic {dev['mac']} ({dev['driver']}, placed by QEMU): QEMU has no such NIC without an id")
     problems += [f"QEMU has {kind} {mac} without an id, missing from the runtime" for kind, mac in anon_nics]
-    recorded = {d["hvinfo"]["id"] for kind in ("disks", "nics") for d in rt[kind]}
+    recorded = {d["hvinfo"]["id"] for kind in kinds.KINDS for d in kind.records(rt)}
     files = [(b, (b.get("inserted") or {}).get("file")) for b in live["query-block"]
              if b.get("inserted") and query.qdev_id(b.get("qdev")) not in recorded]
     kvm_cmd = " ".join(rt["kvm_cmd"])
@@ -178,12 +179,12 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
         raise KvmError(f"adopt: no QEMU runs for pid file {spec['pidfile']} (its process must name that pid file "
                        "on its command line, as QEMU's -pidfile does)")
     live = await _live(await session.monitor())
-    have, need = _window(dict(rt), live)
+    have, need = _window(rt, live)
     notes = ganeti_notes(dict(rt))
     if need != have:
         rt["hvparams"]["kvm_pci_reservations"] = need
         notes.append(f"hotplug window moved from slot {have:#04x} to {need:#04x}: QEMU placed devices up to {need - 1:#04x}")
-    problems = compare(dict(rt), pid, live)
+    problems = compare(rt, pid, live)
     if problems:
         raise KvmError(f"adopt: runtime file {spec['runtime']} does not match the QEMU running as pid {pid}: "
                        + "; ".join(problems))

@@ -31,10 +31,11 @@ device that stayed (and the task then fails naming it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.spec import Spec
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
@@ -43,14 +44,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-KINDS = ("disks", "nics")
-
 
 @dataclass
 class Plan:
     removes: list[Item] = field(default_factory=list)
     adds: list[Item] = field(default_factory=list)  # controllers first, then disks and NICs in list order
-    media: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)  # (recorded cd, wanted medium)
+    media: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = field(default_factory=list)  # (recorded cd, wanted medium)
     kept: list[str] = field(default_factory=list)  # ids the lists lack, left alone without purge
 
     @property
@@ -66,35 +65,27 @@ class Plan:
         }
 
 
-def wanted_properties(kind: str, want: dict[str, Any], hvparams: dict[str, Any]) -> dict[str, Any]:
-    """Everything a list item fixes about a device besides its identity."""
-    if kind == "disks":
-        return {"path": want.get("path"), "uri": want.get("uri"), "format": want["format"], "mode": want["mode"],
-                "type": allocator.disk_type(want, hvparams)}
-    return {"mac": want["mac"], "network": want.get("network")}
-
-
-def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
+def plan(rt: Runtime, spec: Spec, purge: bool) -> Plan:
     """What to unplug, plug and change (pure: the runtime is not changed)."""
     result = Plan()
     problems: list[str] = []
     remaining = runtime_file.copy(rt)
     for kind in KINDS:
-        wanted = {dev["uuid"]: dev for dev in spec[kind]}
-        for dev in rt[kind]:  # type: ignore[literal-required]
+        wanted = {dev["uuid"]: dev for dev in spec[kind.name]}
+        for dev in kind.records(rt):
             if dev["uuid"] not in wanted:
                 if purge:
-                    result.removes.append(Item(kind, dict(dev)))
+                    result.removes.append(Item(kind.name, dict(dev)))
                 else:
                     result.kept.append(dev["hvinfo"]["id"])
-        remaining[kind] = [d for d in remaining[kind] if not (purge and d["uuid"] not in wanted)]  # type: ignore[literal-required]
-        recorded = {dev["uuid"]: dev for dev in rt[kind]}  # type: ignore[literal-required]
-        for want in spec[kind]:
+        kind.set_records(remaining, [d for d in kind.records(remaining) if not (purge and d["uuid"] not in wanted)])
+        recorded = {dev["uuid"]: dev for dev in kind.records(rt)}
+        for want in spec[kind.name]:
             have = recorded.get(want["uuid"])
             if have is None:
                 continue
-            differs = tx.mismatch(kind, dict(have), wanted_properties(kind, want, rt["hvparams"]))
-            if kind == "disks" and media.medium_change(dict(have), differs):
+            differs = kind.mismatch(have, kind.wanted(want, rt["hvparams"]))
+            if kind is DISKS and media.medium_change(have, differs):
                 result.media.append((dict(have), want))
             elif differs:
                 problems.append(f"{have['hvinfo']['id']} differs: {', '.join(differs)}")
@@ -103,11 +94,11 @@ def plan(rt: Runtime, spec: dict[str, Any], purge: bool) -> Plan:
                        "unplug and plug them again, or change them at the next start")
     state = construct.bus_state(remaining)
     for kind in KINDS:
-        known = {dev["uuid"] for dev in rt[kind]}  # type: ignore[literal-required]
-        for want in spec[kind]:
+        known = {dev["uuid"] for dev in kind.records(rt)}
+        for want in spec[kind.name]:
             if want["uuid"] in known:
                 continue
-            result.adds += tx.place(state, kind, dict(want), rt["hvparams"])
+            result.adds += tx.place(state, kind, dict(want))
     return result
 
 
@@ -116,17 +107,16 @@ def after(rt: Runtime, the_plan: Plan) -> Runtime:
     result = runtime_file.copy(rt)
     gone = {item.id for item in the_plan.removes}
     for kind in KINDS:
-        result[kind] = [d for d in result[kind] if d["hvinfo"]["id"] not in gone]  # type: ignore[literal-required]
-    for item in the_plan.adds:
-        result.setdefault(item.kind, []).append(item.record)  # type: ignore[misc]
+        kind.set_records(result, [d for d in kind.records(result) if d["hvinfo"]["id"] not in gone])
+    result = tx.with_items(result, the_plan.adds)
     for cd, want in the_plan.media:
         for disk in result["disks"]:
             if disk["uuid"] == cd["uuid"]:
-                disk.update(media.medium(want, dict(disk)))  # type: ignore[typeddict-item]
+                media.put(disk, media.medium(want, disk))
     return result
 
 
-async def execute(session: Session, mon: qmp.Monitor, rt: Runtime, the_plan: Plan, spec: dict[str, Any],
+async def execute(session: Session, mon: qmp.Monitor, rt: Runtime, the_plan: Plan, spec: Spec,
                   timeout: float) -> Runtime:
     """Carry out ``the_plan`` (made by ``plan`` from ``rt`` and ``spec``); returns the runtime as saved.
     Unplugs first, media changes, then one burst of adds. If an unplug failed, the adds are placed again

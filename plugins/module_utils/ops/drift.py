@@ -14,14 +14,15 @@ adoption refuses a QEMU with any.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime, records
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS, DeviceKind
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 DEVICE_DRIVERS = hvp.PCI_DEVICE_DRIVERS | hvp.SCSI_DEVICE_DRIVERS | hvp.IDE_DEVICE_DRIVERS
 
@@ -35,7 +36,7 @@ def same_file(a: str, b: str) -> bool | None:
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def _backing(block: dict[str, Any], pid: int, fdsets: dict[int, list[int]]) -> str | None:
+def _backing(block: Mapping[str, Any], pid: int, fdsets: dict[int, list[int]]) -> str | None:
     """A path naming the file QEMU really uses for a disk (its descriptor in /proc), if known."""
     name = (block.get("inserted") or {}).get("file") or ""
     if name.startswith("/dev/fdset/"):
@@ -59,7 +60,7 @@ def placement_questions(present: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, dict[str, Any]],
-            root_slots: dict[int, dict[str, Any]], blocks: dict[str, dict[str, Any]], fdsets: dict[int, list[int]]) -> list[str]:
+            root_slots: dict[int, dict[str, Any]], blocks: dict[str, Mapping[str, Any]], fdsets: dict[int, list[int]]) -> list[str]:
     """Differences between QEMU's answers and the runtime, both ways (pure but for the file identity check).
 
     ``placed`` is device id -> {"bus": name, "addr": devfn, "scsi-id": n} as QEMU reports it.
@@ -68,38 +69,38 @@ def compare(rt: Runtime, pid: int, present: dict[str, str], placed: dict[str, di
     recorded: set[str] = set()
     known_slots: set[int] = set()
     root = hvp.root_bus(rt["hvparams"])
-    for kind in ("controllers", "disks", "nics"):
-        for dev in records(rt, kind):
-            info = dev["hvinfo"]
-            dev_id = info["id"]
-            recorded.add(dev_id)
-            if dev_id not in present:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has no such device")
+    placed_devices: list[tuple[DeviceKind | None, Mapping[str, Any]]] = [(None, ctl) for ctl in rt.get("controllers", [])]
+    placed_devices += [(kind, dev) for kind in KINDS for dev in kind.records(rt)]
+    for device_kind, dev in placed_devices:
+        info = dev["hvinfo"]
+        dev_id = info["id"]
+        recorded.add(dev_id)
+        if dev_id not in present:
+            problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has no such device")
+            continue
+        got = placed.get(dev_id, {})
+        if got.get("bus") == root and isinstance(got.get("addr"), int):
+            known_slots.add(got["addr"] >> 3)
+        if present[dev_id] != info["driver"]:
+            problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
+        if got.get("bus") != info["bus"]:
+            problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
+        elif (pci := hvi.pci_addr(info)) is not None and isinstance(got.get("addr"), int):
+            if got["addr"] != pci.devfn:
+                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
+                                f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
+        elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:
+            problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {got.get('scsi-id')}")
+        if device_kind is DISKS and dev.get("path"):
+            block = blocks.get(dev_id)
+            if block is None:
+                problems.append(f"{dev_id}: QEMU has no disk attached to it")
                 continue
-            got = placed.get(dev_id, {})
-            if got.get("bus") == root and isinstance(got.get("addr"), int):
-                known_slots.add(got["addr"] >> 3)
-            if present[dev_id] != info["driver"]:
-                problems.append(f"{dev_id}: runtime says driver {info['driver']}, QEMU has {present[dev_id]}")
-            if got.get("bus") != info["bus"]:
-                problems.append(f"{dev_id}: runtime has it on bus {info['bus']}, QEMU has it on {got.get('bus')}")
-            elif hvi.is_pci(info) and isinstance(got.get("addr"), int):
-                slot, function = hvi.pci_addr(info)  # type: ignore[misc]
-                if got["addr"] != slot << 3 | function:
-                    problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at slot "
-                                    f"{got['addr'] >> 3:#04x}.{got['addr'] & 7}")
-            elif hvi.is_scsi(info) and got.get("scsi-id") != info["scsi-id"]:
-                problems.append(f"{dev_id}: runtime has it at {hvi.where(info)}, QEMU has it at scsi-id {got.get('scsi-id')}")
-            if kind == "disks" and dev.get("path"):
-                block = blocks.get(dev_id)
-                if block is None:
-                    problems.append(f"{dev_id}: QEMU has no disk attached to it")
-                    continue
-                backing = _backing(block, pid, fdsets)
-                same = same_file(backing, dev["path"]) if backing else None
-                if same is False:
-                    real = os.path.realpath(backing) if backing else "?"
-                    problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
+            backing = _backing(block, pid, fdsets)
+            same = same_file(backing, dev["path"]) if backing else None
+            if same is False:
+                real = os.path.realpath(backing) if backing else "?"
+                problems.append(f"{dev_id}: QEMU's disk is {real}, the runtime says {dev['path']}")
     reported: set[str] = set()
     for dev_id, kind in sorted(present.items()):
         if dev_id not in recorded and (kind in DEVICE_DRIVERS or hvi.driver_kind(kind) is not None):

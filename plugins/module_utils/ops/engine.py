@@ -30,14 +30,16 @@ from __future__ import annotations
 import asyncio
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import DEVICE_NOT_FOUND, KvmError, QmpClosed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import kinds
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, NICS, DeviceKind, RecordKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query, tap
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Command, Monitor
 
 DELETE_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR")
 REREQUEST_EVERY = 5.0  # seconds without DEVICE_DELETED before device_del is sent again
@@ -47,7 +49,7 @@ REREQUEST_EVERY = 5.0  # seconds without DEVICE_DELETED before device_del is sen
 class Item:
     """One device of a burst: ``kind`` is ``disks`` or ``nics``."""
 
-    kind: str
+    kind: RecordKind
     record: dict[str, Any]
     fdset: int | None = None  # the disk's fdset in QEMU, once handed over
     fdname: str | None = None  # the tap's named descriptor in QEMU, once handed over
@@ -58,29 +60,26 @@ class Item:
         return str(self.record["hvinfo"]["id"])
 
     @property
+    def device_kind(self) -> DeviceKind | None:
+        """The disk or NIC kind; None for a controller (no backend, nothing handed over)."""
+        return kinds.of(self.kind)
+
+    @property
     def is_tap(self) -> bool:
-        return self.kind == "nics" and (self.record.get("network") or {}).get("type") == "tap"
+        return self.device_kind is NICS and (self.record.get("network") or {}).get("type") == "tap"
 
     @property
     def has_file(self) -> bool:
         """A disk on a host file: handed over as an fdset."""
-        return self.kind == "disks" and bool(self.record.get("path"))
+        return self.device_kind is DISKS and bool(self.record.get("path"))
 
-    def backend(self) -> tuple[str, dict[str, Any]] | None:
-        if self.kind == "disks":
-            if not devices.has_medium(self.record):
-                return None
-            return "blockdev-add", devices.blockdev_args(self.record, f"/dev/fdset/{self.fdset}", self.block_device)
-        if self.kind == "nics":
-            args = devices.netdev_args(self.record, self.fdname)
-            return ("netdev_add", args) if args else None
-        return None
+    def backend(self) -> tuple[str, dict[str, object]] | None:
+        kind = self.device_kind
+        return kind.backend(self.record, self.fdset, self.fdname, self.block_device) if kind else None
 
-    def device(self) -> dict[str, Any]:
-        if self.kind == "controllers":
-            return hvi.device_args(self.record["hvinfo"])
-        extra = devices.disk_device_extra(self.record) if self.kind == "disks" else devices.nic_device_extra(self.record)
-        return hvi.device_args(self.record["hvinfo"], **extra)
+    def device(self) -> dict[str, object]:
+        kind = self.device_kind
+        return hvi.device_args(self.record["hvinfo"], **(kind.device_extra(self.record) if kind else {}))
 
 
 class PlugFailed(KvmError):
@@ -89,7 +88,7 @@ class PlugFailed(KvmError):
     clean = True
 
 
-async def _hand_over(mon: Monitor, item: Item, hvparams: dict[str, Any]) -> None:
+async def _hand_over(mon: Monitor, item: Item, hvparams: Mapping[str, Any]) -> None:
     """Open the item's disk or tap here and pass it to QEMU (one round trip: fds cannot be pipelined)."""
     if item.has_file:
         fd, item.block_device = host.open_disk(item.record, hvparams)
@@ -112,21 +111,18 @@ async def _hand_over(mon: Monitor, item: Item, hvparams: dict[str, Any]) -> None
 
 async def _release(mon: Monitor, items: list[Item], fdsets: dict[str, list[int]] | None = None) -> None:
     """Best effort: remove the items' backends and descriptors (their devices are gone)."""
-    burst: list[tuple[str, dict[str, Any] | None]] = []
+    burst: list[Command] = []
     for item in items:
-        if item.kind == "disks":
-            burst.append(("blockdev-del", {"node-name": item.id}))
+        kind = item.device_kind
+        if kind is not None:
             sets = {item.fdset} if item.fdset is not None else set()
             sets.update((fdsets or {}).get(item.id, []))
-            burst += [("remove-fd", {"fdset-id": s}) for s in sorted(sets)]
-        elif item.kind == "nics":
-            burst.append(("netdev_del", {"id": item.id}))
-            burst.append(("closefd", {"fdname": item.id}))
+            burst += kind.release(item.id, sorted(sets))
     if burst:
         await mon.batch(burst)
 
 
-def _placement_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
+def _placement_queries(item: Item) -> list[Command]:
     """qom-get questions whose answers say where QEMU put the item's device."""
     path = f"{query.PERIPHERAL}{item.id}"
     info = item.record["hvinfo"]
@@ -134,7 +130,7 @@ def _placement_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
     return [("qom-get", {"path": path, "property": prop}) for prop in props]
 
 
-def _backing_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
+def _backing_queries(item: Item) -> list[Command]:
     """The question whose answer names the block node behind the item's device (disks with a medium).
 
     One ``qom-get`` per new disk, not a ``query-block`` of every drive: the
@@ -142,7 +138,7 @@ def _backing_queries(item: Item) -> list[tuple[str, dict[str, Any] | None]]:
     The node was made in the same burst from the descriptor handed over (a
     ``blockdev-add`` of a name that exists fails), so naming it proves the file.
     """
-    if item.kind == "disks" and devices.has_medium(item.record):
+    if item.device_kind is DISKS and devices.has_medium(item.record):
         return [("qom-get", {"path": f"{query.PERIPHERAL}{item.id}", "property": "drive"})]
     return []
 
@@ -157,9 +153,9 @@ def _verify(item: Item, answers: list[Any]) -> str | None:
     bus = query.bus_name(placed[0])
     if bus != info["bus"]:
         return f"QEMU put {item.id} on bus {bus}, not {info['bus']}"
-    if hvi.is_pci(info):
-        slot, function = hvi.pci_addr(info)  # type: ignore[misc]
-        if placed[1] != slot << 3 | function:
+    pci = hvi.pci_addr(info)
+    if pci is not None:
+        if placed[1] != pci.devfn:
             return f"QEMU put {item.id} at devfn {placed[1]:#x}, not {hvi.where(info)}"
     elif hvi.is_scsi(info) and placed[1] != info["scsi-id"]:
         return f"QEMU put {item.id} at scsi-id {placed[1]}, not {info['scsi-id']}"
@@ -184,7 +180,7 @@ async def _occupant(mon: Monitor, item: Item) -> str | None:
     others = [i for i in present if i != item.id]
     if not others:
         return None  # nothing else there: no drift, and no round trip
-    questions: list[tuple[str, dict[str, Any] | None]] = []
+    questions: list[Command] = []
     for dev_id in others:
         questions += _placement_queries(Item("disks", {"hvinfo": {**info, "id": dev_id}}))
     answers = await mon.batch(questions)
@@ -200,7 +196,7 @@ async def _occupant(mon: Monitor, item: Item) -> str | None:
     return None
 
 
-async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug_timeout: float) -> None:
+async def plug(mon: Monitor, items: list[Item], hvparams: Mapping[str, Any], unplug_timeout: float) -> None:
     """Add every item, verified; on any failure nothing of the burst stays (PlugFailed)."""
     handed: list[Item] = []
     added: list[Item] = []
@@ -209,11 +205,11 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
             handed.append(item)
             await _hand_over(mon, item, hvparams)
         faults.point("fds-passed")
-        burst: list[tuple[str, dict[str, Any] | None]] = []
+        burst: list[Command] = []
         for item in items:
             backend = item.backend()
             burst += ([backend] if backend else []) + [("device_add", item.device())]
-        queries: list[tuple[str, dict[str, Any] | None]] = []
+        queries: list[Command] = []
         for item in items:
             queries += _placement_queries(item) + _backing_queries(item)
         answers = await mon.batch(burst + queries)
@@ -221,10 +217,10 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
         pos = 0
         failure: KvmError | None = None
         for item in items:
-            step = "blockdev-add" if item.kind == "disks" else "netdev_add"  # the only backends there are
-            if item.backend():
+            kind = item.device_kind
+            if kind is not None and item.backend():
                 if isinstance(answers[pos], KvmError) and failure is None:
-                    failure = answers[pos].with_step(step)
+                    failure = answers[pos].with_step(kind.backend_step)
                 pos += 1
             if isinstance(answers[pos], KvmError):
                 if failure is None:
@@ -257,7 +253,7 @@ async def plug(mon: Monitor, items: list[Item], hvparams: dict[str, Any], unplug
         raise
 
 
-async def replug(mon: Monitor, item: Item, hvparams: dict[str, Any], unplug_timeout: float) -> None:
+async def replug(mon: Monitor, item: Item, hvparams: Mapping[str, Any], unplug_timeout: float) -> None:
     """Plug a recorded device QEMU lost, at its recorded address, after clearing what it left behind."""
     fdsets = query.fdsets_by_opaque(await mon.cmd("query-fdsets"))
     await _release(mon, [item], fdsets)

@@ -13,13 +13,14 @@ back on failure), then saved; a save that fails unplugs it again.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, fixed
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, fixed, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, media
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DeviceKind, Kind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, open_session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import settle_incoming
@@ -27,13 +28,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-Outcome = tuple[bool, "dict[str, Any] | None", "dict[str, Any]"]
+Outcome = tuple[bool, "Mapping[str, Any] | None", "dict[str, Any]"]
 
 
-def new_record(kind: str, spec: dict[str, Any], rt: Runtime, name: str) -> dict[str, Any]:
+def new_record(kind: DeviceKind, spec: Mapping[str, Any], rt: Runtime, name: str) -> Mapping[str, Any]:
     """The runtime record a request describes (validated; not yet placed)."""
-    inst_uuid = devices.instance_uuid(name, rt.get("uuid"))
-    return devices.disk_record(spec, inst_uuid) if kind == "disks" else devices.nic_record(spec, inst_uuid)
+    return kind.new_record(spec, devices.instance_uuid(name, rt.get("uuid")))
 
 
 async def load_running(session: Session) -> Runtime:
@@ -50,7 +50,7 @@ async def load_running(session: Session) -> Runtime:
 class HotplugOp:
     """One kvm_disk_hotplug / kvm_nic_hotplug call on an open session."""
 
-    def __init__(self, session: Session, kind: str, spec: dict[str, Any]) -> None:
+    def __init__(self, session: Session, kind: DeviceKind, spec: Mapping[str, Any]) -> None:
         self.session, self.call, self.kind, self.spec = session, session.call, kind, spec
         self.timeout = float(self.call.params["unplug_timeout"])
 
@@ -63,15 +63,15 @@ class HotplugOp:
 
     async def present(self) -> Outcome:
         rt, settled = await self._settled()
-        key, value = tx.identity(self.kind, self.spec)
-        found = tx.find(rt[self.kind], key, value)  # type: ignore[literal-required]
+        key, value = self.kind.identity(self.spec)
+        found = tx.find(self.kind.records(rt), key, value)
         if found is not None:
-            asked = tx.asked_properties(self.kind, self.spec)
-            differs = tx.mismatch(self.kind, found, {**found, **asked})
+            asked = self.kind.asked(self.spec)
+            differs = self.kind.mismatch(found, {**found, **asked})
             if media.medium_change(found, differs):
                 return await self._change_medium(rt, found, asked)
             if differs:
-                raise KvmError(f"{self.kind[:-1]} {found['hvinfo']['id']} is plugged with {', '.join(differs)}; "
+                raise KvmError(f"{self.kind.noun} {found['hvinfo']['id']} is plugged with {', '.join(differs)}; "
                                "unplug it first (state=absent) to plug it again with other properties")
             mon = await self.session.monitor()
             if found["hvinfo"]["id"] in query.peripherals(await mon.cmd("qom-list", {"path": "/machine/peripheral"})):
@@ -79,21 +79,20 @@ class HotplugOp:
             self.call.warn(f"QEMU had lost {found['hvinfo']['id']}; "
                            + ("it would be plugged again" if self.call.check else "plugged it again") + " at its recorded address")
             if not self.call.check:
-                await engine.replug(mon, Item(self.kind, found), rt["hvparams"], self.timeout)
+                await engine.replug(mon, Item(self.kind.name, dict(found)), rt["hvparams"], self.timeout)
             return True, found, {}
         if fixed.find(rt, self.kind, key, value) is not None:
             # there, placed by QEMU (read from Ganeti): present, but not ours to plug
-            self.call.warn(f"{self.kind[:-1]} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
+            self.call.warn(f"{self.kind.noun} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
             return settled, None, {}
         wanted = new_record(self.kind, self.spec, rt, self.session.name)
-        key = "mac" if self.kind == "nics" else "path" if wanted.get("path") else "uri"
+        key, what = self.kind.claim(wanted)
         if wanted.get(key) and fixed.find(rt, self.kind, key, wanted[key]) is not None:
-            raise KvmError(f"{self.kind[:-1]} {wanted[key]} is already used by a device QEMU placed itself in {self.session.name}")
-        clash = tx.find(rt[self.kind], key, wanted[key]) if wanted.get(key) else None  # type: ignore[literal-required]
+            raise KvmError(f"{self.kind.noun} {wanted[key]} is already used by a device QEMU placed itself in {self.session.name}")
+        clash = tx.find(self.kind.records(rt), key, wanted[key]) if wanted.get(key) else None
         if clash is not None:
-            what = f"disk {wanted[key]}" if self.kind == "disks" else f"MAC {wanted['mac']}"
             raise KvmError(f"{what} is already used by {clash['hvinfo']['id']} of {self.session.name} (another uuid)")
-        items = tx.place(construct.bus_state(rt), self.kind, wanted, rt["hvparams"])
+        items = tx.place(construct.bus_state(rt), self.kind, wanted)
         record = items[-1].record
         after = tx.with_items(rt, items)
         diff = {"before": tx.layout(rt), "after": tx.layout(after)}
@@ -101,16 +100,16 @@ class HotplugOp:
             await tx.commit_add(self.session, await self.session.monitor(), rt, items, self.timeout)
         return True, record, diff
 
-    async def _change_medium(self, rt: Runtime, cd: dict[str, Any], asked: dict[str, Any]) -> Outcome:
+    async def _change_medium(self, rt: Runtime, cd: Mapping[str, Any], asked: Mapping[str, Any]) -> Outcome:
         """A scsi-cd asked with another image: its medium changes live."""
         after = runtime_file.copy(rt)
         changed = next(d for d in after["disks"] if d["uuid"] == cd["uuid"])
-        changed.update(media.medium(asked, cd))  # type: ignore[typeddict-item]
+        media.put(changed, media.medium(asked, cd))
         diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path') or cd.get('uri')}\n",
                 "after": f"{cd['hvinfo']['id']} medium {changed['path'] or changed['uri']}\n"}
         if not self.call.check:
             try:
-                await media.change(await self.session.monitor(), cd, dict(changed), rt["hvparams"])
+                await media.change(await self.session.monitor(), cd, changed, rt["hvparams"])
             except media.MediumLost:
                 self.session.save(media.emptied(rt, cd))  # what QEMU has now
                 raise
@@ -119,19 +118,19 @@ class HotplugOp:
 
     async def absent(self) -> Outcome:
         rt, settled = await self._settled()
-        key, value = tx.identity(self.kind, self.spec)
-        found = tx.find(rt[self.kind], key, value)  # type: ignore[literal-required]
+        key, value = self.kind.identity(self.spec)
+        found = tx.find(self.kind.records(rt), key, value)
         if found is None and fixed.find(rt, self.kind, key, value) is not None:
-            raise KvmError(f"{self.kind[:-1]} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
+            raise KvmError(f"{self.kind.noun} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
                            "unplugged; stop the instance and start it without it")
         if found is None:
             return settled, None, {}
         after = runtime_file.copy(rt)
-        after[self.kind] = [rec for rec in after[self.kind] if rec["uuid"] != found["uuid"]]  # type: ignore[literal-required]
+        self.kind.set_records(after, [rec for rec in self.kind.records(after) if rec["uuid"] != found["uuid"]])
         diff = {"before": tx.layout(rt), "after": tx.layout(after)}
         if self.call.check:
             return True, found, diff
-        _gone, stuck = await engine.unplug(await self.session.monitor(), [Item(self.kind, found)], self.timeout)
+        _gone, stuck = await engine.unplug(await self.session.monitor(), [Item(self.kind.name, dict(found))], self.timeout)
         if stuck:
             raise stuck[0][1]
         try:
@@ -141,14 +140,15 @@ class HotplugOp:
         return True, found, diff
 
 
-async def apply(call: Call, kind: str, option: str) -> dict[str, Any]:
+async def apply(call: Call, kind: Kind, option: str) -> dict[str, Any]:
     """The whole kvm_disk_hotplug / kvm_nic_hotplug call, in one session on the instance."""
     spec = {k: v for k, v in (call.params[option] or {}).items() if v is not None}
-    tx.identity(kind, spec)  # bad input fails before anything is opened or locked
+    device_kind = kinds.BY_NAME[kind]
+    device_kind.identity(spec)  # bad input fails before anything is opened or locked
     async with open_session(call, call.params["instance"]) as session:
         if session.rd.missing or session.load() is None:
             raise KvmError(f"instance {session.name} has no runtime file in {session.where.runtime_dir}")
-        op = HotplugOp(session, kind, spec)
+        op = HotplugOp(session, device_kind, spec)
         changed, rec, diff = await (op.present() if call.params["state"] == "present" else op.absent())
     result: dict[str, Any] = {"changed": changed, "device": devices.public(rec) if rec else None}
     if call.diff and changed and diff:

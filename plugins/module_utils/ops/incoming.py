@@ -95,8 +95,8 @@ async def incoming(session: Session) -> dict[str, Any]:
     params = session.call.params
     target = uri.parse(params["migration_uri"], "migration_uri")
     source = runtime_file.read_path(params["runtime"])[0]
-    for key in ("mark", "pending", "created_images"):  # the source's own bookkeeping, not this target's
-        source.pop(key, None)  # type: ignore[misc]
+    source.pop("mark", None)  # the source's own bookkeeping, not this target's
+    source.pop("created_images", None)
     state, pid = await session.status()
     current = session.load()
     if pid:

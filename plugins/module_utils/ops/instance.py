@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import spec as specs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge, storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
@@ -36,20 +36,20 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import arrived, settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, Runtime
 
 
-def plan_runtime(spec: dict[str, Any], binary: str, old: Runtime | None = None, warn: Any = None) -> Runtime:
+def plan_runtime(spec: specs.Spec, binary: str, old: Runtime | None = None, warn: Any = None) -> Runtime:
     """The runtime a start of ``spec`` would write (reusing ``old``'s controllers and addresses)."""
-    disks = [dict(d) for d in spec["disks"]]
-    nics = [dict(n) for n in spec["nics"]]
-    controllers: list[Any] = []
+    disks = [d.copy() for d in spec["disks"]]
+    nics = [n.copy() for n in spec["nics"]]
+    controllers: list[Controller] = []
     if old:
         controllers = specs.kept_controllers(old, spec["hvparams"])
         buses = {hvparams.root_bus(spec["hvparams"])} | {b for b, _u in hvparams.IDE_SLOTS}
         buses |= {c["hvinfo"]["id"] if c["kind"] != "scsi" else allocator.scsi_bus_of(c["hvinfo"]["id"]) for c in controllers}
-        disks = specs.merge_devices(old["disks"], disks, spec["hvparams"], "disks", buses)
-        nics = specs.merge_devices(old["nics"], nics, spec["hvparams"], "nics", buses)
+        disks = specs.merge_devices(old["disks"], disks, spec["hvparams"], kinds.DISKS, buses)
+        nics = specs.merge_devices(old["nics"], nics, spec["hvparams"], kinds.NICS, buses)
     return construct.new_runtime(spec["name"], spec["uuid"], spec["memory"], spec["vcpus"], spec["hvparams"], binary,
                                  disks, nics, controllers, warn)
 
@@ -126,7 +126,7 @@ class InstanceOp:
             self.call.warn(f"instance {session.name} had died; started it again from its runtime file")
         return await result_of(session, True, planned, before, after, recovered=recovered)
 
-    async def converge(self, old: Runtime, spec: dict[str, Any]) -> dict[str, Any]:
+    async def converge(self, old: Runtime, spec: specs.Spec) -> dict[str, Any]:
         """A running instance: make its disks and NICs match the lists, live; the rest waits for a start.
 
         The journal of a killed run is settled first, then the plan is made

@@ -14,43 +14,58 @@ old fdset goes last. An empty path ejects: the drive stays, without medium.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping, TypedDict
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, query
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Monitor
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.qmp import Command, Monitor
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, Runtime
 
 
 MEDIUM = ("path", "uri", "format")
 
 
-def medium_change(found: dict[str, Any], differs: list[str]) -> bool:
+class Medium(TypedDict):
+    """What a scsi-cd holds: the part of its record a medium change replaces."""
+
+    path: str | None
+    uri: str | None
+    format: str
+
+
+def medium_change(found: Mapping[str, Any], differs: list[str]) -> bool:
     """Whether the differences (``hotplug.mismatch``) are only a scsi-cd's medium, which changes live
     (one rule for kvm_disk_hotplug and convergence)."""
     return bool(differs) and found.get("type") == "scsi-cd" and all(d.split(" ", 1)[0] in MEDIUM for d in differs)
 
 
-def medium(want: dict[str, Any], cd: dict[str, Any]) -> dict[str, Any]:
+def medium(want: Mapping[str, Any], cd: Mapping[str, Any]) -> Medium:
     """The medium ``want`` asks for, whole: a path or a uri (neither: ejected), with its format."""
     return {"path": want.get("path"), "uri": want.get("uri"), "format": want.get("format", cd["format"])}
+
+
+def put(disk: DiskRecord, new: Medium) -> None:
+    """Record ``new`` as the scsi-cd ``disk``'s medium."""
+    disk["path"], disk["uri"], disk["format"] = new["path"], new["uri"], new["format"]
 
 
 class MediumLost(KvmError):
     """A change failed after the old medium was taken out: the drive is empty now, and must be recorded so."""
 
 
-def emptied(rt: Any, cd: dict[str, Any]) -> Any:
-    """``rt`` (a runtime) with the scsi-cd ``cd`` recorded empty, as QEMU has it after a ``MediumLost``."""
-    out = {**rt, "disks": [({**d, "path": None, "uri": None} if d["uuid"] == cd["uuid"] else d) for d in rt["disks"]]}
+def emptied(rt: Runtime, cd: Mapping[str, Any]) -> Runtime:
+    """``rt`` with the scsi-cd ``cd`` recorded empty, as QEMU has it after a ``MediumLost``."""
+    out = rt.copy()
+    out["disks"] = [({**d, "path": None, "uri": None} if d["uuid"] == cd["uuid"] else d) for d in rt["disks"]]
     return out
 
 
-def _done(answers: dict[str, Any], command: str) -> bool:
+def _done(answers: Mapping[str, Any], command: str) -> bool:
     return command in answers and not isinstance(answers[command], KvmError)
 
 
-async def _undo(mon: Monitor, dev_id: str, answers: dict[str, Any], new_set: int | None, old_sets: list[int]) -> None:
+async def _undo(mon: Monitor, dev_id: str, answers: Mapping[str, Any], new_set: int | None, old_sets: list[int]) -> None:
     """After a failed burst: take out whatever of the new medium QEMU took, so its node (named like the
     device) and fdset do not block the next change; the old fdset goes once its node is gone."""
     if _done(answers, "blockdev-add"):
@@ -62,11 +77,11 @@ async def _undo(mon: Monitor, dev_id: str, answers: dict[str, Any], new_set: int
         await mon.try_cmd("remove-fd", {"fdset-id": fdset})
 
 
-async def change(mon: Monitor, cd: dict[str, Any], want: dict[str, Any], hvparams: dict[str, Any]) -> None:
+async def change(mon: Monitor, cd: Mapping[str, Any], want: Mapping[str, Any], hvparams: Mapping[str, Any]) -> None:
     """Put ``want``'s medium (or none) into the scsi-cd ``cd`` in one burst; on a failure nothing new stays."""
     dev_id = cd["hvinfo"]["id"]
     old_sets = query.fdsets_by_opaque(await mon.cmd("query-fdsets", step="media")).get(dev_id, [])
-    burst: list[tuple[str, dict[str, Any] | None]] = [("blockdev-open-tray", {"id": dev_id, "force": True})]
+    burst: list[Command] = [("blockdev-open-tray", {"id": dev_id, "force": True})]
     if devices.has_medium(cd):
         burst += [("blockdev-remove-medium", {"id": dev_id}), ("blockdev-del", {"node-name": dev_id})]
     record = {**cd, **medium(want, cd), "mode": "ro"}

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage as copy_plan
@@ -64,7 +64,7 @@ def capabilities(pause: bool) -> list[dict[str, Any]]:
     return [*MIGRATION_CAPS, {"capability": "pause-before-switchover", "state": pause}]
 
 
-def stats(info: dict[str, Any]) -> dict[str, Any]:
+def stats(info: Mapping[str, Any]) -> dict[str, Any]:
     """The figures worth reporting from a final ``query-migrate``."""
     ram = info.get("ram", {})
     return {
@@ -161,7 +161,7 @@ async def migrate(session: Session, uri: str, timeout: float, max_bandwidth_mib:
     return result
 
 
-def remove_disks(disks: list[dict[str, Any]]) -> list[str]:
+def remove_disks(disks: Sequence[Mapping[str, Any]]) -> list[str]:
     """Delete the source's images of disks that now live on the target (regular files only)."""
     removed = []
     for disk in disks:

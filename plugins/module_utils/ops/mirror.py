@@ -11,7 +11,7 @@ fit together); ``settle_earlier_run`` rolls back what a killed run left.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout
@@ -29,7 +29,7 @@ ROLLBACK_TIMEOUT = 30.0
 class Copy:
     """The state of a copy_storage migration on the source, kept up to date from QMP events."""
 
-    def __init__(self, mon: qmp.Monitor, listener: Any, disks: list[dict[str, Any]], host: str, port: int) -> None:
+    def __init__(self, mon: qmp.Monitor, listener: qmp.Listener, disks: Sequence[Mapping[str, Any]], host: str, port: int) -> None:
         self.mon = mon
         self.listener = listener
         self.disks = disks
@@ -41,7 +41,7 @@ class Copy:
         self.migration: str | None = None
         self.ready_ms: int | None = None
 
-    def feed(self, event: dict[str, Any]) -> None:
+    def feed(self, event: qmp.Event) -> None:
         data = event.get("data") or {}
         if event["event"] == "MIGRATION":
             self.migration = data.get("status")
@@ -65,9 +65,9 @@ class Copy:
         if not done():
             await self.mon.wait_for(self.listener, self._fed(done), timeout, what)
 
-    def _fed(self, done: Callable[[], bool]) -> Callable[[dict[str, Any]], bool]:
+    def _fed(self, done: Callable[[], bool]) -> Callable[[qmp.Event], bool]:
         """An event predicate that records the event, then asks ``done()``."""
-        def take(event: dict[str, Any]) -> bool:
+        def take(event: qmp.Event) -> bool:
             self.feed(event)
             return done()
         return take
@@ -161,7 +161,7 @@ class Copy:
         return self.migration
 
 
-async def settle_earlier_run(mon: qmp.Monitor, listener: Any) -> bool:
+async def settle_earlier_run(mon: qmp.Monitor, listener: qmp.Listener) -> bool:
     """Undo what a kvm_migrate killed on this source left in QEMU; True when there was something.
 
     This run holds the instance's lock, so a migration under way, a mirror

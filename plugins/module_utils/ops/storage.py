@@ -38,12 +38,13 @@ import secrets
 import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import check_parents
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import CreatedImage
 
 QEMU_IMG_TIMEOUT = 60
 XATTR = "trusted.kvmhv.image"  # trusted.*: root only, and tmpfs has it on every kernel
@@ -138,7 +139,7 @@ def sweep(paths: tuple[str, ...]) -> list[str]:
     return removed
 
 
-def disown(records: list[dict[str, Any]]) -> None:
+def disown(records: list[CreatedImage]) -> None:
     """The migration arrived: the images become the instance's disks, never again removable as partial copies."""
     for rec in records:
         if _is_ours(rec) and rec.get("token") is not None:
@@ -148,7 +149,7 @@ def disown(records: list[dict[str, Any]]) -> None:
                 raise KvmError(f"cannot settle the copied disk {rec['path']}: {err.strerror}") from None
 
 
-def _create_one(disk: dict[str, Any], size: int, qemu_img: str, owner: str) -> dict[str, Any]:
+def _create_one(disk: Mapping[str, Any], size: int, qemu_img: str, owner: str) -> CreatedImage:
     path = disk["path"]
     _check_image_parents(path)
     try:
@@ -161,7 +162,7 @@ def _create_one(disk: dict[str, Any], size: int, qemu_img: str, owner: str) -> d
         os.setxattr(fd, XATTR, _mark(str(token), owner))
     except OSError:
         token = None  # no extended attributes here: device and inode must do
-    record = {"path": path, "dev": st.st_dev, "ino": st.st_ino, "token": token}
+    record: CreatedImage = {"path": path, "dev": st.st_dev, "ino": st.st_ino, "token": token}
     try:
         try:
             if disk["format"] == "raw":
@@ -189,9 +190,9 @@ def _qcow2_header(fd: int, path: str, size: int, qemu_img: str) -> None:
         raise KvmError(f"copy_storage: qemu-img create {path}: {(proc.stderr or proc.stdout).strip() or proc.returncode}")
 
 
-def create_images(plan: list[tuple[dict[str, Any], int]], owner: str, qemu_img: str = "qemu-img") -> list[dict[str, Any]]:
+def create_images(plan: list[tuple[dict[str, Any], int]], owner: str, qemu_img: str = "qemu-img") -> list[CreatedImage]:
     """Create every planned image for instance ``owner`` (all or nothing); returns the ``created_images`` records."""
-    created: list[dict[str, Any]] = []
+    created: list[CreatedImage] = []
     try:
         for disk, size in plan:
             created.append(_create_one(disk, size, qemu_img, owner))
@@ -201,7 +202,7 @@ def create_images(plan: list[tuple[dict[str, Any], int]], owner: str, qemu_img: 
     return created
 
 
-def _is_ours(rec: dict[str, Any]) -> bool:
+def _is_ours(rec: CreatedImage) -> bool:
     """Whether the recorded image is still the very file created (device, inode and token).
 
     An image whose directories another user could now change is never
@@ -227,7 +228,7 @@ def _is_ours(rec: dict[str, Any]) -> bool:
         return False
 
 
-def remove_created(records: list[dict[str, Any]]) -> list[str]:
+def remove_created(records: list[CreatedImage]) -> list[str]:
     """Delete each recorded image that is still the very file created; returns the paths removed."""
     removed = []
     for rec in records:
@@ -243,7 +244,7 @@ def remove_created(records: list[dict[str, Any]]) -> list[str]:
     return removed
 
 
-def still_ours(records: list[dict[str, Any]]) -> list[str]:
+def still_ours(records: list[CreatedImage]) -> list[str]:
     """The recorded images that exist and are still the files created (what ``remove_created`` would delete)."""
     return [rec["path"] for rec in records if _is_ours(rec)]
 

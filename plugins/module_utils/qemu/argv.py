@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices as devs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
@@ -49,7 +49,7 @@ class HostFds:
         return [self.qmp, self.qmp_ro, self.serial, *(fd for fd, _blk in self.disks.values()), *self.taps.values()]
 
 
-def to_json(args: dict[str, Any]) -> str:
+def to_json(args: Mapping[str, Any]) -> str:
     return json.dumps(args, separators=(",", ":"))
 
 

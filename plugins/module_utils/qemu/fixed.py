@@ -38,7 +38,7 @@ QEMU opens nothing itself, as for every other device.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import disks, nics
@@ -54,7 +54,7 @@ _CACHE = {
 }
 
 
-def _json(args: dict[str, Any]) -> str:
+def _json(args: Mapping[str, Any]) -> str:
     return json.dumps(args, separators=(",", ":"))
 
 
@@ -82,7 +82,7 @@ def placeholder_fds(runtime: Any) -> tuple[dict[str, tuple[int, bool]], dict[str
     return disk_fds, taps
 
 
-def _blockdev(key: str, dev: dict[str, Any], filename: str, block_device: bool) -> dict[str, Any]:
+def _blockdev(key: str, dev: Mapping[str, Any], filename: str, block_device: bool) -> dict[str, Any]:
     read_only = dev["mode"] == "ro"
     node: dict[str, Any] = {"driver": dev["format"], "node-name": key, "read-only": read_only,
                             "file": {"driver": "host_device" if block_device else "file", "filename": filename, "read-only": read_only}}

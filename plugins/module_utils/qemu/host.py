@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, fixed
@@ -27,7 +27,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu.argv import HostFd
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
-def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool]:
+def open_disk(disk: Mapping[str, Any], hvparams: Mapping[str, Any]) -> tuple[int, bool]:
     """(descriptor, is a block device) for a disk's path, opened read-only or read-write by its mode.
 
     The path is looked at first (``O_PATH``: opening nothing) and opened for
@@ -52,7 +52,7 @@ def open_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> tuple[int, bool
     return fd, stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
 
 
-def _check_disk_kind(disk: dict[str, Any], hvparams: dict[str, Any], mode: int) -> None:
+def _check_disk_kind(disk: Mapping[str, Any], hvparams: Mapping[str, Any], mode: int) -> None:
     kind = allocator.disk_type(disk, hvparams)
     problem = None
     if kind in hvp.PASSTHROUGH_DISK_TYPES:
@@ -65,7 +65,7 @@ def _check_disk_kind(disk: dict[str, Any], hvparams: dict[str, Any], mode: int) 
         raise KvmError(f"disk {disk['path']}: {problem}")
 
 
-def check_disk(disk: dict[str, Any], hvparams: dict[str, Any]) -> None:
+def check_disk(disk: Mapping[str, Any], hvparams: Mapping[str, Any]) -> None:
     """What a start would check for the disk, without keeping anything open (check mode)."""
     if disk.get("path"):
         fd, _block = open_disk(disk, hvparams)

@@ -18,36 +18,48 @@ import logging
 import os
 import stat
 import traceback
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence, TypeAlias, TypedDict, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 
 try:
-    from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError, Runstate
+    from qemu.qmp import ConnectError, EventListener, ExecuteError, Message, QMPClient, QMPError, Runstate
 
     HAS_QMP = True
     QMP_IMPORT_ERROR: str | None = None
-except ImportError:  # reported by the modules with missing_required_lib
+except ImportError:  # reported by the modules with missing_required_lib; nothing below runs then
     HAS_QMP = False
     QMP_IMPORT_ERROR = traceback.format_exc()
-    QMPClient = object  # type: ignore[assignment,misc]  # a base for _Client below; new_module fails before any use
 
 
-class _Client(QMPClient):
-    """qemu.qmp's client, without formatting every message for a debug log nobody reads.
+Listener: TypeAlias = "EventListener"  # what ``Monitor.events`` yields
+Command: TypeAlias = "tuple[str, Mapping[str, object] | None]"  # a QMP command and its arguments (JSON)
 
-    qemu.qmp's message hooks pretty-print each message (``json.dumps(...,
-    indent=2)``) before they ask whether debug logging is on: with a hundred
-    devices, the answers to query-block and query-pci cost milliseconds per
-    hotplug that way (profiled, benchmarks/README.md). The hooks log only when
-    the logger would.
-    """
 
-    def _cb_outbound(self, msg: Any) -> Any:
-        return super()._cb_outbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+class Event(TypedDict):
+    """A QMP event as the waits read it: its name and its data (whose keys depend on the event)."""
 
-    def _cb_inbound(self, msg: Any) -> Any:
-        return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+    event: str
+    data: dict[str, Any]
+
+
+if HAS_QMP:  # the sanity import test imports this file without qemu.qmp
+
+    class _Client(QMPClient):
+        """qemu.qmp's client, without formatting every message for a debug log nobody reads.
+
+        qemu.qmp's message hooks pretty-print each message (``json.dumps(...,
+        indent=2)``) before they ask whether debug logging is on: with a hundred
+        devices, the answers to query-block and query-pci cost milliseconds per
+        hotplug that way (profiled, benchmarks/README.md). The hooks log only when
+        the logger would.
+        """
+
+        def _cb_outbound(self, msg: Message) -> Message:
+            return super()._cb_outbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
+        def _cb_inbound(self, msg: Message) -> Message:
+            return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
 
 
 CONNECT_TIMEOUT = 10.0
@@ -57,7 +69,7 @@ COMMAND_TIMEOUT = 60.0
 class Monitor:
     """One connection to an instance's QMP socket."""
 
-    def __init__(self, client: Any, socket_path: str = "") -> None:
+    def __init__(self, client: QMPClient, socket_path: str = "") -> None:
         self.client = client
         self.socket_path = socket_path
 
@@ -66,7 +78,7 @@ class Monitor:
         with contextlib.suppress(Exception):
             await self.client.disconnect()
 
-    async def _execute(self, command: str, args: dict[str, Any] | None, step: str | None) -> Any:
+    async def _execute(self, command: str, args: Mapping[str, object] | None, step: str | None) -> Any:
         """Execute ``command`` (no deadline); QEMU's refusal becomes KvmError(step or command) with its class."""
         try:
             return await self.client.execute(command, args)
@@ -75,7 +87,7 @@ class Monitor:
         except QMPError as err:
             raise QmpClosed(f"lost the QMP connection during {command}: {err or type(err).__name__}", step or command) from None
 
-    async def cmd(self, command: str, args: dict[str, Any] | None = None, step: str | None = None,
+    async def cmd(self, command: str, args: Mapping[str, object] | None = None, step: str | None = None,
                   timeout: float = COMMAND_TIMEOUT) -> Any:
         """Execute ``command`` with a deadline; any failure is a KvmError naming ``step`` (or the command)."""
         try:
@@ -83,7 +95,7 @@ class Monitor:
         except asyncio.TimeoutError:
             raise KvmTimeout(f"QEMU did not answer {command} within {timeout:g}s", step or command) from None
 
-    async def batch(self, commands: list[tuple[str, dict[str, Any] | None]], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
+    async def batch(self, commands: Sequence[Command], timeout: float = COMMAND_TIMEOUT) -> list[Any]:
         """Send ``commands`` back to back without waiting in between (one round trip).
 
         QEMU executes them in order. Each answer is the command's result or
@@ -104,7 +116,7 @@ class Monitor:
                 answers.append(task.exception() or task.result())
         return answers
 
-    async def try_cmd(self, command: str, args: dict[str, Any] | None = None) -> Any:
+    async def try_cmd(self, command: str, args: Mapping[str, object] | None = None) -> Any:
         """Best effort (rollback, cleanup): errors are swallowed, result or None."""
         try:
             return await asyncio.wait_for(self.client.execute(command, args), COMMAND_TIMEOUT)
@@ -115,7 +127,7 @@ class Monitor:
         self.client.send_fd_scm(fd)
 
     @contextlib.contextmanager
-    def events(self, names: Iterable[str]) -> Any:
+    def events(self, names: Iterable[str]) -> Iterator[Listener]:
         """Listen for ``names`` from now on (enter *before* sending the command)."""
         with self.client.listener(tuple(names)) as listener:
             yield listener
@@ -125,7 +137,7 @@ class Monitor:
         while self.client.runstate == Runstate.RUNNING:
             await self.client.runstate_changed()
 
-    async def wait_for(self, listener: Any, match: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+    async def wait_for(self, listener: Listener, match: Callable[[Event], bool], timeout: float, what: str) -> Event:
         """The first event from ``listener`` that ``match``es.
 
         KvmTimeout at the deadline, and QmpClosed as soon as the connection
@@ -133,9 +145,9 @@ class Monitor:
         the deadline.
         """
 
-        async def first() -> dict[str, Any]:
+        async def first() -> Event:
             while True:
-                event: dict[str, Any] = await listener.get()
+                event = cast(Event, await listener.get())  # a Message: a mapping with these keys
                 if match(event):
                     return event
 

@@ -11,7 +11,7 @@ which device), so the answers are decoded here once.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 PERIPHERAL = "/machine/peripheral/"
 
@@ -30,9 +30,9 @@ def bus_name(parent_bus: Any) -> str | None:
     return parent_bus.rstrip("/").rsplit("/", 1)[-1] if isinstance(parent_bus, str) and parent_bus else None
 
 
-def blocks_by_device(query_block: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def blocks_by_device(query_block: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     """device id -> its ``query-block`` entry (with ``-blockdev`` the ``device`` field is empty)."""
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Mapping[str, Any]] = {}
     for block in query_block:
         dev_id = qdev_id(block.get("qdev"))
         if dev_id:
@@ -40,7 +40,7 @@ def blocks_by_device(query_block: list[dict[str, Any]]) -> dict[str, dict[str, A
     return found
 
 
-def pci_devices(query_pci: list[dict[str, Any]], bus: int = 0) -> dict[int, dict[str, Any]]:
+def pci_devices(query_pci: Sequence[Mapping[str, Any]], bus: int = 0) -> dict[int, dict[str, Any]]:
     """slot -> device (function 0) on PCI bus number ``bus`` of a ``query-pci`` answer."""
     found: dict[int, dict[str, Any]] = {}
     for entry in query_pci:
@@ -51,7 +51,7 @@ def pci_devices(query_pci: list[dict[str, Any]], bus: int = 0) -> dict[int, dict
     return found
 
 
-def peripherals(qom_list: list[dict[str, Any]]) -> dict[str, str]:
+def peripherals(qom_list: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """device id -> QEMU type, from ``qom-list /machine/peripheral`` (every device given an id)."""
     found: dict[str, str] = {}
     for prop in qom_list:
@@ -61,7 +61,7 @@ def peripherals(qom_list: list[dict[str, Any]]) -> dict[str, str]:
     return found
 
 
-def fdsets_by_opaque(query_fdsets: list[dict[str, Any]]) -> dict[str, list[int]]:
+def fdsets_by_opaque(query_fdsets: Sequence[Mapping[str, Any]]) -> dict[str, list[int]]:
     """opaque -> fdset ids (the module names each disk's fdset after the device id)."""
     found: dict[str, list[int]] = {}
     for fdset in query_fdsets:
@@ -71,6 +71,6 @@ def fdsets_by_opaque(query_fdsets: list[dict[str, Any]]) -> dict[str, list[int]]
     return {k: sorted(set(v)) for k, v in found.items()}
 
 
-def fdset_fds(query_fdsets: list[dict[str, Any]]) -> dict[int, list[int]]:
+def fdset_fds(query_fdsets: Sequence[Mapping[str, Any]]) -> dict[int, list[int]]:
     """fdset id -> the descriptor numbers inside QEMU (readable as /proc/<pid>/fd/<n>)."""
     return {fdset["fdset-id"]: [fd["fd"] for fd in fdset.get("fds", [])] for fdset in query_fdsets}

@@ -5,17 +5,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.hvparams import extra_args
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kvm_cmd import fixed_argv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, DiskRecord, NicRecord, Runtime
 
 
-def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[str, Any], binary: str,
-                disks: list[dict[str, Any]], nics: list[dict[str, Any]], controllers: list[Any] | None = None,
+def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: Mapping[str, Any], binary: str,
+                disks: list[DiskRecord], nics: list[NicRecord], controllers: list[Controller] | None = None,
                 warn: Any = None) -> Runtime:
     """A current-format runtime; devices without hvinfo are placed by the allocator (with the controllers they need)."""
     kept = list(controllers or [])
@@ -33,8 +33,8 @@ def new_runtime(name: str, uuid: str, memory: int, vcpus: int, hvparams: dict[st
         "kvm_cmd": fixed_argv(binary, name, uuid, memory, vcpus, hvparams),
         "kvm_extra": extra_args(hvparams),
         "controllers": kept,
-        "disks": disks,  # type: ignore[typeddict-item]
-        "nics": nics,  # type: ignore[typeddict-item]
+        "disks": disks,
+        "nics": nics,
     }
 
 

@@ -18,15 +18,20 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import KINDS as DEVICE_KINDS
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import RecordKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths, RunDir
 
-KINDS = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",), "controllers": ("controller",)}
+KINDS: dict[str, tuple[str, ...]] = {**{kind.name: kind.placements for kind in DEVICE_KINDS}, "controllers": ("controller",)}
 
 
-def _entries(text: str) -> list[tuple[str, dict[str, Any]]]:
+Entry = tuple[RecordKind, "dict[str, Any]"]
+
+
+def _entries(text: str) -> list[Entry]:
     """The journal's entries, each record's hvinfo validated like the runtime's (raises on any damage)."""
     data = json.loads(text)
-    entries = [(entry["kind"], entry["record"]) for entry in data]
+    entries: list[Entry] = [(entry["kind"], entry["record"]) for entry in data]
     for kind, record in entries:
         if kind not in KINDS or not isinstance(record, dict):
             raise ValueError(kind)
@@ -36,7 +41,7 @@ def _entries(text: str) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
-def read(rd: RunDir, where: Paths) -> list[tuple[str, dict[str, Any]]]:
+def read(rd: RunDir, where: Paths) -> list[Entry]:
     """The pending entries; any damage (a bad hvinfo too) names the file and the way out."""
     text = rd.read_text(os.path.basename(where.journal))
     if text is None:
@@ -50,7 +55,7 @@ def read(rd: RunDir, where: Paths) -> list[tuple[str, dict[str, Any]]]:
     raise KvmError(f"hotplug journal {where.journal} is damaged ({reason}); check QEMU with kvm_instance_info, then remove it")
 
 
-def write(rd: RunDir, where: Paths, entries: list[tuple[str, dict[str, Any]]]) -> None:
+def write(rd: RunDir, where: Paths, entries: list[Entry]) -> None:
     rd.write_atomic(os.path.basename(where.journal), json.dumps([{"kind": k, "record": r} for k, r in entries], sort_keys=True))
 
 

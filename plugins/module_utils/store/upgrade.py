@@ -34,10 +34,11 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import read as read_ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.validate import validate_extras
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, NicRecord, Runtime, keys_of, records
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, NicRecord, Runtime, keys_of
 
 FORMAT_VERSION = 2
 LEGACY_VERSION = 0
@@ -85,9 +86,10 @@ def upgrade(data: Any, fresh: bool = False) -> tuple[Runtime, int]:
         version = LEGACY_VERSION
         runtime = from_legacy(data)
     elif isinstance(data, dict):
-        version = data.get("version")  # type: ignore[assignment]
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise KvmError(f"runtime has no integer format version (found {version!r})")
+        stored = data.get("version")
+        if isinstance(stored, bool) or not isinstance(stored, int):
+            raise KvmError(f"runtime has no integer format version (found {stored!r})")
+        version = stored
         if version > FORMAT_VERSION:
             raise KvmError(
                 f"runtime format version {version} is newer than this collection understands "
@@ -158,16 +160,15 @@ def validate(runtime: dict[str, Any]) -> Runtime:
         ctl["hvinfo"] = hvi.validate(ctl["hvinfo"], where, (CONTROLLER_KINDS[ctl["kind"]],))
     if "created_images" in runtime:
         storage.check_created(runtime["created_images"])
-    kinds = {"disks": ("pci", "scsi", "ide"), "nics": ("pci",)}
-    for kind in ("disks", "nics"):
-        for pos, dev in enumerate(runtime[kind]):
-            where = f"runtime {kind[:-1]} {pos}"
+    for kind in KINDS:
+        for pos, dev in enumerate(runtime[kind.name]):
+            where = f"runtime {kind.noun} {pos}"
             if not isinstance(dev, dict):
                 raise KvmError(f"{where} must be a mapping")
-            _only_declared(dev, kind, where)
+            _only_declared(dev, kind.name, where)
             dev["uuid"] = hvi.check_uuid(dev.get("uuid"), f"{where} uuid")
-            dev["hvinfo"] = hvi.validate(dev.get("hvinfo"), where, kinds[kind])
-            if kind == "disks":
+            dev["hvinfo"] = hvi.validate(dev.get("hvinfo"), where, kind.placements)
+            if kind is DISKS:
                 _check_disk(dev, where)
                 dev.setdefault("type", hvp.DRIVER_DISK_TYPES.get(dev["hvinfo"]["driver"]))
                 if hvp.DISK_DRIVERS.get(dev["type"]) != dev["hvinfo"]["driver"]:
@@ -178,10 +179,10 @@ def validate(runtime: dict[str, Any]) -> Runtime:
     state = BusState.build(runtime["hvparams"], controllers, [*runtime["disks"], *runtime["nics"]])
     buses = {state.root} | {c["hvinfo"]["id"] for c in controllers if c["kind"] != "scsi"}
     buses |= {f"{c['hvinfo']['id']}.0" for c in controllers if c["kind"] == "scsi"} | {bus for bus, _unit in hvp.IDE_SLOTS}
-    for kind in ("disks", "nics"):
-        for dev in runtime[kind]:
+    for kind in KINDS:
+        for dev in runtime[kind.name]:
             if dev["hvinfo"]["bus"] not in buses:
-                raise KvmError(f"runtime {kind[:-1]} {dev['hvinfo']['id']} sits on bus {dev['hvinfo']['bus']}, "
+                raise KvmError(f"runtime {kind.noun} {dev['hvinfo']['id']} sits on bus {dev['hvinfo']['bus']}, "
                                "which no recorded controller provides")
     return cast(Runtime, runtime)
 
@@ -189,7 +190,7 @@ def validate(runtime: dict[str, Any]) -> Runtime:
 def _unexportable_controllers(runtime: Runtime, keep_qemu_placed_scsi: bool) -> list[str]:
     """Why the recorded controllers do not fit an older layout (bridges and ports nobody uses are
     dropped: they only gave room for hotplug)."""
-    used_buses = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in records(runtime, kind)}
+    used_buses = {dev["hvinfo"]["bus"] for kind in KINDS for dev in kind.records(runtime)}
     reasons = []
     for ctl in runtime.get("controllers", []):
         info = ctl["hvinfo"]

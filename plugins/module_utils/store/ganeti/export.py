@@ -11,11 +11,12 @@ back what the import kept aside (Ganeti's fields, hvparams and plumbing).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS, NICS, DeviceKind
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.opts import groups_of, join_opts, opt_name, split_opts
 
 DEFAULT_RUN_DIR = "/var/run/ganeti"
@@ -26,7 +27,7 @@ _GANETI_KNOWN = ("disk_type", "nic_type", "scsi_controller_type", "kvm_pci_reser
                  "initrd_path", "kernel_args", "kvm_extra")
 
 
-def _export_hvparams(runtime: dict[str, Any], layout: str) -> dict[str, Any]:
+def _export_hvparams(runtime: Mapping[str, Any], layout: str) -> dict[str, Any]:
     ours = runtime["hvparams"]
     out: dict[str, Any] = {}
     for key in _GANETI_KNOWN:
@@ -39,7 +40,7 @@ def _export_hvparams(runtime: dict[str, Any], layout: str) -> dict[str, Any]:
     return out
 
 
-def _plumbing(runtime: dict[str, Any], name: str, run_dir: str) -> list[str]:
+def _plumbing(runtime: Mapping[str, Any], name: str, run_dir: str) -> list[str]:
     meta: dict[str, Any] = runtime["ganeti"] if isinstance(runtime.get("ganeti"), dict) else {}
     kept = meta.get("plumbing")
     if kept:  # what the import dropped, less what Ganeti adds at every start itself
@@ -49,7 +50,7 @@ def _plumbing(runtime: dict[str, Any], name: str, run_dir: str) -> list[str]:
             "-monitor", f"unix:{ctrl}.monitor,server,nowait", "-serial", f"unix:{ctrl}.serial,server,nowait"]
 
 
-def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[Any]:
+def _export_kvm_cmd(runtime: Mapping[str, Any], name: str, run_dir: str) -> list[Any]:
     argv = list(runtime["kvm_cmd"])
     if argv[-2:] == ["-net", "none"]:
         argv = argv[:-2]  # Ganeti adds it itself when there is no NIC
@@ -76,19 +77,20 @@ def _export_kvm_cmd(runtime: dict[str, Any], name: str, run_dir: str) -> list[An
     return out
 
 
-def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, reasons: list[str]) -> dict[str, Any]:
+def _export_device(dev: Mapping[str, Any], kind: DeviceKind, layout: str, running: bool, reasons: list[str]) -> dict[str, Any]:
     """A disk's or NIC's Ganeti dict; why Ganeti cannot record it goes to ``reasons``."""
     info = dev["hvinfo"]
-    what = f"{kind[:-1]} {info['id']}"
+    what = f"{kind.noun} {info['id']}"
     base = {**dev.get("ganeti", {}), "uuid": dev["uuid"]}
     base.pop("link", None)
-    if kind == "nics":
+    if kind is NICS:
         base["mac"] = dev["mac"]
     else:
         base["mode"] = dev["mode"]
         if dev.get("format", "raw") != "raw":
             reasons.append(f"{what} is {dev['format']}; Ganeti only runs raw disks")
-    pci = hvi.is_pci(info) and info["bus"] == hvp.PCI_BUS and hvi.pci_addr(info)[1] == 0  # type: ignore[index]
+    addr = hvi.pci_addr(info)
+    pci = addr is not None and info["bus"] == hvp.PCI_BUS and addr.function == 0
     scsi = hvi.is_scsi(info) and info["bus"] == hvp.SCSI_BUS and info["channel"] == 0 and info["lun"] == 0 \
         and info["scsi-id"] <= 15
     if layout == "2":
@@ -96,7 +98,7 @@ def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, r
             reasons.append(f"{what} sits on {info['bus']} and Ganeti 2.10-2.15 only records slots on {hvp.PCI_BUS}")
             return base
         slot = hvi.pci_slot(info)
-        legacy_id = f"hot{kind[:-1]}-{dev['uuid'].split('-', maxsplit=1)[0]}-pci-{slot}"
+        legacy_id = f"hot{kind.noun}-{dev['uuid'].split('-', maxsplit=1)[0]}-pci-{slot}"
         if running and info["id"] != legacy_id:
             reasons.append(f"{what} would be called {legacy_id} there (export a stopped instance, or to ganeti-3)")
         return {**base, "pci": slot}
@@ -106,10 +108,10 @@ def _export_device(dev: dict[str, Any], kind: str, layout: str, running: bool, r
     return {**base, "hvinfo": dict(info)}
 
 
-def _export_controllers(runtime: dict[str, Any], running: bool, reasons: list[str]) -> list[str]:
+def _export_controllers(runtime: Mapping[str, Any], running: bool, reasons: list[str]) -> list[str]:
     """The ``-device`` Ganeti's kvm_cmd needs for the SCSI controller (if kvm_cmd lacks it); bridges and
     ports nobody uses are left out of a stopped instance (they only made room for hotplug)."""
-    used = {dev["hvinfo"]["bus"] for kind in ("disks", "nics") for dev in runtime[kind]}
+    used = {dev["hvinfo"]["bus"] for kind in KINDS for dev in runtime[kind.name]}
     in_kvm_cmd = {d for g in groups_of(runtime["kvm_cmd"]) if opt_name(g[0]) == "device" and len(g) > 1
                   for d in [p[3:] for p in split_opts(g[1]) if p.startswith("id=")]}
     extra: list[str] = []
@@ -127,7 +129,7 @@ def _export_controllers(runtime: dict[str, Any], running: bool, reasons: list[st
     return extra
 
 
-def export(runtime: dict[str, Any], layout: str = "3", run_dir: str = DEFAULT_RUN_DIR, running: bool = False) -> list[Any]:
+def export(runtime: Mapping[str, Any], layout: str = "3", run_dir: str = DEFAULT_RUN_DIR, running: bool = False) -> list[Any]:
     """The runtime as Ganeti writes it: layout ``3`` (2.16-3.1, hvinfo) or ``2`` (2.10-2.15, pci slots).
 
     Refused (one KvmError naming every reason) when the instance does not fit
@@ -161,10 +163,10 @@ def export(runtime: dict[str, Any], layout: str = "3", run_dir: str = DEFAULT_RU
             nics.append(entry)
         elif dev.get("ganeti"):  # a disk of Ganeti's disk list that QEMU placed
             disks.append([{**base, "mode": dev["mode"], **({"hvinfo": {}} if layout == "3" else {})}, dev.get("path"), dev.get("uri")])
-    nics += [_export_device(n, "nics", layout, running, reasons) for n in runtime["nics"]]
+    nics += [_export_device(n, NICS, layout, running, reasons) for n in runtime["nics"]]
     for disk in runtime["disks"]:
         link = disk.get("path") or (disk.get("ganeti") or {}).get("link")
-        disks.append([_export_device(disk, "disks", layout, running, reasons), link, disk.get("uri")])
+        disks.append([_export_device(disk, DISKS, layout, running, reasons), link, disk.get("uri")])
     if reasons:
         raise KvmError(f"cannot export to Ganeti {layout}.x: {'; '.join(reasons)}")
     kvm_cmd = _export_kvm_cmd(runtime, name, run_dir)

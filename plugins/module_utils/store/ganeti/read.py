@@ -35,7 +35,7 @@ by ``model.fixed.unstartable`` when a start is asked for.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
@@ -57,7 +57,7 @@ def _mib(text: str | None) -> int | None:
     return int(match.group(1)) * (1024 if match.group(2) in ("G", "g") else 1)
 
 
-def _hvparams(ganeti_hv: dict[str, Any], argv: list[str], notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _hvparams(ganeti_hv: Mapping[str, Any], argv: list[str], notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(this collection's hvparams, Ganeti's hvparams kept aside) for a Ganeti runtime."""
     disk_type = ganeti_hv.get("disk_type") or "paravirtual"
     if disk_type in _UNSUPPORTED_DISK_TYPES:
@@ -181,7 +181,7 @@ def read(data: list[Any]) -> dict[str, Any]:
     return runtime
 
 
-def notes(runtime: dict[str, Any]) -> list[str]:
+def notes(runtime: Mapping[str, Any]) -> list[str]:
     """What reading a Ganeti runtime changed or assumed, for kvm_instance_info."""
     meta = runtime.get("ganeti")
     return list(meta.get("notes", [])) if isinstance(meta, dict) else []

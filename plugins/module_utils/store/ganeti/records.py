@@ -28,13 +28,14 @@ disk's ``path`` and the uri is kept beside it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import reachable
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Network
 
 _IFNAME_PREFIX = "gnt"
 # Ganeti's nic_type / disk_type -> the -device driver it used (a literal type otherwise).
@@ -47,33 +48,33 @@ def tap_name(dev_uuid: str) -> str:
     return _IFNAME_PREFIX + dev_uuid.replace("-", "")[:12]
 
 
-def _network(nic: dict[str, Any], dev_uuid: str) -> dict[str, Any] | None:
+def _network(nic: Mapping[str, Any], dev_uuid: str) -> Network | None:
     net = nic.get("network")
     if isinstance(net, dict):  # this collection's own record (its early legacy export)
-        return net
+        return cast(Network, net)  # checked like every NIC's network by store.upgrade.validate
     params: dict[str, Any] = nic["nicparams"] if isinstance(nic.get("nicparams"), dict) else {}
     mode = params.get("mode") or ("bridged" if nic.get("bridge") else None)
     if mode is None:
         return None
-    record: dict[str, Any] = {"type": "tap", "ifname": tap_name(dev_uuid)}
+    record: Network = {"type": "tap", "ifname": tap_name(dev_uuid)}
     bridge = params.get("link") or nic.get("bridge") if mode == "bridged" else None
     if bridge:
         record["bridge"] = bridge
     return devices.network_record(record)
 
 
-def _side(dev: dict[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+def _side(dev: Mapping[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in dev.items() if k not in drop}
 
 
-def _pci_hvinfo(dev: dict[str, Any], kind: str, driver: str, dev_uuid: str, where: str) -> dict[str, Any]:
+def _pci_hvinfo(dev: Mapping[str, Any], kind: str, driver: str, dev_uuid: str, where: str) -> dict[str, Any]:
     slot = dev["pci"]
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot <= hvp.PCI_LAST_SLOT:
         raise KvmError(f"{where}: pci {slot!r} is not a slot number 0-{hvp.PCI_LAST_SLOT}")
     return dict(hvi.pci_hvinfo(driver, f"hot{kind}-{dev_uuid.split('-', maxsplit=1)[0]}-pci-{slot}", hvp.PCI_BUS, slot))
 
 
-def nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def nics(nics_in: list[Any], hv: Mapping[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records, fixed = [], []
     driver = _GANETI_NIC_DRIVER.get(hv["nic_type"], hv["nic_type"])
     for pos, nic in enumerate(nics_in):
@@ -108,7 +109,7 @@ def nics(nics_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list
     return records, fixed
 
 
-def disks(disks_in: list[Any], hv: dict[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def disks(disks_in: list[Any], hv: Mapping[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     records, fixed = [], []
     for pos, entry in enumerate(disks_in):
         where = f"Ganeti runtime: disk {pos}"

@@ -13,12 +13,13 @@ a QEMU command line.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import KINDS
 
 _DRIVE_KEYS = frozenset({"if", "index", "bus", "unit", "cache", "aio", "discard", "serial", "werror", "rerror",
                          "detect-zeroes", "copy-on-read", "snapshot"})
@@ -34,7 +35,7 @@ def _abs_path(value: Any, what: str) -> str:
     return value
 
 
-def validate_extras(runtime: dict[str, Any]) -> None:
+def validate_extras(runtime: Mapping[str, Any]) -> None:
     """Strict checks of ``fixed``, ``adopted`` and the ``ganeti`` side data (called by ``upgrade.validate``)."""
     for key in ("ganeti", "legacy_hvparams"):
         if key in runtime and not isinstance(runtime[key], dict):
@@ -42,10 +43,10 @@ def validate_extras(runtime: dict[str, Any]) -> None:
     notes = runtime.get("ganeti", {}).get("notes", [])
     if not isinstance(notes, list) or not all(isinstance(note, str) for note in notes):
         raise KvmError("runtime field 'ganeti.notes' must be a list of strings")
-    for kind in ("disks", "nics"):
-        for pos, dev in enumerate(runtime.get(kind, [])):
+    for kind in KINDS:
+        for pos, dev in enumerate(runtime.get(kind.name, [])):
             if "ganeti" in dev and not isinstance(dev["ganeti"], dict):
-                raise KvmError(f"runtime {kind[:-1]} {pos}: field 'ganeti' must be a mapping")
+                raise KvmError(f"runtime {kind.noun} {pos}: field 'ganeti' must be a mapping")
     adopted = runtime.get("adopted")
     if adopted is not None:
         if not isinstance(adopted, dict) or set(adopted) - {"runtime", "qmp", "pidfile", "started"}:

@@ -17,7 +17,7 @@ import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import types
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvinfo, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvinfo, hvparams, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
@@ -104,7 +104,7 @@ def every_runtime() -> dict[str, dict[str, Any]]:
     # records the operations add to a running instance
     rt = upgraded["pc"]
     hot_cd = devices.disk_record({"path": "/hot.img", "type": "scsi-cd"}, INST)
-    record = tx.place(construct.bus_state(rt), "disks", hot_cd, rt["hvparams"])[-1].record
+    record = tx.place(construct.bus_state(rt), kinds.DISKS, hot_cd)[-1].record
     assert problems(record, types.DiskRecord, "place") == []
     planned = converge.plan(rt, {"disks": [*rt["disks"], hot_cd], "nics": [devices.nic_record({"mac": "52:54:00:00:00:0a"}, INST)]},
                             purge=True)
@@ -163,8 +163,10 @@ def test_undeclared_keys_do_not_survive_the_upgrade(where):
 
 def test_records_of_a_kind():
     rt = every_runtime()["pc"]
-    assert types.records(rt, "disks") is rt["disks"] and types.records(rt, "controllers") is rt["controllers"]
-    assert types.records({"disks": []}, "controllers") == []  # type: ignore[typeddict-item]
+    assert kinds.DISKS.records(rt) is rt["disks"] and kinds.NICS.records(rt) is rt["nics"]
+    assert kinds.NICS.records({"disks": []}) == []
+    assert kinds.all_hvinfo(rt) == [dev["hvinfo"] for dev in [*rt["controllers"], *rt["disks"], *rt["nics"]]]
+    assert kinds.all_hvinfo({"disks": []}) == []
 
 
 @pytest.mark.parametrize("where,message", [("top", "runtime has field(s) 'serial'"), ("disk", "runtime disk 0 has field(s) 'serial'"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import fixed
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import fixed, kinds
 
 NIC = {"kind": "nic", "mac": "aa:00:00:11:22:33", "uuid": "u-nic", "driver": "virtio-net-pci", "netdev": "netdev0"}
 DEVICE_DISK = {"kind": "disk", "path": "/srv/a.img", "format": "raw", "mode": "rw", "render": "device", "driver": "virtio-blk-pci"}
@@ -21,10 +21,10 @@ def test_disks_are_keyed_by_their_position_and_a_writable_drive_needs_a_read_onl
 
 def test_find_looks_in_one_kind_by_one_key():
     rt = {"fixed": [NIC, DEVICE_DISK]}
-    assert fixed.find(rt, "nics", "mac", "aa:00:00:11:22:33") is NIC
-    assert fixed.find(rt, "disks", "path", "/srv/a.img") is DEVICE_DISK
-    assert fixed.find(rt, "disks", "mac", "aa:00:00:11:22:33") is None  # a NIC is not a disk
-    assert fixed.find(rt, "nics", "mac", "aa:00:00:11:22:34") is None and fixed.find({}, "nics", "mac", None) is None
+    assert fixed.find(rt, kinds.NICS, "mac", "aa:00:00:11:22:33") is NIC
+    assert fixed.find(rt, kinds.DISKS, "path", "/srv/a.img") is DEVICE_DISK
+    assert fixed.find(rt, kinds.DISKS, "mac", "aa:00:00:11:22:33") is None  # a NIC is not a disk
+    assert fixed.find(rt, kinds.NICS, "mac", "aa:00:00:11:22:34") is None and fixed.find({}, kinds.NICS, "mac", None) is None
 
 
 def test_reachable_uris_are_the_ones_qemu_can_be_handed():

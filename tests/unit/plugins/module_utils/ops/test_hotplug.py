@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine, hotplug
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
@@ -25,7 +25,7 @@ from ....fakes.qemu import FakeQemu, connect_to
 
 def plan_add(rt: Any, kind: str, record: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The placed record and the controllers it needs, as transaction.place gives them."""
-    items = tx.place(construct.bus_state(rt), kind, record, rt["hvparams"])
+    items = tx.place(construct.bus_state(rt), kinds.BY_NAME[kind], record)
     return items[-1].record, [item.record for item in items[:-1]]
 
 
@@ -44,7 +44,7 @@ def writer(rd: RunDir, call: Call | None = None) -> Session:
     ("nics", {"uuid": uuid(2), "mac": "52:54:00:ab:cd:ef"}, ("uuid", uuid(2))),
 ])
 def test_identity(kind, spec, found):
-    assert tx.identity(kind, spec) == found
+    assert kinds.BY_NAME[kind].identity(spec) == found
 
 
 @pytest.mark.parametrize("kind,spec,message", [
@@ -54,25 +54,25 @@ def test_identity(kind, spec, found):
 ])
 def test_identity_refusals(kind, spec, message):
     with pytest.raises(KvmError, match=message):
-        tx.identity(kind, spec)
+        kinds.BY_NAME[kind].identity(spec)
 
 
 def test_asked_properties_are_normalised_like_records():
-    assert tx.asked_properties("disks", {"uuid": uuid(1), "path": "/a", "type": "scsi", "mode": "ro"}) == {
+    assert kinds.DISKS.asked({"uuid": uuid(1), "path": "/a", "type": "scsi", "mode": "ro"}) == {
         "path": "/a", "mode": "ro", "type": "scsi-hd"}
-    assert tx.asked_properties("disks", {"uuid": uuid(1)}) == {}
-    assert tx.asked_properties("nics", {"mac": "52:54:00:AA:00:01", "network": {"type": "tap", "ifname": "t0", "bridge": None}}) == {
+    assert kinds.DISKS.asked({"uuid": uuid(1)}) == {}
+    assert kinds.NICS.asked({"mac": "52:54:00:AA:00:01", "network": {"type": "tap", "ifname": "t0", "bridge": None}}) == {
         "mac": "52:54:00:aa:00:01", "network": {"type": "tap", "ifname": "t0"}}
-    assert tx.asked_properties("nics", {"uuid": uuid(1), "network": None}) == {"network": None}
+    assert kinds.NICS.asked({"uuid": uuid(1), "network": None}) == {"network": None}
 
 
 def test_mismatch_names_each_differing_property():
     found = disk(1)
-    assert tx.mismatch("disks", found, {**found}) == []
-    assert tx.mismatch("disks", found, {**found, "mode": "ro", "format": "qcow2"}) == [
+    assert kinds.DISKS.mismatch(found, {**found}) == []
+    assert kinds.DISKS.mismatch(found, {**found, "mode": "ro", "format": "qcow2"}) == [
         "format 'raw' (asked: 'qcow2')", "mode 'rw' (asked: 'ro')"]
-    assert tx.mismatch("nics", nic(1), {**nic(1), "network": {"type": "user"}}) == ["network None (asked: {'type': 'user'})"]
-    assert tx.mismatch("nics", nic(1), {**nic(1), "uuid": uuid(9)}) == []  # identity is not a property
+    assert kinds.NICS.mismatch(nic(1), {**nic(1), "network": {"type": "user"}}) == ["network None (asked: {'type': 'user'})"]
+    assert kinds.NICS.mismatch(nic(1), {**nic(1), "uuid": uuid(9)}) == []  # identity is not a property
 
 
 def test_plan_add_places_without_changing_the_runtime():
@@ -102,9 +102,9 @@ def test_find_and_new_record():
     rt = runtime([disk(1), disk(2)], [])
     assert tx.find(rt["disks"], "path", "/srv/d2.img")["uuid"] == uuid(2)
     assert tx.find(rt["disks"], "uuid", uuid(3)) is None
-    assert hotplug.new_record("disks", {"path": "/srv/x.img"}, rt, "vm1") == devices.disk_record({"path": "/srv/x.img"}, INST)
+    assert hotplug.new_record(kinds.DISKS, {"path": "/srv/x.img"}, rt, "vm1") == devices.disk_record({"path": "/srv/x.img"}, INST)
     rt.pop("uuid")
-    assert hotplug.new_record("nics", {"mac": "52:54:00:00:00:07"}, rt, "vm1") == devices.nic_record(
+    assert hotplug.new_record(kinds.NICS, {"mac": "52:54:00:00:00:07"}, rt, "vm1") == devices.nic_record(
         {"mac": "52:54:00:00:00:07"}, devices.derived_uuid("instance", "vm1"))
 
 
@@ -210,7 +210,7 @@ class Instance:
 
         async def go() -> Any:
             async with attach(call, self.rd, self.where, writer=not check) as session:
-                op = hotplug.HotplugOp(session, kind, spec)
+                op = hotplug.HotplugOp(session, kinds.BY_NAME[kind], spec)
                 return await (op.present() if state == "present" else op.absent())
 
         changed, record, diff = asyncio.run(go())

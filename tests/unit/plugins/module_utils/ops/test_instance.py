@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
+from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams, kinds
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import spec as specs
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
@@ -134,15 +134,15 @@ def test_merge_devices_keeps_what_still_fits():
     new = [devices.disk_record({"path": f"/d{n}.img", "uuid": uuid(n)}, VM1) for n in range(6)]
     new[3]["type"] = "scsi-hd"
     new[4]["type"] = "scsi-hd"  # another driver than recorded
-    merged = specs.merge_devices(old, new, hv, "disks", {"pci.0", "pci.1", "scsi.0"})
+    merged = specs.merge_devices(old, new, hv, kinds.DISKS, {"pci.0", "pci.1", "scsi.0"})
     assert [m.get("hvinfo", {}).get("id") for m in merged] == ["disk-0", None, None, "disk-3", None, None]
     assert all(m["path"] == n["path"] for m, n in zip(merged, new, strict=True))
     nic9 = {"driver": "virtio-net-pci", "id": "nic-9", "bus": "pci.0", "addr": "0x11"}
     nics_old = [{**devices.nic_record({"uuid": uuid(9)}, VM1), "hvinfo": nic9}]
     nics_new = [devices.nic_record({"uuid": uuid(9)}, VM1)]
-    assert specs.merge_devices(nics_old, nics_new, hv, "nics", {"pci.0"})[0]["hvinfo"]["id"] == "nic-9"
+    assert specs.merge_devices(nics_old, nics_new, hv, kinds.NICS, {"pci.0"})[0]["hvinfo"]["id"] == "nic-9"
     e1000 = hvparams.normalize({"nic_type": "e1000"})
-    assert "hvinfo" not in specs.merge_devices(nics_old, nics_new, e1000, "nics", {"pci.0"})[0]
+    assert "hvinfo" not in specs.merge_devices(nics_old, nics_new, e1000, kinds.NICS, {"pci.0"})[0]
 
 
 def test_plan_runtime_keeps_the_recorded_layout_and_fills_holes():
