@@ -148,7 +148,7 @@ MUTANTS = [
     Mutant("F3", "qemu/qmp.py", "        if not commands:\n            return []\n", "", "an empty batch raises"),
     Mutant("F4", "store/upgrade.py", "    extra = sorted(set(record) - _DECLARED[kind])", "    extra: list[str] = []",
            "undeclared runtime fields are kept"),
-    Mutant("F5", "ops/info.py", "qdev not in skip:", "qdev not in skip and qdev not in present:",
+    Mutant("F5", "ops/drift.py", "qdev not in skip:", "qdev not in skip and qdev not in present:",
            "a named device of an unknown kind in the hotplug window is no drift"),
 ]
 
