@@ -29,11 +29,14 @@ COMMON_ARGS: dict[str, dict[str, object]] = {
     "qemu_user": {"type": "str", "default": DEFAULT_QEMU_USER},
 }
 
+# How long an unplug waits for the guest (kvm_instance's convergence and both hotplug modules).
+UNPLUG_TIMEOUT: dict[str, object] = {"type": "int", "default": 30}
+
 # Options of both hotplug modules (doc fragment kvmhv.qemu.hotplug).
 HOTPLUG_ARGS: dict[str, dict[str, object]] = {
     "instance": {"type": "str", "required": True},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "unplug_timeout": {"type": "int", "default": 30},
+    "unplug_timeout": UNPLUG_TIMEOUT,
 }
 
 # Suboptions of a disk and a NIC, shared by kvm_instance and the hotplug modules

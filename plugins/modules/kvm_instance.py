@@ -330,7 +330,7 @@ confirmed:
   sample: true
 """
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, DISK_RULES, NIC_OPTIONS, new_module, run
+from ansible_collections.kvmhv.qemu.plugins.module_utils.common import DISK_OPTIONS, DISK_RULES, NIC_OPTIONS, UNPLUG_TIMEOUT, new_module, run
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import adopt, incoming, instance
 
 
@@ -349,7 +349,7 @@ def main() -> None:
             "migration_uri": {"type": "str"},
             "shutdown_timeout": {"type": "int", "default": 30},
             "purge": {"type": "bool", "default": False},
-            "unplug_timeout": {"type": "int", "default": 30},
+            "unplug_timeout": UNPLUG_TIMEOUT,
             "adopt": {"type": "dict", "options": {"runtime": {"type": "path", "required": True},
                                                   "qmp": {"type": "path", "required": True},
                                                   "pidfile": {"type": "path", "required": True}}},

@@ -30,7 +30,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import CreatedIma
 COPY_FORMATS = ("raw", "qcow2")
 NODE_PREFIX = "kvmhv-nbd"
 JOB_PREFIX = "kvmhv-mirror"
-DEFAULT_NBD_PORT = 49153
 # The guest's writes wait for the mirror (write-blocking): the copy always
 # converges, whatever the guest's write rate; "background" may never reach READY.
 COPY_MODE = "write-blocking"

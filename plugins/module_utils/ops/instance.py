@@ -136,7 +136,7 @@ class InstanceOp:
         pending = specs.differences(old, spec)[0]
         for note in pending:
             self.call.warn(f"{note} is pending: it takes effect at the next start")
-        timeout = float(self.params.get("unplug_timeout") or 30)
+        timeout = float(self.params["unplug_timeout"])
         mon = None if self.check else await session.monitor()
         settled = False
         if mon is not None:

@@ -21,7 +21,6 @@ own files in the runtime directory.
 from __future__ import annotations
 
 import contextlib
-import os
 import stat
 from typing import AsyncIterator
 
@@ -90,7 +89,7 @@ class Session:
     def pid_record(self) -> tuple[int, int | None] | None:
         """(pid, start time) from the pid file (an adopted QEMU's outside the runtime dir)."""
         where = self.where
-        text = process.read_outside(where.pidfile) if where.adopted_pidfile else self.rd.read_text(os.path.basename(where.pidfile))
+        text = process.read_outside(where.pidfile) if where.adopted_pidfile else self.rd.read_text(where.names.pid)
         return process.parse_pid(text, where.adopted_started)
 
     def pid(self) -> int | None:
@@ -98,7 +97,7 @@ class Session:
         return process.running_pid(self.pid_record(), self.where.pidfile)
 
     def write_pid(self, pid: int) -> None:
-        self.rd.write_atomic(os.path.basename(self.where.own().pidfile), process.pid_text(pid))
+        self.rd.write_atomic(self.where.names.pid, process.pid_text(pid))
 
     def kill(self, timeout: float = 10.0) -> bool:
         """SIGKILL the instance's QEMU if that very process still runs, and wait for it."""
@@ -118,7 +117,7 @@ class Session:
         where = self.where
         if where.adopted:
             return where.qmp
-        st = self.rd.lstat(os.path.basename(where.qmp_ro))
+        st = self.rd.lstat(where.names.qmp_ro)
         return where.qmp_ro if st is not None and stat.S_ISSOCK(st.st_mode) else where.qmp
 
     async def monitor(self, timeout: float = qmp.CONNECT_TIMEOUT) -> qmp.Monitor:
@@ -146,13 +145,13 @@ class Session:
             except KvmError:
                 state = "unknown"
             return ("incoming" if state == "inmigrate" else state), pid
-        return ("stopped" if self.rd.exists(os.path.basename(self.where.runtime)) else "absent"), None
+        return ("stopped" if self.rd.exists(self.where.names.runtime) else "absent"), None
 
 
 @contextlib.asynccontextmanager
 async def attach(call: Call, rd: RunDir, where: Paths, writer: bool) -> AsyncIterator[Session]:
     """A session on an open runtime dir: locked (a writer) and located; the monitor is closed on the way out."""
-    lock = rd.lock(where.name, keep_if=os.path.basename(where.runtime)) if writer else contextlib.nullcontext()
+    lock = rd.lock(where.name, keep_if=where.names.runtime) if writer else contextlib.nullcontext()
     with lock:
         session = Session(call, rd, where.own(), writer)
         try:

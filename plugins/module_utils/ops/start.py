@@ -68,20 +68,20 @@ async def start(session: Session, rt: Runtime, user: process.QemuUser, binary: s
     where = session.where = session.where.own()
     rt.pop("adopted", None)
     rt["kvm_cmd"] = [binary, *rt["kvm_cmd"][1:]]
-    runtime_name = os.path.basename(where.runtime)
-    before = rd.read_text(runtime_name)
-    logs_existed = {name: rd.exists(os.path.basename(name)) for name in (where.serial, where.log)}
+    names = where.names
+    before = rd.read_text(names.runtime)
+    logs_existed = {name: rd.exists(name) for name in (names.serial, names.log)}
     rt.pop("mark", None)
     if incoming_uri:
         rt["mark"] = INCOMING
     session.save(rt)
-    rd.unlink(os.path.basename(where.journal))  # hotplugs a previous QEMU left in flight went with it
+    rd.unlink(names.journal)  # hotplugs a previous QEMU left in flight went with it
     child: subprocess.Popen[bytes] | None = None
-    log_fd = rd.open_append(os.path.basename(where.log))
+    log_fd = rd.open_append(names.log)
     offset = os.fstat(log_fd).st_size
     try:
-        sockets = [rd.listen(os.path.basename(where.qmp)), rd.listen(os.path.basename(where.qmp_ro))]
-        opened = host.open_for_start(sockets, rd.open_append(os.path.basename(where.serial)), rt)
+        sockets = [rd.listen(names.qmp), rd.listen(names.qmp_ro)]
+        opened = host.open_for_start(sockets, rd.open_append(names.serial), rt)
         try:
             child = process.spawn(qargv.launch_argv(rt, opened.fds, incoming=bool(incoming_uri)), opened.fds.all(), user, log_fd)
         finally:
@@ -94,7 +94,7 @@ async def start(session: Session, rt: Runtime, user: process.QemuUser, binary: s
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=5)
             if child.poll() is not None:
-                reason = process.last_line((rd.read_text(os.path.basename(where.log)) or "")[offset:])
+                reason = process.last_line((rd.read_text(names.log) or "")[offset:])
                 reason = reason or f"exit status {child.returncode}"
                 if rt["hvparams"].get("accel") == "kvm" and "kvm" in reason.lower():
                     reason += f" (the QEMU user {user.name} needs /dev/kvm: the kvm_host role puts it in the kvm group; or use accel: tcg)"
@@ -105,15 +105,15 @@ async def start(session: Session, rt: Runtime, user: process.QemuUser, binary: s
         if child is not None and child.poll() is None:
             child.kill()
             child.wait()
-        for name in (where.qmp, where.qmp_ro, where.pidfile):
-            rd.unlink(os.path.basename(name))
+        for name in (names.qmp, names.qmp_ro, names.pid):
+            rd.unlink(name)
         if before is None:
-            rd.unlink(runtime_name)
+            rd.unlink(names.runtime)
             for name, existed in logs_existed.items():
                 if not existed:
-                    rd.unlink(os.path.basename(name))
+                    rd.unlink(name)
         else:
-            rd.write_atomic(runtime_name, before)
+            rd.write_atomic(names.runtime, before)
         session.forget()
         raise
     finally:

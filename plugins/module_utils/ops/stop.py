@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -30,7 +29,7 @@ def orphan_listens(session: Session) -> bool:
     same disks.
     """
     own = session.where.own()
-    if session.rd.lstat(os.path.basename(own.qmp)) is None:
+    if session.rd.lstat(own.names.qmp) is None:
         return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -72,9 +71,9 @@ async def stop(session: Session, timeout: float, graceful: bool = True) -> bool:
 
 def remove_plumbing(session: Session) -> None:
     """Sockets and pid file of a QEMU that is gone (only this collection's own: an adopted QEMU's stay)."""
-    where = session.where.own()
-    for name in (where.qmp, where.qmp_ro, where.pidfile):
-        session.rd.unlink(os.path.basename(name))
+    names = session.where.names
+    for name in (names.qmp, names.qmp_ro, names.pid):
+        session.rd.unlink(name)
 
 
 def remove_all(session: Session) -> None:

@@ -13,7 +13,6 @@ means a failed save can always be undone: removing a file needs no space.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -43,7 +42,7 @@ def _entries(text: str) -> list[Entry]:
 
 def read(rd: RunDir, where: Paths) -> list[Entry]:
     """The pending entries; any damage (a bad hvinfo too) names the file and the way out."""
-    text = rd.read_text(os.path.basename(where.journal))
+    text = rd.read_text(where.names.journal)
     if text is None:
         return []
     try:
@@ -56,8 +55,8 @@ def read(rd: RunDir, where: Paths) -> list[Entry]:
 
 
 def write(rd: RunDir, where: Paths, entries: list[Entry]) -> None:
-    rd.write_atomic(os.path.basename(where.journal), json.dumps([{"kind": k, "record": r} for k, r in entries], sort_keys=True))
+    rd.write_atomic(where.names.journal, json.dumps([{"kind": k, "record": r} for k, r in entries], sort_keys=True))
 
 
 def clear(rd: RunDir, where: Paths) -> None:
-    rd.unlink(os.path.basename(where.journal))
+    rd.unlink(where.names.journal)

@@ -30,7 +30,7 @@ import secrets
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -41,7 +41,8 @@ RUNTIME_SUFFIX = ".runtime.json"
 UNIX_PATH_MAX = 107
 # Suffixes of the files an instance owns in the runtime directory.
 JOURNAL_SUFFIX = ".pending.json"
-INSTANCE_FILES = (RUNTIME_SUFFIX, JOURNAL_SUFFIX, ".qmp", ".ro.qmp", ".pid", ".serial.log", ".qemu.log", ".lock")
+OWN_FILES = (RUNTIME_SUFFIX, JOURNAL_SUFFIX, ".qmp", ".ro.qmp", ".pid", ".serial.log", ".qemu.log")  # in Names' order
+INSTANCE_FILES = (*OWN_FILES, ".lock")
 _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -111,6 +112,18 @@ def _check_dir_stat(path: str, st: os.stat_result) -> None:
         )
 
 
+class Names(NamedTuple):
+    """An instance's own files, as names inside the runtime directory (never paths: nothing leaves it)."""
+
+    runtime: str
+    journal: str
+    qmp: str
+    qmp_ro: str
+    pid: str
+    serial: str
+    log: str
+
+
 @dataclass(frozen=True)
 class Paths:
     """The files of one instance inside a runtime directory.
@@ -139,6 +152,11 @@ class Paths:
 
     def file(self, suffix: str) -> str:
         return os.path.join(self.runtime_dir, self.name + suffix)
+
+    @property
+    def names(self) -> Names:
+        """The instance's own files by their names in the runtime directory (what ``RunDir`` takes)."""
+        return Names(*[self.name + suffix for suffix in OWN_FILES])
 
     def all_names(self) -> list[str]:
         """Base names of every file the instance may own (for ``absent``)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from typing import Any, cast
+from typing import cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import upgrade
@@ -106,7 +106,3 @@ def read_path(path: str) -> tuple[Runtime, int]:
 def copy(runtime: Runtime) -> Runtime:
     """A deep copy (plain JSON data)."""
     return cast(Runtime, json.loads(json.dumps(runtime)))
-
-
-def as_dict(runtime: Runtime) -> dict[str, Any]:
-    return cast("dict[str, Any]", runtime)

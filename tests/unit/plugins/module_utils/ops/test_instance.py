@@ -26,7 +26,7 @@ VM1 = devices.derived_uuid("instance", "vm1")
 def params(**extra: Any) -> dict[str, Any]:
     return {"name": "vm1", "uuid": None, "memory": 256, "vcpus": 1, "hvparams": {"accel": "tcg", "pci_hotplug_slots": 4},
             "disks": [{"path": "/srv/a.img"}, {"path": "/srv/b.img", "type": "scsi-cd"}], "nics": [{}, {"mac": "52:54:00:00:00:0B"}],
-            "qemu_binary": "qemu-system-x86_64", "qemu_user": "root", "purge": False, "shutdown_timeout": 1, **extra}
+            "qemu_binary": "qemu-system-x86_64", "qemu_user": "root", "purge": False, "shutdown_timeout": 1, "unplug_timeout": 1, **extra}
 
 
 def spec(**extra: Any) -> dict[str, Any]:
