@@ -85,6 +85,10 @@ class CreatedImage(TypedDict):
     token: str | None  # written into its extended attributes; None where the filesystem has none
 
 
+# A runtime's mark: stopped on purpose, or a migration target not yet confirmed.
+STOPPED, INCOMING = "stopped", "incoming"
+
+
 class Runtime(TypedDict, total=False):
     version: int
     name: str | None

@@ -30,11 +30,11 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model.spec import summa
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, open_session
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import INCOMING, public, start
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public, start
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 
 def check_unix_target(path: str) -> None:

@@ -22,14 +22,13 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.drift import drift
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, attach
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import INCOMING
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp, query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal, runtime_file, upgrade
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 # export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
 # layout -> export(runtime, QEMU alive); ganeti-2/ganeti-3 are Ganeti 2.10-2.15's and 2.16-3.1's layouts

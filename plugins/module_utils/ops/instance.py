@@ -31,12 +31,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import converge, st
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import transaction as tx
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session, open_session
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import INCOMING, STOPPED, public, start
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public, start
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_all, stop
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import arrived, settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, STOPPED, Controller, Runtime
 
 
 def plan_runtime(spec: specs.Spec, binary: str, old: Runtime | None = None, warn: Any = None) -> Runtime:

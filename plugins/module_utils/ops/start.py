@@ -27,13 +27,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Sess
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import orphan_listens
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 START_TIMEOUT = 120.0
 # The return path lets the target tell the source that loading failed, so
 # the source never counts a migration as done that the target could not use.
 MIGRATION_CAPS = [{"capability": "events", "state": True}, {"capability": "return-path", "state": True}]
-STOPPED, INCOMING = "stopped", "incoming"
 
 
 async def _ready(session: Session, incoming_uri: str | None, nbd: storage.NbdExport | None) -> None:

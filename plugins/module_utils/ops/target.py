@@ -17,8 +17,7 @@ import contextlib
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
-from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import INCOMING
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 
 async def settle_incoming(session: Session, rt: Runtime, pid: int | None) -> Runtime:

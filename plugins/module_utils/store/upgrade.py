@@ -35,20 +35,25 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams a
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.allocator import BusState
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DISKS, KINDS
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import read as read_ganeti
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.validate import validate_extras
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, NicRecord, Runtime, keys_of
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, STOPPED, DiskRecord, NicRecord, Runtime, keys_of
 
 FORMAT_VERSION = 2
 LEGACY_VERSION = 0
-MARKS = ("stopped", "incoming")
+MARKS = (STOPPED, INCOMING)
 _DECLARED = {"runtime": keys_of(Runtime), "disks": keys_of(DiskRecord), "nics": keys_of(NicRecord)}
 CONTROLLER_KINDS = {"scsi": "controller", "pci-bridge": "pci-bridge", "pcie-root-port": "pcie-root-port"}
 
 
 def from_legacy(data: list[Any]) -> dict[str, Any]:
-    """Version 0 (Ganeti's list layouts, 2.0-3.1) -> version 1: see ``store.ganeti``."""
+    """Version 0 (Ganeti's list layouts, 2.0-3.1) -> version 1: see ``store.ganeti``.
+
+    The Ganeti reader is imported here, not at the top: every module call
+    loads a runtime file, and only files written by Ganeti need it (it is a
+    third of what a hotplug imports).
+    """
+    from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import read as read_ganeti  # noqa: PLC0415
+
     return read_ganeti(data)
 
 
@@ -204,6 +209,8 @@ def _unexportable_controllers(runtime: Runtime, keep_qemu_placed_scsi: bool) -> 
 
 def to_legacy(runtime: Runtime) -> list[Any]:
     """Downgrade export to Ganeti 2.10-2.15's layout (integer pci slots); see ``store.ganeti.export``."""
+    from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export import export as export_ganeti  # noqa: PLC0415
+
     return export_ganeti(dict(runtime), "2")
 
 
