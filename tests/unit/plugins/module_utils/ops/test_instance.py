@@ -14,11 +14,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import spec as sp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import instance
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
-from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import journal, runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
-from ....builders import uuid
+from ....builders import disk, images, load_runtime, runtime, uuid
+from ....fakes.qemu import connect_to
 
 VM1 = devices.derived_uuid("instance", "vm1")
 
@@ -266,3 +267,23 @@ def test_a_former_copy_left_postmigrate_is_never_run_or_stopped_into_a_second_gu
         with pytest.raises(KvmError, match="former copy of a migration that completed"):
             getattr(op(rd), state)()
     assert "mark" not in runtime_file.load(rd, "vm1")[0]  # nothing recorded: a later start cannot run a second copy
+
+
+def test_convergence_settles_the_journal_then_plans_once_and_reports_what_it_did(rd, tmp_path, fake, monkeypatch):
+    """A killed run's hotplug of a listed disk had completed in QEMU: the journal is settled first, so the plan and the
+    report have nothing left to plug (0.2.0 reported the plug it had planned before settling, and did none)."""
+    directory = images(tmp_path, 1, 2)
+    full = runtime([disk(1, directory), disk(2, directory)], [])
+    load_runtime(fake, full)  # QEMU has both disks
+    runtime_file.save(rd, "vm1", {**full, "disks": full["disks"][:1]})  # the file only the first: killed before the save
+    journal.write(rd, paths(rd.path, "vm1"), [("disks", full["disks"][1])])
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
+    monkeypatch.setattr(qmp, "open_monitor", connect_to(fake))
+    the_op = op(rd, disks=[{"path": f"{directory}/d{n}.img", "uuid": uuid(n)} for n in (1, 2)], nics=[])
+    result = the_op.running()
+    assert result["changed"] and result["devices"]["plug"] == [] and result["devices"]["unplug"] == []
+    assert "an interrupted hotplug of disk-00000002 had completed in QEMU; the runtime file records it now" in the_op.call.warnings
+    assert [d["uuid"] for d in runtime_file.load(rd, "vm1")[0]["disks"]] == [uuid(1), uuid(2)] and not journal.read(rd, paths(rd.path, "vm1"))
+    assert "device_add" not in fake.commands()
+    again = op(rd, disks=[{"path": f"{directory}/d{n}.img", "uuid": uuid(n)} for n in (1, 2)], nics=[]).running()
+    assert again["changed"] is False
