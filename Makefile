@@ -17,7 +17,7 @@ export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
 # QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
 QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest qemu-user demo test lint docs sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fleet clean
+.PHONY: setup apt venv link guest qemu-user demo test quick lint docs sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fleet clean
 
 setup: apt venv link guest qemu-user
 
@@ -56,6 +56,9 @@ demo: setup
 	ansible-playbook -i playbooks/inventory/hosts.yml playbooks/demo.yml -e guest_dir=$(KVMHV_GUEST_DIR)
 
 test: setup lint sanity units molecule integration fleet
+
+# The inner loop: lint (with the layer contracts) and the unit tests, about a minute.
+quick: setup lint units
 
 lint: docs
 	ruff check plugins tests benchmarks
