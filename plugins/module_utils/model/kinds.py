@@ -13,7 +13,7 @@ name of a kind is the runtime file's key for its list (and the journal's).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Mapping, Sequence, cast
+from typing import Any, Literal, Mapping, Sequence, TypeAlias, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices
@@ -23,7 +23,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller
 
 Kind = Literal["disks", "nics"]
 RecordKind = Literal["controllers", "disks", "nics"]  # every list of recorded devices (a journal entry's kind)
-Device = DiskRecord | NicRecord
+Device: TypeAlias = "DiskRecord | NicRecord"
 
 
 class DeviceKind:

@@ -11,12 +11,15 @@ fit together); ``settle_earlier_run`` rolls back what a killed run left.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
+
+if TYPE_CHECKING:
+    from qemu.qmp.events import EventListener
 
 DONE = ("completed", "failed", "cancelled")
 # Statuses in which a migration is still under way and migrate_cancel applies.
@@ -29,7 +32,7 @@ ROLLBACK_TIMEOUT = 30.0
 class Copy:
     """The state of a copy_storage migration on the source, kept up to date from QMP events."""
 
-    def __init__(self, mon: qmp.Monitor, listener: qmp.Listener, disks: Sequence[Mapping[str, Any]], host: str, port: int) -> None:
+    def __init__(self, mon: qmp.Monitor, listener: EventListener, disks: Sequence[Mapping[str, Any]], host: str, port: int) -> None:
         self.mon = mon
         self.listener = listener
         self.disks = disks
@@ -161,7 +164,7 @@ class Copy:
         return self.migration
 
 
-async def settle_earlier_run(mon: qmp.Monitor, listener: qmp.Listener) -> bool:
+async def settle_earlier_run(mon: qmp.Monitor, listener: EventListener) -> bool:
     """Undo what a kvm_migrate killed on this source left in QEMU; True when there was something.
 
     This run holds the instance's lock, so a migration under way, a mirror

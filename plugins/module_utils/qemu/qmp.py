@@ -18,12 +18,12 @@ import logging
 import os
 import stat
 import traceback
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence, TypeAlias, TypedDict, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence, TypeAlias, TypedDict, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError, KvmTimeout, QmpClosed
 
 try:
-    from qemu.qmp import ConnectError, EventListener, ExecuteError, Message, QMPClient, QMPError, Runstate
+    from qemu.qmp import ConnectError, ExecuteError, Message, QMPClient, QMPError, Runstate
 
     HAS_QMP = True
     QMP_IMPORT_ERROR: str | None = None
@@ -31,8 +31,10 @@ except ImportError:  # reported by the modules with missing_required_lib; nothin
     HAS_QMP = False
     QMP_IMPORT_ERROR = traceback.format_exc()
 
+if TYPE_CHECKING:
+    from qemu.qmp.events import EventListener as Listener  # what ``Monitor.events`` yields
 
-Listener: TypeAlias = "EventListener"  # what ``Monitor.events`` yields
+
 Command: TypeAlias = "tuple[str, Mapping[str, object] | None]"  # a QMP command and its arguments (JSON)
 
 

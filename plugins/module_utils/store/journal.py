@@ -24,7 +24,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Pat
 KINDS: dict[str, tuple[str, ...]] = {**{kind.name: kind.placements for kind in DEVICE_KINDS}, "controllers": ("controller",)}
 
 
-Entry = tuple[RecordKind, "dict[str, Any]"]
+Entry = tuple[RecordKind, dict[str, Any]]
 
 
 def _entries(text: str) -> list[Entry]:
