@@ -35,7 +35,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_all, stop
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import arrived, settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, STOPPED, Controller, Runtime
 
 
@@ -137,9 +137,10 @@ class InstanceOp:
         for note in pending:
             self.call.warn(f"{note} is pending: it takes effect at the next start")
         timeout = float(self.params["unplug_timeout"])
-        mon = None if self.check else await session.monitor()
+        mon = None
         settled = False
-        if mon is not None:
+        if not self.check and journal.read(session.rd, session.where):  # QMP only when there is a journal to settle
+            mon = await session.monitor()
             old, settled = await tx.settle_journal(session, mon, old, timeout)
         the_plan = converge.plan(old, spec, bool(self.params.get("purge")))
         if the_plan.kept:
@@ -148,9 +149,9 @@ class InstanceOp:
             return await result_of(session, settled, old, pending=pending, devices=the_plan.report())
         planned = converge.after(old, the_plan)
         before = tx.layout(old)
-        if mon is None:
+        if self.check:
             return await result_of(session, True, planned, before, tx.layout(planned), pending=pending, devices=the_plan.report())
-        done = await converge.execute(session, mon, old, the_plan, spec, timeout)
+        done = await converge.execute(session, mon or await session.monitor(), old, the_plan, spec, timeout)
         return await result_of(session, True, done, before, tx.layout(done), pending=pending, devices=the_plan.report())
 
     async def stopped(self) -> dict[str, Any]:

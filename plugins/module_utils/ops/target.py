@@ -29,8 +29,17 @@ async def settle_incoming(session: Session, rt: Runtime, pid: int | None) -> Run
             f"instance {session.name} here was a migration target whose migration never completed "
             "(the instance lives on the source); remove it here with state=absent"
         )
-    if (await session.status())[0] == "incoming":
+    state, now = await session.status()
+    if state == "incoming":
         raise KvmError(f"instance {session.name} here is a migration target still waiting for its migration")
+    if now is None:  # QEMU went since (a failed incoming migration ends it): the guest never came
+        raise KvmError(
+            f"instance {session.name} here was a migration target whose migration never completed "
+            "(the instance lives on the source); remove it here with state=absent"
+        )
+    if state == "unknown":  # QMP does not answer (a QEMU on its way out answers nothing): whether it arrived is unknown
+        raise KvmError(f"instance {session.name} here is a migration target whose QEMU does not answer QMP: whether its "
+                       "migration arrived is unknown; try again once it answers")
     rt.pop("mark", None)
     created = rt.pop("created_images", None)
     if not session.check:

@@ -287,3 +287,24 @@ def test_convergence_settles_the_journal_then_plans_once_and_reports_what_it_did
     assert "device_add" not in fake.commands()
     again = op(rd, disks=[{"path": f"{directory}/d{n}.img", "uuid": uuid(n)} for n in (1, 2)], nics=[]).running()
     assert again["changed"] is False
+
+
+def test_an_unchanged_instance_whose_qemu_does_not_answer_is_ok_and_unknown(rd, tmp_path, monkeypatch):
+    """Nothing to change and no journal to settle: no QMP connection is needed, so a QEMU that does not answer
+    (stopped, busy) is reported as status unknown, not a failure (0.2.0 did so; the re-lay connected to settle a journal
+    that was not there and failed after the connect timeout)."""
+    directory = images(tmp_path, 1)
+    full = runtime([disk(1, directory)], [])
+    runtime_file.save(rd, "vm1", full)
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
+    tried: list[str] = []
+
+    async def no_answer(socket_path: str, timeout: float = qmp.CONNECT_TIMEOUT) -> qmp.Monitor:
+        tried.append(socket_path)
+        raise qmp.KvmTimeout(f"cannot connect to QMP socket {socket_path}: timed out after {timeout:g}s")
+
+    monkeypatch.setattr(qmp, "open_monitor", no_answer)
+    result = op(rd, disks=[{"path": f"{directory}/d1.img", "uuid": uuid(1)}], nics=[],
+                hvparams=full["hvparams"]).running()
+    assert result["changed"] is False and result["instance"]["status"] == "unknown"
+    assert tried and not journal.read(rd, paths(rd.path, "vm1"))

@@ -229,3 +229,22 @@ def test_a_qemu_left_without_a_pid_file_is_never_joined_by_a_second(rd, tmp_path
     finally:
         orphan.close()
     assert not stop.orphan_listens(session_on(rd))  # a stale socket file answers nobody
+
+
+def test_a_target_whose_qemu_does_not_answer_or_just_went_keeps_its_mark(rd, monkeypatch):
+    """Only a QEMU that says it left inmigrate proves the guest arrived. A target QEMU ends when its incoming
+    migration fails: while it goes, QMP no longer answers (unknown), then the process is gone. Dropping the mark
+    then would make the next state=running "recover" a second copy of a guest that still runs on the source."""
+    marked = {**runtime([], []), "mark": "incoming"}
+    runtime_file.save(rd, "vm1", marked)
+    fake = FakeQemu()
+    monkeypatch.setattr(qmp, "open_monitor", connect_to(fake))
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: 4242)
+    fake.hang_up()  # QEMU is going: QMP does not answer
+    with pytest.raises(KvmError, match="does not answer QMP"):
+        asyncio.run(target.settle_incoming(session_on(rd), dict(marked), 4242))
+    assert runtime_file.load(rd, "vm1")[0].get("mark") == "incoming"
+    monkeypatch.setattr(process, "running_pid", lambda _found, _pidfile: None)  # and now it is gone
+    with pytest.raises(KvmError, match="migration never completed"):
+        asyncio.run(target.settle_incoming(session_on(rd), dict(marked), 4242))
+    assert runtime_file.load(rd, "vm1")[0].get("mark") == "incoming"
