@@ -79,8 +79,15 @@ async def start(session: Session, rt: Runtime, user: process.QemuUser, binary: s
     log_fd = rd.open_append(names.log)
     offset = os.fstat(log_fd).st_size
     try:
-        sockets = [rd.listen(names.qmp), rd.listen(names.qmp_ro)]
-        opened = host.open_for_start(sockets, rd.open_append(names.serial), rt)
+        sockets = [rd.listen(names.qmp)]
+        try:
+            sockets.append(rd.listen(names.qmp_ro))
+            serial = rd.open_append(names.serial)
+        except BaseException:
+            for sock in sockets:  # open_for_start closes them from here on
+                sock.close()
+            raise
+        opened = host.open_for_start(sockets, serial, rt)
         try:
             child = process.spawn(qargv.launch_argv(rt, opened.fds, incoming=bool(incoming_uri)), opened.fds.all(), user, log_fd)
         finally:
