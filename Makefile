@@ -17,7 +17,7 @@ export KVMHV_GUEST_DIR ?= /var/cache/kvmhv-qemu/guest
 # QEMU runs as this unprivileged user (the kvm_host role creates it on real hosts).
 QEMU_USER := kvmhv-qemu
 
-.PHONY: setup apt venv link guest qemu-user demo test quick lint docs sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fleet clean
+.PHONY: setup apt venv link guest qemu-user demo test quick lint docs sanity units mutants integration molecule fleet fleet-up fleet-down bench bench-fixed bench-fleet clean
 
 setup: apt venv link guest qemu-user
 
@@ -122,6 +122,10 @@ bench: setup
 	pip install -q -r benchmarks/requirements.txt
 	python benchmarks/run.py
 	python benchmarks/fleet_bench.py
+
+# Only the fixed cost of one call: single adds against raw QMP, an ad-hoc hotplug against ansible -m ping (~3 min).
+bench-fixed: setup
+	python benchmarks/fixed_cost.py
 
 # Only the fleet figures: hotplug over SSH on 10 hosts against ping, migration with copy_storage against shared storage.
 bench-fleet: setup
