@@ -17,9 +17,12 @@ from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, hvparams
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import engine
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.call import Call
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
+from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, upgrade
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import RunDir, paths
 
 from .fakes.qemu import FakeQemu
 
@@ -78,3 +81,8 @@ def load_runtime(fake: FakeQemu, rt: dict[str, Any]) -> None:
     items += [Item("disks", d) for d in rt["disks"]] + [Item("nics", n) for n in rt["nics"]]
     asyncio.run(engine.plug(qmp.Monitor(fake), items, rt["hvparams"], 1.0))
     fake.log.clear()
+
+
+def session_on(rd: RunDir, check: bool = False) -> Session:
+    """The session of instance vm1 in ``rd``: a writer, or a reader in check mode."""
+    return Session(Call({}, check=check), rd, paths(rd.path, "vm1"), writer=not check)
