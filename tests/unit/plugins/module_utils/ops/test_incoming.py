@@ -11,7 +11,6 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops import incoming
 
 
-
 def test_a_missing_target_is_fine(tmp_path):
     incoming.check_unix_target(str(tmp_path / "m.sock"))
     assert os.listdir(tmp_path) == []

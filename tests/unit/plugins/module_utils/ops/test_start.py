@@ -43,6 +43,7 @@ def test_public(rd):
     shown["disks"][0]["hvinfo"]["addr"] = "0x1d"
     assert rt["disks"][0]["hvinfo"]["addr"] == "0x10"
 
+
 def failing_qemu(tmp_path, message: str) -> str:
     script = tmp_path / "qemu-system-x86_64"
     script.write_text(f"#!/bin/sh\necho starting\necho {shlex.quote(message)} >&2\nexit 1\n")

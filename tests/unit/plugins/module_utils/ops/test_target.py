@@ -45,6 +45,7 @@ def test_settle_incoming(rd, monkeypatch):
     fake.status = "running"
     assert asyncio.run(statuses()) == [("running", 4242), ("incoming", 4242), ("unknown", 4242)]
 
+
 def test_a_target_whose_qemu_does_not_answer_or_just_went_keeps_its_mark(rd, monkeypatch):
     """Only a QEMU that says it left inmigrate proves the guest arrived. A target QEMU ends when its incoming
     migration fails: while it goes, QMP no longer answers (unknown), then the process is gone. Dropping the mark
