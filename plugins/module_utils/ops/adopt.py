@@ -144,7 +144,9 @@ def compare(rt: Runtime, pid: int, live: Mapping[str, Any]) -> list[str]:
     kvm_cmd = " ".join(rt["kvm_cmd"])
     for dev in rt.get("fixed", []):
         if dev["kind"] == "disk":
-            backed = next((pair for pair in files if pair[1] == dev["path"] or drift.same_file(pair[1] or "", dev["path"]) is True), None)
+            path = dev.get("path")
+            backed = next((pair for pair in files
+                           if pair[1] == path or (path is not None and drift.same_file(pair[1] or "", path) is True)), None)
             if backed is None:
                 problems.append(f"disk {dev['path']} (placed by QEMU): QEMU has no disk backed by it")
             else:
@@ -190,7 +192,8 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
                        + "; ".join(problems))
     rt.pop("mark", None)
     rt["name"] = session.name
-    rt["adopted"] = {**spec, "started": process.starttime(pid)}  # a later pid reuse is never taken for this QEMU
+    rt["adopted"] = {"runtime": spec["runtime"], "qmp": spec["qmp"], "pidfile": spec["pidfile"],
+                     "started": process.starttime(pid)}  # a later pid reuse is never taken for this QEMU
     session.save(rt)
     result = await _result(session, True, rt, spec, notes)
     if call.diff:
