@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kvmhv.qemu contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the modules return, key by key: one ``TypedDict`` per module result (their ``RETURN`` docs).
+
+Like ``types`` (the runtime file), these are ``TypedDict``s because a
+result *is* JSON: an operation builds it and ``common.run`` hands it to
+``exit_json`` as it is. Keys a result has only on some calls (``diff``,
+``devices``, ...) make a result ``total=False``.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, TypedDict
+
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import HvInfo
+
+
+class PublicDevice(TypedDict):
+    """A device as a module returns it: its identity, id and hvinfo (``model.devices.public``)."""
+
+    uuid: str
+    id: str
+    hvinfo: HvInfo
+
+
+class Diff(TypedDict):
+    """Ansible's ``--diff``: a layout's text, or the comparable fields, before and after."""
+
+    before: str | Mapping[str, object]
+    after: str | Mapping[str, object]
+
+
+class HotplugResult(TypedDict, total=False):
+    """``kvm_disk_hotplug`` and ``kvm_nic_hotplug``."""
+
+    changed: bool
+    device: PublicDevice | None
+    diff: Diff
