@@ -37,3 +37,66 @@ class HotplugResult(TypedDict, total=False):
     changed: bool
     device: PublicDevice | None
     diff: Diff
+
+
+class Instance(TypedDict):
+    """The ``instance`` ``kvm_instance`` returns: where it runs, its devices, the command line a start would use."""
+
+    name: str
+    uuid: str | None
+    status: str
+    pid: int | None
+    qmp_socket: str
+    runtime_file: str
+    serial_log: str
+    disks: list[PublicDevice]
+    nics: list[PublicDevice]
+    cmdline: list[str]
+
+
+class Placed(TypedDict):
+    id: str
+    hvinfo: HvInfo
+
+
+class Medium(TypedDict):
+    id: str
+    path: str | None
+
+
+class DeviceChanges(TypedDict):
+    """What a converge of a running instance unplugged, plugged, changed the medium of and kept (``ops.converge``)."""
+
+    unplug: list[Placed]
+    plug: list[Placed]
+    media: list[Medium]
+    kept: list[str]
+
+
+class NewImage(TypedDict):
+    """An image a copy_storage target creates for the migration to fill."""
+
+    path: str
+    format: str
+    size: int
+
+
+class InstanceDetails(TypedDict, total=False):
+    """The keys of a ``kvm_instance`` result that some calls have (``pending`` and ``recovered`` all of them)."""
+
+    pending: list[str]
+    recovered: bool
+    devices: DeviceChanges
+    adopted: dict[str, str]
+    notes: list[str]
+    created_images: list[NewImage]
+    removed_images: list[str]
+    confirmed: bool
+    diff: Diff
+
+
+class InstanceResult(InstanceDetails):
+    """``kvm_instance``."""
+
+    changed: bool
+    instance: Instance

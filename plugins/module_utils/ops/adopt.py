@@ -45,6 +45,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import InstanceResult
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 KEYS = ("runtime", "qmp", "pidfile")
@@ -156,13 +157,13 @@ def compare(rt: Runtime, pid: int, live: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-async def _result(session: Session, changed: bool, rt: Runtime, spec: dict[str, str], notes: list[str]) -> dict[str, Any]:
+async def _result(session: Session, changed: bool, rt: Runtime, spec: dict[str, str], notes: list[str]) -> InstanceResult:
     state, pid = await session.status()
     return {"changed": changed, "pending": [], "recovered": False, "adopted": spec, "notes": notes,
             "instance": public(session, rt, state, pid)}
 
 
-async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
+async def adopt(session: Session, spec: dict[str, str]) -> InstanceResult:
     call = session.call
     rt = session.load()
     if rt is not None:
@@ -201,7 +202,7 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-async def apply(call: Call) -> dict[str, Any]:
+async def apply(call: Call) -> InstanceResult:
     """The whole ``kvm_instance adopt=`` call, in one session on the instance."""
     spec = _spec(call.params)
     async with open_session(call, call.params["name"], create=True) as session:
