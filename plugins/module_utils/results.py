@@ -100,3 +100,33 @@ class InstanceResult(InstanceDetails):
 
     changed: bool
     instance: Instance
+
+
+class CopiedStorage(TypedDict):
+    """With copy_storage: the disks copied, the target's NBD server, how long the mirrors took to get in step."""
+
+    disks: list[str]
+    mirror_ready_ms: int | None
+    nbd: str
+
+
+class Migration(TypedDict, total=False):
+    """The figures of a final ``query-migrate`` (``ops.migrate.stats``), and what a copy_storage migration adds."""
+
+    status: str | None
+    total_time_ms: int | None
+    downtime_ms: int | None
+    setup_time_ms: int | None
+    transferred_bytes: int | None
+    dirty_sync_count: int | None
+    removed_source_disks: list[str]
+    storage: CopiedStorage
+
+
+class MigrateResult(TypedDict, total=False):
+    """``kvm_migrate``: ``migration`` after a migration, ``copy_storage`` in check mode."""
+
+    changed: bool
+    target_uri: str
+    migration: Migration
+    copy_storage: list[str]
