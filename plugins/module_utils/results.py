@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Mapping, TypedDict
 
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import HvInfo
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import HvInfo, Runtime
 
 
 class PublicDevice(TypedDict):
@@ -130,3 +130,35 @@ class MigrateResult(TypedDict, total=False):
     target_uri: str
     migration: Migration
     copy_storage: list[str]
+
+
+class _Exported(TypedDict, total=False):
+    exported: object  # with export: the runtime in the layout asked (a mapping or Ganeti's list)
+
+
+class InstanceReport(_Exported):
+    """One instance as ``kvm_instance_info`` reports it (``ops.info.describe``)."""
+
+    name: str | None
+    runtime_file: str
+    format_version: int
+    current_version: int
+    runtime: Runtime
+    bus: Mapping[str, object]  # every bus, bridge, port and controller with used, free and capacity (model.allocator)
+    alive: bool
+    pid: int | None
+    status: str
+    qmp_socket: str | None
+    interrupted_hotplugs: list[str]
+    drift: list[str]
+    notes: list[str]
+    disk_sizes: dict[str, int]
+
+
+class InfoResult(TypedDict, total=False):
+    """``kvm_instance_info``: ``instance`` too when one instance was asked by name or path."""
+
+    changed: bool
+    instances: list[InstanceReport]
+    instance: InstanceReport
+    diff: list[Diff]
