@@ -60,7 +60,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.results import MigrateR
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import check_parents
 
 
-def capabilities(pause: bool) -> list[dict[str, Any]]:
+def capabilities(pause: bool) -> list[dict[str, object]]:
     """The source's capabilities; pause-before-switchover is set either way, so an earlier run's setting never lingers."""
     return [*MIGRATION_CAPS, {"capability": "pause-before-switchover", "state": pause}]
 

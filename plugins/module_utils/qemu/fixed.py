@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import disks, nics
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import FixedDevice, Runtime
 
 # cache mode -> (O_DIRECT, no-flush, guest-visible write cache)
 _CACHE = {
@@ -83,13 +83,13 @@ def placeholder_fds(runtime: Runtime) -> tuple[dict[str, tuple[int, bool]], dict
     return disk_fds, taps
 
 
-def _blockdev(key: str, dev: Mapping[str, Any], filename: str, block_device: bool) -> dict[str, Any]:
+def _blockdev(key: str, dev: FixedDevice, filename: str, block_device: bool) -> dict[str, object]:
     read_only = dev["mode"] == "ro"
-    node: dict[str, Any] = {"driver": dev["format"], "node-name": key, "read-only": read_only,
-                            "file": {"driver": "host_device" if block_device else "file", "filename": filename, "read-only": read_only}}
+    protocol: dict[str, object] = {"driver": "host_device" if block_device else "file", "filename": filename, "read-only": read_only}
+    node: dict[str, object] = {"driver": dev["format"], "node-name": key, "read-only": read_only, "file": protocol}
     if dev.get("cache"):
         direct, no_flush, _wce = _CACHE[dev["cache"]]
-        node["cache"] = node["file"]["cache"] = {"direct": direct, "no-flush": no_flush}
+        node["cache"] = protocol["cache"] = {"direct": direct, "no-flush": no_flush}
     return node
 
 
@@ -99,10 +99,10 @@ def render(runtime: Runtime, fds: Any, first_fdset: int) -> tuple[list[str], lis
     tail: list[str] = []
     spliced: list[tuple[int, list[str]]] = []
     for nic in nics(runtime):
-        device: dict[str, Any] = {"driver": nic["driver"], "mac": nic["mac"]}
+        device: dict[str, object] = {"driver": nic["driver"], "mac": nic["mac"]}
         network = nic.get("network")
         if network:
-            netdev: dict[str, Any] = {"type": network["type"], "id": nic["netdev"]}
+            netdev: dict[str, object] = {"type": network["type"], "id": nic["netdev"]}
             if netdev["type"] == "tap":
                 netdev["fd"] = str(fds.taps[nic["netdev"]])
             tail += ["-netdev", _json(netdev)]
