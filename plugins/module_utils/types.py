@@ -57,7 +57,7 @@ class DiskRecord(TypedDict, total=False):
     mode: str
     type: str  # paravirtual, scsi-hd, scsi-cd, ... (the instance's disk_type when omitted)
     hvinfo: HvInfo
-    ganeti: dict[str, Any]  # fields of a Ganeti disk kept for a downgrade export
+    ganeti: dict[str, object]  # fields of a Ganeti disk kept for a downgrade export
 
 
 class NicRecord(TypedDict, total=False):
@@ -66,7 +66,7 @@ class NicRecord(TypedDict, total=False):
     network: Network | None
     uuid_from_mac: bool  # a legacy NIC without uuid: derived from its MAC
     hvinfo: HvInfo
-    ganeti: dict[str, Any]
+    ganeti: dict[str, object]
 
 
 class Controller(TypedDict, total=False):
@@ -90,7 +90,7 @@ class FixedDevice(TypedDict, total=False):
 
     kind: Literal["disk", "nic"]
     uuid: str
-    ganeti: dict[str, Any]  # fields of a Ganeti device kept for a downgrade export
+    ganeti: dict[str, object]  # fields of a Ganeti device kept for a downgrade export
     # a NIC: its MAC, -device driver, backend, and the netdev id its tap is keyed by
     mac: str
     driver: str  # a disk's too, when it is rendered as a -device
@@ -118,6 +118,15 @@ class Adopted(TypedDict, total=False):
     started: int | None
 
 
+class GanetiSide(TypedDict, total=False):
+    """What reading a Ganeti runtime keeps beside the runtime (``store.ganeti.read``; ``validate`` checks ``notes``)."""
+
+    layout: str  # the layout the file had (store.ganeti.read.layout_of)
+    plumbing: list[list[str]]  # the host plumbing dropped from kvm_cmd, as option groups, for an export
+    notes: list[str]  # what reading it changed or assumed
+    reservations_default: bool  # the file predates kvm_pci_reservations: adoption packs new devices after QEMU's own
+
+
 # A runtime's mark: stopped on purpose, or a migration target not yet confirmed.
 STOPPED, INCOMING = "stopped", "incoming"
 
@@ -139,7 +148,7 @@ class Runtime(TypedDict, total=False):
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
     created_images: list[CreatedImage]  # a copy_storage target's own images {path, dev, ino, token}, while marked incoming
     adopted: Adopted
-    ganeti: dict[str, Any]  # read from Ganeti: layout, the host plumbing dropped from kvm_cmd, notes (store.ganeti)
+    ganeti: GanetiSide  # read from Ganeti (store.ganeti)
 
 
 def keys_of(record_type: Any) -> frozenset[str]:
