@@ -144,7 +144,7 @@ class InstanceReport(_Exported):
     format_version: int
     current_version: int
     runtime: Runtime
-    bus: Mapping[str, object]  # every bus, bridge, port and controller with used, free and capacity (model.allocator)
+    bus: BusReport
     alive: bool
     pid: int | None
     status: str
@@ -162,3 +162,50 @@ class InfoResult(TypedDict, total=False):
     instances: list[InstanceReport]
     instance: InstanceReport
     diff: list[Diff]
+
+
+class PciBus(TypedDict):
+    bus: str
+    window: list[str]  # the first and last hotplug slot
+    used: list[str]
+    free: list[str]
+
+
+class HotplugRoom(TypedDict):
+    pci_hotplug_slots: int
+    free_pci: int
+
+
+class Bridge(TypedDict):
+    id: str
+    addr: str
+    capacity: int
+    used: list[str]
+    free: int
+
+
+class Ports(TypedDict):
+    capacity: int
+    used: list[str]
+    free: int
+
+
+class ScsiController(TypedDict):
+    id: str
+    bus: str
+    driver: str
+    addr: str | None
+    max_targets: int
+    used: list[int]
+    free: int
+
+
+class BusReport(TypedDict):
+    """Every bus, bridge, port and controller with used, free and capacity (``model.allocator.describe``)."""
+
+    machine: str
+    pci: PciBus
+    hotplug: HotplugRoom
+    bridges: list[Bridge]
+    ports: Ports  # q35's root ports, one per hotpluggable device
+    scsi: list[ScsiController]
