@@ -65,7 +65,7 @@ def new_module(argument_spec: Mapping[str, Any], **kwargs: Any) -> AnsibleModule
     return module
 
 
-def run(module: AnsibleModule, operation: Callable[[Call], Coroutine[Any, Any, dict[str, Any]]]) -> None:
+def run(module: AnsibleModule, operation: Callable[[Call], Coroutine[Any, Any, Mapping[str, object]]]) -> None:
     """Run ``operation`` to completion and exit with its result; a KvmError becomes a one-line failure."""
     call = Call(module.params, module.check_mode, module._diff)
     try:

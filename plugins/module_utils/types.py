@@ -12,7 +12,7 @@ key declared here for no record (``keys_of``): this file is the one list.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 # The placement of one device: everything its -device needs besides backend
 # links. PCI devices have addr; SCSI devices channel/scsi-id/lun; IDE unit.
@@ -57,7 +57,7 @@ class DiskRecord(TypedDict, total=False):
     mode: str
     type: str  # paravirtual, scsi-hd, scsi-cd, ... (the instance's disk_type when omitted)
     hvinfo: HvInfo
-    ganeti: dict[str, Any]  # fields of a Ganeti disk kept for a downgrade export
+    ganeti: dict[str, object]  # fields of a Ganeti disk kept for a downgrade export
 
 
 class NicRecord(TypedDict, total=False):
@@ -66,7 +66,7 @@ class NicRecord(TypedDict, total=False):
     network: Network | None
     uuid_from_mac: bool  # a legacy NIC without uuid: derived from its MAC
     hvinfo: HvInfo
-    ganeti: dict[str, Any]
+    ganeti: dict[str, object]
 
 
 class Controller(TypedDict, total=False):
@@ -83,6 +83,48 @@ class CreatedImage(TypedDict):
     dev: int
     ino: int
     token: str | None  # written into its extended attributes; None where the filesystem has none
+
+
+class FixedDevice(TypedDict, total=False):
+    """A device QEMU placed itself (no recorded address, read from Ganeti): a NIC or a disk (``model.fixed``)."""
+
+    kind: Literal["disk", "nic"]
+    uuid: str
+    ganeti: dict[str, object]  # fields of a Ganeti device kept for a downgrade export
+    # a NIC: its MAC, -device driver, backend, and the netdev id its tap is keyed by
+    mac: str
+    driver: str  # a disk's too, when it is rendered as a -device
+    network: Network | None
+    uuid_from_mac: bool
+    netdev: str
+    # a disk: as a DiskRecord, rendered as a -device (driver, cache) or a -drive (drive options, position at)
+    path: str | None
+    uri: str | None
+    format: str
+    mode: str
+    type: str
+    render: Literal["device", "drive"]
+    cache: str
+    drive: dict[str, str]
+    at: int
+
+
+class Adopted(TypedDict, total=False):
+    """A QEMU started by something else (``ops.adopt``): its runtime file, QMP socket, pid file and start time."""
+
+    runtime: str | None
+    qmp: str
+    pidfile: str
+    started: int | None
+
+
+class GanetiSide(TypedDict, total=False):
+    """What reading a Ganeti runtime keeps beside the runtime (``store.ganeti.read``; ``validate`` checks ``notes``)."""
+
+    layout: str  # the layout the file had (store.ganeti.read.layout_of)
+    plumbing: list[list[str]]  # the host plumbing dropped from kvm_cmd, as option groups, for an export
+    notes: list[str]  # what reading it changed or assumed
+    reservations_default: bool  # the file predates kvm_pci_reservations: adoption packs new devices after QEMU's own
 
 
 # A runtime's mark: stopped on purpose, or a migration target not yet confirmed.
@@ -102,11 +144,11 @@ class Runtime(TypedDict, total=False):
     controllers: list[Controller]
     disks: list[DiskRecord]
     nics: list[NicRecord]
-    fixed: list[dict[str, Any]]  # devices QEMU placed itself (no address): kept in order, not hotpluggable (qemu.fixed)
+    fixed: list[FixedDevice]  # devices QEMU placed itself (no address): kept in order, not hotpluggable (qemu.fixed)
     mark: str  # "stopped": stopped on purpose; "incoming": a migration target not yet confirmed
     created_images: list[CreatedImage]  # a copy_storage target's own images {path, dev, ino, token}, while marked incoming
-    adopted: dict[str, Any]  # a QEMU started by something else: its runtime file, qmp socket, pid file and start time
-    ganeti: dict[str, Any]  # read from Ganeti: layout, the host plumbing dropped from kvm_cmd, notes (store.ganeti)
+    adopted: Adopted
+    ganeti: GanetiSide  # read from Ganeti (store.ganeti)
 
 
 def keys_of(record_type: Any) -> frozenset[str]:

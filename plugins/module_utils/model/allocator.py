@@ -35,6 +35,7 @@ from typing import Any, Iterable, Iterator, Mapping, TypeAlias, cast
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import BusReport
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, DiskRecord, HvInfo, NicRecord
 
 BRIDGE_SLOTS = range(1, 32)  # 31 slots: slot 0 of a pci-bridge is left alone (SHPC cannot hotplug it)
@@ -328,10 +329,10 @@ def assign(controllers: list[Controller], disks: list[DiskRecord], nics: list[Ni
 # -- what kvm_instance_info reports --------------------------------------------
 
 
-def describe(state: BusState) -> dict[str, Any]:
+def describe(state: BusState) -> BusReport:
     """Every bus, bridge, port and controller with used, free and capacity."""
     root_used = sorted(s for s in state.window() if state.slot_used(state.root, s))
-    report: dict[str, Any] = {
+    report: BusReport = {
         "machine": "q35" if state.q35 else "pc",
         "pci": {
             "bus": state.root,

@@ -19,7 +19,8 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import uri as uris
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, Network, NicRecord
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import PublicDevice
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import DiskRecord, HvInfo, Network, NicRecord
 
 DISK_FORMATS = ("raw", "qcow2")
 DISK_MODES = ("rw", "ro")
@@ -220,6 +221,7 @@ def nic_device_extra(nic: Mapping[str, Any]) -> dict[str, object]:
     return {"netdev": nic["hvinfo"]["id"] if nic.get("network") else None, "mac": nic["mac"]}
 
 
-def public(dev: Mapping[str, Any]) -> dict[str, Any]:
+def public(dev: Mapping[str, Any]) -> PublicDevice:
     """What modules return for a device: its identity, id and hvinfo."""
-    return {"uuid": dev["uuid"], "id": dev["hvinfo"]["id"], "hvinfo": dict(dev["hvinfo"])}
+    hvinfo: HvInfo = dev["hvinfo"]
+    return {"uuid": dev["uuid"], "id": hvinfo["id"], "hvinfo": hvinfo.copy()}

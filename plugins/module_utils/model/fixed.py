@@ -23,10 +23,10 @@ from typing import Any, Mapping
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.kinds import DeviceKind
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import FixedDevice, Runtime
 
 
-def disks(runtime: Runtime) -> list[tuple[str, dict[str, Any]]]:
+def disks(runtime: Runtime) -> list[tuple[str, FixedDevice]]:
     """(key, disk) of every descriptor the fixed disks need, in order.
 
     A disk's key is ``fixed<N>`` (N: its position in ``fixed``). A
@@ -34,21 +34,23 @@ def disks(runtime: Runtime) -> list[tuple[str, dict[str, Any]]]:
     read-write, so its fdset holds a read-only descriptor too (key
     ``fixed<N>:ro``), whatever its cache mode.
     """
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: list[tuple[str, FixedDevice]] = []
     for pos, dev in enumerate(runtime.get("fixed", [])):
         if dev.get("kind") == "disk":
             found.append((f"fixed{pos}", dev))
             if dev.get("render") == "drive" and dev.get("mode") != "ro":
-                found.append((f"fixed{pos}:ro", {**dev, "mode": "ro"}))
+                read_only = dev.copy()
+                read_only["mode"] = "ro"
+                found.append((f"fixed{pos}:ro", read_only))
     return found
 
 
-def nics(runtime: Runtime) -> list[dict[str, Any]]:
+def nics(runtime: Runtime) -> list[FixedDevice]:
     """The fixed NICs, in order."""
     return [dev for dev in runtime.get("fixed", []) if dev.get("kind") == "nic"]
 
 
-def find(runtime: Runtime, kind: DeviceKind, key: str, value: Any) -> dict[str, Any] | None:
+def find(runtime: Runtime, kind: DeviceKind, key: str, value: object) -> FixedDevice | None:
     """The fixed device of ``kind`` whose ``key`` is ``value`` (a fixed device's kind is the noun: disk, nic)."""
     return next((d for d in runtime.get("fixed", []) if d.get("kind") == kind.noun and d.get(key) == value), None)
 

@@ -149,7 +149,7 @@ def options(head: str | None, props: Mapping[str, Any]) -> str:
 
 def device_args(hvinfo: HvInfo, **extra: Any) -> dict[str, object]:
     """Typed arguments of the device (QMP ``device_add``, and ``-device`` as JSON); None extras are dropped."""
-    info = cast("dict[str, Any]", hvinfo)
+    info: Mapping[str, object] = hvinfo
     args = {key: info[key] for key in KEY_ORDER if key in info}
     args.update({k: v for k, v in extra.items() if v is not None})
     return args

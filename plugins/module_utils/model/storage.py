@@ -103,7 +103,7 @@ def nbd_host(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
-def server_args(host: str, port: int, exports: int) -> dict[str, Any]:
+def server_args(host: str, port: int, exports: int) -> dict[str, object]:
     """``nbd-server-start`` on the target: one connection per export, the source's mirror.
 
     The exports are writable and NBD has no authentication here, so nobody
@@ -113,7 +113,7 @@ def server_args(host: str, port: int, exports: int) -> dict[str, Any]:
     return {"addr": {"type": "inet", "data": {"host": nbd_host(host), "port": str(port)}}, "max-connections": max(1, exports)}
 
 
-def export_args(disk: Mapping[str, Any]) -> dict[str, Any]:
+def export_args(disk: Mapping[str, Any]) -> dict[str, object]:
     """``block-export-add``: the target's disk node, writable, named like the device."""
     dev_id = disk["hvinfo"]["id"]
     return {"type": "nbd", "id": dev_id, "node-name": dev_id, "name": dev_id, "writable": True}
@@ -127,13 +127,13 @@ def job_id(index: int) -> str:
     return f"{JOB_PREFIX}{index}"
 
 
-def client_args(index: int, disk: Mapping[str, Any], host: str, port: int) -> dict[str, Any]:
+def client_args(index: int, disk: Mapping[str, Any], host: str, port: int) -> dict[str, object]:
     """``blockdev-add`` on the source: an NBD client node for the target's export of ``disk``."""
     return {"driver": "nbd", "node-name": node_name(index), "export": disk["hvinfo"]["id"],
             "server": {"type": "inet", "host": nbd_host(host), "port": str(port)}}
 
 
-def mirror_args(index: int, disk: Mapping[str, Any]) -> dict[str, Any]:
+def mirror_args(index: int, disk: Mapping[str, Any]) -> dict[str, object]:
     """``blockdev-mirror`` of the source's disk node into its NBD client node."""
     return {"job-id": job_id(index), "device": disk["hvinfo"]["id"], "target": node_name(index), "sync": "full",
             "copy-mode": COPY_MODE, "auto-finalize": True, "auto-dismiss": True}

@@ -45,6 +45,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qm
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import Paths
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import InstanceResult
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 KEYS = ("runtime", "qmp", "pidfile")
@@ -144,7 +145,9 @@ def compare(rt: Runtime, pid: int, live: Mapping[str, Any]) -> list[str]:
     kvm_cmd = " ".join(rt["kvm_cmd"])
     for dev in rt.get("fixed", []):
         if dev["kind"] == "disk":
-            backed = next((pair for pair in files if pair[1] == dev["path"] or drift.same_file(pair[1] or "", dev["path"]) is True), None)
+            path = dev.get("path")
+            backed = next((pair for pair in files
+                           if pair[1] == path or (path is not None and drift.same_file(pair[1] or "", path) is True)), None)
             if backed is None:
                 problems.append(f"disk {dev['path']} (placed by QEMU): QEMU has no disk backed by it")
             else:
@@ -154,13 +157,13 @@ def compare(rt: Runtime, pid: int, live: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-async def _result(session: Session, changed: bool, rt: Runtime, spec: dict[str, str], notes: list[str]) -> dict[str, Any]:
+async def _result(session: Session, changed: bool, rt: Runtime, spec: dict[str, str], notes: list[str]) -> InstanceResult:
     state, pid = await session.status()
     return {"changed": changed, "pending": [], "recovered": False, "adopted": spec, "notes": notes,
             "instance": public(session, rt, state, pid)}
 
 
-async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
+async def adopt(session: Session, spec: dict[str, str]) -> InstanceResult:
     call = session.call
     rt = session.load()
     if rt is not None:
@@ -190,7 +193,8 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
                        + "; ".join(problems))
     rt.pop("mark", None)
     rt["name"] = session.name
-    rt["adopted"] = {**spec, "started": process.starttime(pid)}  # a later pid reuse is never taken for this QEMU
+    rt["adopted"] = {"runtime": spec["runtime"], "qmp": spec["qmp"], "pidfile": spec["pidfile"],
+                     "started": process.starttime(pid)}  # a later pid reuse is never taken for this QEMU
     session.save(rt)
     result = await _result(session, True, rt, spec, notes)
     if call.diff:
@@ -198,7 +202,7 @@ async def adopt(session: Session, spec: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-async def apply(call: Call) -> dict[str, Any]:
+async def apply(call: Call) -> InstanceResult:
     """The whole ``kvm_instance adopt=`` call, in one session on the instance."""
     spec = _spec(call.params)
     async with open_session(call, call.params["name"], create=True) as session:

@@ -42,6 +42,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.engine import Item
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Session
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import qmp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import DeviceChanges
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
 
@@ -56,10 +57,10 @@ class Plan:
     def empty(self) -> bool:
         return not (self.removes or self.adds or self.media)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> DeviceChanges:
         return {
-            "unplug": [{"id": i.id, "hvinfo": dict(i.record["hvinfo"])} for i in self.removes],
-            "plug": [{"id": i.id, "hvinfo": dict(i.record["hvinfo"])} for i in self.adds],
+            "unplug": [{"id": i.id, "hvinfo": i.record["hvinfo"].copy()} for i in self.removes],
+            "plug": [{"id": i.id, "hvinfo": i.record["hvinfo"].copy()} for i in self.adds],
             "media": [{"id": cd["hvinfo"]["id"], "path": want.get("path")} for cd, want in self.media],
             "kept": list(self.kept),
         }

@@ -13,7 +13,7 @@ back on failure), then saved; a save that fails unplugs it again.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeAlias
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices, fixed, kinds
@@ -26,9 +26,10 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Sess
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import query
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import Diff, HotplugResult
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Runtime
 
-Outcome = tuple[bool, "Mapping[str, Any] | None", "dict[str, Any]"]
+Outcome: TypeAlias = "tuple[bool, Mapping[str, Any] | None, Diff | None]"  # (changed, the device, the diff when changed)
 
 
 def new_record(kind: DeviceKind, spec: Mapping[str, Any], rt: Runtime, name: str) -> Mapping[str, Any]:
@@ -75,16 +76,16 @@ class HotplugOp:
                                "unplug it first (state=absent) to plug it again with other properties")
             mon = await self.session.monitor()
             if found["hvinfo"]["id"] in query.peripherals(await mon.cmd("qom-list", {"path": "/machine/peripheral"})):
-                return settled, found, {}
+                return settled, found, None
             self.call.warn(f"QEMU had lost {found['hvinfo']['id']}; "
                            + ("it would be plugged again" if self.call.check else "plugged it again") + " at its recorded address")
             if not self.call.check:
                 await engine.replug(mon, Item(self.kind.name, dict(found)), rt["hvparams"], self.timeout)
-            return True, found, {}
+            return True, found, None
         if fixed.find(rt, self.kind, key, value) is not None:
             # there, placed by QEMU (read from Ganeti): present, but not ours to plug
             self.call.warn(f"{self.kind.noun} {value} is one QEMU placed itself (fixed): present, not hotpluggable")
-            return settled, None, {}
+            return settled, None, None
         wanted = new_record(self.kind, self.spec, rt, self.session.name)
         key, what = self.kind.claim(wanted)
         if wanted.get(key) and fixed.find(rt, self.kind, key, wanted[key]) is not None:
@@ -95,7 +96,7 @@ class HotplugOp:
         items = tx.place(construct.bus_state(rt), self.kind, wanted)
         record = items[-1].record
         after = tx.with_items(rt, items)
-        diff = {"before": tx.layout(rt), "after": tx.layout(after)}
+        diff: Diff = {"before": tx.layout(rt), "after": tx.layout(after)}
         if not self.call.check:
             await tx.commit_add(self.session, await self.session.monitor(), rt, items, self.timeout)
         return True, record, diff
@@ -105,8 +106,8 @@ class HotplugOp:
         after = runtime_file.copy(rt)
         changed = next(d for d in after["disks"] if d["uuid"] == cd["uuid"])
         media.put(changed, media.medium(asked, cd))
-        diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path') or cd.get('uri')}\n",
-                "after": f"{cd['hvinfo']['id']} medium {changed['path'] or changed['uri']}\n"}
+        diff: Diff = {"before": f"{cd['hvinfo']['id']} medium {cd.get('path') or cd.get('uri')}\n",
+                      "after": f"{cd['hvinfo']['id']} medium {changed['path'] or changed['uri']}\n"}
         if not self.call.check:
             try:
                 await media.change(await self.session.monitor(), cd, changed, rt["hvparams"])
@@ -124,10 +125,10 @@ class HotplugOp:
             raise KvmError(f"{self.kind.noun} {value} was placed by QEMU itself (fixed, read from Ganeti) and cannot be "
                            "unplugged; stop the instance and start it without it")
         if found is None:
-            return settled, None, {}
+            return settled, None, None
         after = runtime_file.copy(rt)
         self.kind.set_records(after, [rec for rec in self.kind.records(after) if rec["uuid"] != found["uuid"]])
-        diff = {"before": tx.layout(rt), "after": tx.layout(after)}
+        diff: Diff = {"before": tx.layout(rt), "after": tx.layout(after)}
         if self.call.check:
             return True, found, diff
         _gone, stuck = await engine.unplug(await self.session.monitor(), [Item(self.kind.name, dict(found))], self.timeout)
@@ -140,7 +141,7 @@ class HotplugOp:
         return True, found, diff
 
 
-async def apply(call: Call, kind: Kind, option: str) -> dict[str, Any]:
+async def apply(call: Call, kind: Kind, option: str) -> HotplugResult:
     """The whole kvm_disk_hotplug / kvm_nic_hotplug call, in one session on the instance."""
     spec = {k: v for k, v in (call.params[option] or {}).items() if v is not None}
     device_kind = kinds.BY_NAME[kind]
@@ -150,7 +151,7 @@ async def apply(call: Call, kind: Kind, option: str) -> dict[str, Any]:
             raise KvmError(f"instance {session.name} has no runtime file in {session.where.runtime_dir}")
         op = HotplugOp(session, device_kind, spec)
         changed, rec, diff = await (op.present() if call.params["state"] == "present" else op.absent())
-    result: dict[str, Any] = {"changed": changed, "device": devices.public(rec) if rec else None}
+    result: HotplugResult = {"changed": changed, "device": devices.public(rec) if rec else None}
     if call.diff and changed and diff:
         result["diff"] = diff
     return result

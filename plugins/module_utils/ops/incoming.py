@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import storage as copy_plan
@@ -34,7 +34,11 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import runtime_file
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import InstanceDetails, InstanceResult, NewImage
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11: module_utils also run on 3.10
 
 
 def check_unix_target(path: str) -> None:
@@ -80,18 +84,19 @@ def copy_images(session: Session, source: Runtime, target: uri.MigrationUri, roo
     return plan
 
 
-async def _result(session: Session, changed: bool, rt: Runtime, before: Any, after: Any, **extra: Any) -> dict[str, Any]:
+async def _result(session: Session, changed: bool, rt: Runtime, before: Any, after: Any,
+                  **extra: Unpack[InstanceDetails]) -> InstanceResult:
     state, pid = await session.status()
     if rt.get("mark") == INCOMING and pid is None:
         state = "incoming-failed"
-    result: dict[str, Any] = {"changed": changed, "pending": [], "recovered": False, **extra,
+    result: InstanceResult = {"changed": changed, "pending": [], "recovered": False, **extra,
                               "instance": public(session, rt, state, pid)}
     if session.call.diff and changed:
         result["diff"] = {"before": before or {}, "after": after or {}}
     return result
 
 
-async def incoming(session: Session) -> dict[str, Any]:
+async def incoming(session: Session) -> InstanceResult:
     params = session.call.params
     target = uri.parse(params["migration_uri"], "migration_uri")
     source = runtime_file.read_path(params["runtime"])[0]
@@ -121,7 +126,7 @@ async def incoming(session: Session) -> dict[str, Any]:
     for disk in source["disks"]:
         if disk["uuid"] not in copied:
             host.check_disk(dict(disk), source["hvparams"])
-    images = [{"path": d["path"], "format": d["format"], "size": size} for d, size in plan or []]
+    images: list[NewImage] = [{"path": d["path"], "format": d["format"], "size": size} for d, size in plan or []]
     if session.check:
         result = await _result(session, True, source, {}, summary(source), created_images=images)
         result["instance"]["status"] = "incoming"
@@ -141,7 +146,7 @@ async def incoming(session: Session) -> dict[str, Any]:
     return await _result(session, True, source, {}, summary(source), created_images=images)
 
 
-async def apply(call: Call) -> dict[str, Any]:
+async def apply(call: Call) -> InstanceResult:
     """The whole ``kvm_instance state=incoming`` call, in one session on the instance."""
     async with open_session(call, call.params["name"], create=True) as session:
         return await incoming(session)

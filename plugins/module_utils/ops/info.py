@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import Callable
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator
@@ -28,11 +28,12 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.export imp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.read import notes as ganeti_notes
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import NAME_RE, RUNTIME_SUFFIX, RunDir, list_names, open_rundir, paths
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.upgrade import FORMAT_VERSION
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import Diff, InfoResult, InstanceReport
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 # export name -> the downgrade that writes it (refusing, with the reason, what it cannot hold)
 # layout -> export(runtime, QEMU alive); ganeti-2/ganeti-3 are Ganeti 2.10-2.15's and 2.16-3.1's layouts
-EXPORTS: dict[str, Any] = {
+EXPORTS: dict[str, Callable[[Runtime, bool], object]] = {
     "runtime-v1": lambda rt, _alive: upgrade.to_v1(rt),
     "legacy": lambda rt, _alive: upgrade.to_legacy(rt),
     "ganeti-2": lambda rt, alive: export_ganeti(dict(rt), "2", running=alive),
@@ -50,7 +51,7 @@ async def _disk_sizes(mon: qmp.Monitor, rt: Runtime) -> dict[str, int]:
     return sizes
 
 
-async def describe(path: str, rt: Runtime, version: int, session: Session | None) -> dict[str, Any]:
+async def describe(path: str, rt: Runtime, version: int, session: Session | None) -> InstanceReport:
     """One instance as the module returns it (``session`` is None for a file outside a runtime directory)."""
     pid = session.pid() if session is not None else None
     status = "alive" if pid else "down"
@@ -58,7 +59,7 @@ async def describe(path: str, rt: Runtime, version: int, session: Session | None
         status = "incoming" if pid else "incoming-failed"
     elif rt.get("mark") == "stopped" and not pid:
         status = "stopped"
-    report: dict[str, Any] = {
+    report: InstanceReport = {
         "name": rt.get("name") or (session.name if session else None),
         "runtime_file": path,
         "format_version": version,
@@ -110,7 +111,7 @@ def _upgrade_in_place(path: str, check: bool) -> None:
             rd.write_atomic(os.path.basename(path), runtime_file.dumps(rt))
 
 
-async def _one(call: Call, path: str, rd: RunDir | None, name: str | None) -> dict[str, Any]:
+async def _one(call: Call, path: str, rd: RunDir | None, name: str | None) -> tuple[InstanceReport, Diff | None]:
     """The report of one runtime file, upgraded in place first if asked; ``changed`` and ``diff`` on the side."""
     params = call.params
     found: tuple[Runtime, int] | None
@@ -124,7 +125,7 @@ async def _one(call: Call, path: str, rd: RunDir | None, name: str | None) -> di
         else:
             found = runtime_file.read_path(path)
         rt, version = found
-        upgraded = None
+        upgraded: Diff | None = None
         if params["upgrade"] and version < rt["version"]:
             upgraded = {"before": f"{path}: format version {version}\n", "after": f"{path}: format version {rt['version']}\n"}
             _upgrade_in_place(path, call.check)
@@ -133,10 +134,10 @@ async def _one(call: Call, path: str, rd: RunDir | None, name: str | None) -> di
         report = await describe(path, rt, version, session)
     if params.get("export"):  # refused with the reason when the devices do not fit the layout
         report["exported"] = EXPORTS[params["export"]](rt, report["alive"])
-    return {"report": report, "diff": upgraded}
+    return report, upgraded
 
 
-async def apply(call: Call) -> dict[str, Any]:
+async def apply(call: Call) -> InfoResult:
     """The whole kvm_instance_info call: one read-only session per instance it reports."""
     params = call.params
     if params["path"]:
@@ -150,9 +151,9 @@ async def apply(call: Call) -> dict[str, Any]:
         names, files = list(listed), [paths(params["runtime_dir"], n).runtime for n in listed]
     with rd if rd is not None else contextlib.nullcontext():
         done = [await _one(call, path, rd, name) for path, name in zip(files, names, strict=True)]
-    reports = [d["report"] for d in done]
-    diffs = [d["diff"] for d in done if d["diff"]]
-    result: dict[str, Any] = {"changed": bool(diffs), "instances": reports}
+    reports = [report for report, _diff in done]
+    diffs = [diff for _report, diff in done if diff]
+    result: InfoResult = {"changed": bool(diffs), "instances": reports}
     if len(files) == 1 and (params["name"] or params["path"]):
         result["instance"] = reports[0]
     if call.diff and diffs:

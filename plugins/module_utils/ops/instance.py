@@ -22,7 +22,7 @@ still waiting) and leaves anything else alone.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import allocator, devices, hvparams, kinds
@@ -36,7 +36,11 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import arrived, settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import Instance, InstanceDetails, InstanceResult
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, STOPPED, Controller, Runtime
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11: module_utils also run on 3.10
 
 
 def plan_runtime(spec: specs.Spec, binary: str, old: Runtime | None = None, warn: Any = None) -> Runtime:
@@ -55,21 +59,21 @@ def plan_runtime(spec: specs.Spec, binary: str, old: Runtime | None = None, warn
 
 
 async def result_of(session: Session, changed: bool, rt: Runtime | None, before: Any = None, after: Any = None,
-                    **extra: Any) -> dict[str, Any]:
+                    **extra: Unpack[InstanceDetails]) -> InstanceResult:
     """What ``kvm_instance`` returns: the instance as it is now, the diff if asked and something changed."""
     call = session.call
     state, pid = await session.status()
     if rt is not None and rt.get("mark") == INCOMING and pid is None:
         state = "incoming-failed"
-    result: dict[str, Any] = {"changed": changed, "pending": [], "recovered": False, **extra}
+    instance: Instance
     if rt is not None:
-        result["instance"] = public(session, rt, state, pid)
+        instance = public(session, rt, state, pid)
     else:
         uuid = devices.instance_uuid(session.name, call.params.get("uuid"))
         where = session.where
-        result["instance"] = {"name": session.name, "uuid": uuid, "status": state, "pid": pid,
-                              "qmp_socket": where.qmp, "runtime_file": where.runtime,
-                              "serial_log": where.serial, "disks": [], "nics": [], "cmdline": []}
+        instance = {"name": session.name, "uuid": uuid, "status": state, "pid": pid, "qmp_socket": where.qmp,
+                    "runtime_file": where.runtime, "serial_log": where.serial, "disks": [], "nics": [], "cmdline": []}
+    result: InstanceResult = {"changed": changed, "pending": [], "recovered": False, **extra, "instance": instance}
     if call.diff and changed:
         result["diff"] = {"before": before or {}, "after": after or {}}
     return result
@@ -91,7 +95,7 @@ class InstanceOp:
             raise KvmError(f"instance {self.session.name} here is the former copy of a migration that completed (QEMU is "
                            "postmigrate): the guest runs on the target; remove it here with state=absent")
 
-    async def running(self) -> dict[str, Any]:
+    async def running(self) -> InstanceResult:
         session = self.session
         spec = specs.requested_spec(self.params)
         old = session.load()
@@ -126,7 +130,7 @@ class InstanceOp:
             self.call.warn(f"instance {session.name} had died; started it again from its runtime file")
         return await result_of(session, True, planned, before, after, recovered=recovered)
 
-    async def converge(self, old: Runtime, spec: specs.Spec) -> dict[str, Any]:
+    async def converge(self, old: Runtime, spec: specs.Spec) -> InstanceResult:
         """A running instance: make its disks and NICs match the lists, live; the rest waits for a start.
 
         The journal of a killed run is settled first, then the plan is made
@@ -154,7 +158,7 @@ class InstanceOp:
         done = await converge.execute(session, mon or await session.monitor(), old, the_plan, spec, timeout)
         return await result_of(session, True, done, before, tx.layout(done), pending=pending, devices=the_plan.report())
 
-    async def stopped(self) -> dict[str, Any]:
+    async def stopped(self) -> InstanceResult:
         session = self.session
         old = session.load()
         pid = session.pid()
@@ -178,7 +182,7 @@ class InstanceOp:
                 session.save(old)
         return await result_of(session, True, old, {"status": "running"}, {"status": "stopped"})
 
-    async def absent(self) -> dict[str, Any]:
+    async def absent(self) -> InstanceResult:
         session = self.session
         old = None
         try:
@@ -214,7 +218,7 @@ class InstanceOp:
         return result
 
 
-async def apply(call: Call) -> dict[str, Any]:
+async def apply(call: Call) -> InstanceResult:
     """The whole kvm_instance call (running, stopped, absent), in one session on the instance."""
     state = call.params["state"]
     if state == "running":

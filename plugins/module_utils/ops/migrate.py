@@ -56,15 +56,16 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import MIGRAT
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_all
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import process, qmp
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import MigrateResult, Migration
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.rundir import check_parents
 
 
-def capabilities(pause: bool) -> list[dict[str, Any]]:
+def capabilities(pause: bool) -> list[dict[str, object]]:
     """The source's capabilities; pause-before-switchover is set either way, so an earlier run's setting never lingers."""
     return [*MIGRATION_CAPS, {"capability": "pause-before-switchover", "state": pause}]
 
 
-def stats(info: Mapping[str, Any]) -> dict[str, Any]:
+def stats(info: Mapping[str, Any]) -> Migration:
     """The figures worth reporting from a final ``query-migrate``."""
     ram = info.get("ram", {})
     return {
@@ -77,7 +78,7 @@ def stats(info: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _migrate(mon: qmp.Monitor, uri: str, timeout: float, max_bandwidth_mib: int) -> dict[str, Any]:
+async def _migrate(mon: qmp.Monitor, uri: str, timeout: float, max_bandwidth_mib: int) -> Migration:
     with mon.events(("MIGRATION", *JOB_EVENTS)) as leftovers:
         await settle_earlier_run(mon, leftovers)
     await mon.cmd("migrate-set-capabilities", {"capabilities": capabilities(False)}, step="migrate setup")
@@ -105,7 +106,7 @@ async def _migrate(mon: qmp.Monitor, uri: str, timeout: float, max_bandwidth_mib
 
 
 async def _migrate_copy(mon: qmp.Monitor, uri: str, nbd: storage.NbdExport, timeout: float,
-                        max_bandwidth_mib: int) -> dict[str, Any]:
+                        max_bandwidth_mib: int) -> Migration:
     """The copy_storage migration (module docstring); the source keeps running on any failure."""
     with mon.events(("MIGRATION", *JOB_EVENTS)) as leftovers:
         await settle_earlier_run(mon, leftovers)
@@ -140,7 +141,7 @@ async def _migrate_copy(mon: qmp.Monitor, uri: str, nbd: storage.NbdExport, time
 
 
 async def migrate(session: Session, uri: str, timeout: float, max_bandwidth_mib: int,
-                  copy: storage.NbdExport | None = None, remove_source_disks: bool = False) -> dict[str, Any]:
+                  copy: storage.NbdExport | None = None, remove_source_disks: bool = False) -> Migration:
     """Migrate, then stop the source and remove its files (and, if asked, the copied disks); returns migration stats."""
     pid = session.pid()
     rt = session.load()
@@ -181,7 +182,7 @@ def remove_disks(disks: Sequence[Mapping[str, Any]]) -> list[str]:
     return removed
 
 
-async def apply(call: Call) -> dict[str, Any]:
+async def apply(call: Call) -> MigrateResult:
     """The whole kvm_migrate call, in one session on the source instance."""
     params = call.params
     target = uris.parse(params["target_uri"], "target_uri")
@@ -195,7 +196,7 @@ async def apply(call: Call) -> dict[str, Any]:
         if call.check:
             if (await session.status())[0] in ("stopped", "absent", "unknown"):
                 raise KvmError(f"instance {session.name} is not running (or does not answer QMP) in {session.where.runtime_dir}")
-            result: dict[str, Any] = {"changed": True, "target_uri": target.uri}
+            result: MigrateResult = {"changed": True, "target_uri": target.uri}
             if copy_storage:
                 rt = session.load()
                 result["copy_storage"] = [d["hvinfo"]["id"] for d in copy_plan.copied_disks(rt, params.get("shared_dirs"))] if rt else []

@@ -38,9 +38,11 @@ def locate(where: Paths, rt: Runtime | None) -> Paths:
     """The instance's own files, or an adopted QEMU's socket and pid file when ``rt`` records an adoption."""
     own = where.own()
     adopted = rt.get("adopted") if rt is not None else None
-    if isinstance(adopted, dict) and all(isinstance(adopted.get(k), str) and adopted[k].startswith("/") for k in ("qmp", "pidfile")):
-        started = adopted.get("started")
-        return Paths(own.runtime_dir, own.name, adopted["qmp"], adopted["pidfile"], started if isinstance(started, int) else None)
+    if not isinstance(adopted, dict):
+        return own
+    qmp_socket, pidfile, started = adopted.get("qmp"), adopted.get("pidfile"), adopted.get("started")
+    if isinstance(qmp_socket, str) and qmp_socket.startswith("/") and isinstance(pidfile, str) and pidfile.startswith("/"):
+        return Paths(own.runtime_dir, own.name, qmp_socket, pidfile, started if isinstance(started, int) else None)
     return own
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from typing import Any
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils import faults
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
@@ -27,6 +26,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Sess
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import orphan_listens
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import argv as qargv
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import fixed, host, process
+from ansible_collections.kvmhv.qemu.plugins.module_utils.results import Instance
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 START_TIMEOUT = 120.0
@@ -135,7 +135,7 @@ def illustrative_argv(rt: Runtime, incoming: bool = False) -> list[str]:
     return qargv.launch_argv(rt, qargv.HostFds(3, 4, 5, {**disks, **fixed_disks}, {**taps, **fixed_taps}), incoming)
 
 
-def public(session: Session, rt: Runtime, state: str, pid: int | None) -> dict[str, Any]:
+def public(session: Session, rt: Runtime, state: str, pid: int | None) -> Instance:
     """The ``instance`` a module returns."""
     where = session.where
     return {

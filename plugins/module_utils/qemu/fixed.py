@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import disks, nics
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import FixedDevice, Runtime
 
 # cache mode -> (O_DIRECT, no-flush, guest-visible write cache)
 _CACHE = {
@@ -58,13 +59,13 @@ def _json(args: Mapping[str, Any]) -> str:
     return json.dumps(args, separators=(",", ":"))
 
 
-def has_serial(runtime: Any) -> bool:
+def has_serial(runtime: Runtime) -> bool:
     """False when ``kvm_cmd`` says ``-serial none`` (then a start adds no serial port either)."""
     argv = runtime.get("kvm_cmd") or []
     return not any(argv[pos] == "-serial" and argv[pos + 1] == "none" for pos in range(len(argv) - 1))
 
 
-def kvm_cmd_ids(runtime: Any) -> set[str]:
+def kvm_cmd_ids(runtime: Runtime) -> set[str]:
     """Ids of the devices ``kvm_cmd`` creates itself (``-device DRIVER,...,id=X``); none without a ``kvm_cmd``
     (a runtime being planned), rather than a KeyError."""
     argv = runtime.get("kvm_cmd") or []
@@ -75,32 +76,33 @@ def kvm_cmd_ids(runtime: Any) -> set[str]:
     return ids
 
 
-def placeholder_fds(runtime: Any) -> tuple[dict[str, tuple[int, bool]], dict[str, int]]:
+def placeholder_fds(runtime: Runtime) -> tuple[dict[str, tuple[int, bool]], dict[str, int]]:
     """Illustrative descriptor numbers for the fixed disks and taps (a planned command line)."""
     disk_fds = {key: (200 + pos, False) for pos, (key, _dev) in enumerate(disks(runtime))}
     taps = {nic["netdev"]: 300 + pos for pos, nic in enumerate(nics(runtime)) if (nic.get("network") or {}).get("type") == "tap"}
     return disk_fds, taps
 
 
-def _blockdev(key: str, dev: Mapping[str, Any], filename: str, block_device: bool) -> dict[str, Any]:
+def _blockdev(key: str, dev: FixedDevice, filename: str, block_device: bool) -> dict[str, object]:
     read_only = dev["mode"] == "ro"
-    node: dict[str, Any] = {"driver": dev["format"], "node-name": key, "read-only": read_only,
-                            "file": {"driver": "host_device" if block_device else "file", "filename": filename, "read-only": read_only}}
+    protocol: dict[str, object] = {"driver": "host_device" if block_device else "file", "filename": filename, "read-only": read_only}
+    node: dict[str, object] = {"driver": dev["format"], "node-name": key, "read-only": read_only, "file": protocol}
     if dev.get("cache"):
         direct, no_flush, _wce = _CACHE[dev["cache"]]
-        node["cache"] = node["file"]["cache"] = {"direct": direct, "no-flush": no_flush}
+        node["cache"] = protocol["cache"] = {"direct": direct, "no-flush": no_flush}
     return node
 
 
-def render(runtime: Any, fds: Any, first_fdset: int) -> tuple[list[str], list[str]]:
+def render(runtime: Runtime, fds: Any, first_fdset: int) -> tuple[list[str], list[str]]:
     """(``kvm_cmd`` with the fixed ``-drive`` disks put back, the options that follow every addressed device)."""
     head = list(runtime["kvm_cmd"])
     tail: list[str] = []
     spliced: list[tuple[int, list[str]]] = []
     for nic in nics(runtime):
-        device: dict[str, Any] = {"driver": nic["driver"], "mac": nic["mac"]}
-        if nic.get("network"):
-            netdev: dict[str, Any] = {"type": nic["network"]["type"], "id": nic["netdev"]}
+        device: dict[str, object] = {"driver": nic["driver"], "mac": nic["mac"]}
+        network = nic.get("network")
+        if network:
+            netdev: dict[str, object] = {"type": network["type"], "id": nic["netdev"]}
             if netdev["type"] == "tap":
                 netdev["fd"] = str(fds.taps[nic["netdev"]])
             tail += ["-netdev", _json(netdev)]

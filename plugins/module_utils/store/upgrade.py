@@ -26,7 +26,7 @@ is validated strictly (``validate``) before anyone uses it.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, cast
+from typing import Any, Callable, Mapping, cast
 
 from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
@@ -110,7 +110,7 @@ def upgrade(data: Any, fresh: bool = False) -> tuple[Runtime, int]:
     return validate(runtime), version
 
 
-def _check_disk(dev: dict[str, Any], where: str) -> None:
+def _check_disk(dev: dict[str, object], where: str) -> None:
     path, uri = dev.get("path"), dev.get("uri")
     if path is not None and (not isinstance(path, str) or not path.startswith("/") or "\x00" in path):
         raise KvmError(f"{where}: path {path!r} must be an absolute path")
@@ -124,16 +124,17 @@ def _check_disk(dev: dict[str, Any], where: str) -> None:
     dev.setdefault("mode", "rw")
 
 
-def _check_nic(dev: dict[str, Any], where: str) -> None:
-    if not isinstance(dev.get("mac"), str) or not devices.MAC_RE.match(dev["mac"]):
-        raise KvmError(f"{where}: mac {dev.get('mac')!r} is not a MAC address")
+def _check_nic(dev: dict[str, object], where: str) -> None:
+    mac = dev.get("mac")
+    if not isinstance(mac, str) or not devices.MAC_RE.match(mac):
+        raise KvmError(f"{where}: mac {mac!r} is not a MAC address")
     try:
         dev["network"] = devices.network_record(dev.get("network"))
     except KvmError as err:
         raise KvmError(f"{where}: {err.msg}") from None
 
 
-def _only_declared(record: dict[str, Any], kind: str, where: str) -> None:
+def _only_declared(record: Mapping[str, object], kind: str, where: str) -> None:
     """Refuse a field types.py does not declare: nothing reads it, yet every save would write it back."""
     extra = sorted(set(record) - _DECLARED[kind])
     if extra:

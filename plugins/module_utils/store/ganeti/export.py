@@ -27,9 +27,9 @@ _GANETI_KNOWN = ("disk_type", "nic_type", "scsi_controller_type", "kvm_pci_reser
                  "initrd_path", "kernel_args", "kvm_extra")
 
 
-def _export_hvparams(runtime: Mapping[str, Any], layout: str) -> dict[str, Any]:
+def _export_hvparams(runtime: Mapping[str, Any], layout: str) -> dict[str, object]:
     ours = runtime["hvparams"]
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key in _GANETI_KNOWN:
         if key in ours:
             out[key] = "" if ours[key] is None else ours[key]
@@ -77,7 +77,7 @@ def _export_kvm_cmd(runtime: Mapping[str, Any], name: str, run_dir: str) -> list
     return out
 
 
-def _export_device(dev: Mapping[str, Any], kind: DeviceKind, layout: str, running: bool, reasons: list[str]) -> dict[str, Any]:
+def _export_device(dev: Mapping[str, Any], kind: DeviceKind, layout: str, running: bool, reasons: list[str]) -> dict[str, object]:
     """A disk's or NIC's Ganeti dict; why Ganeti cannot record it goes to ``reasons``."""
     info = dev["hvinfo"]
     what = f"{kind.noun} {info['id']}"
@@ -152,7 +152,7 @@ def export(runtime: Mapping[str, Any], layout: str = "3", run_dir: str = DEFAULT
         reasons.append(f"disk_type {hvparams['disk_type']} needs Ganeti 2.16 or later (export to ganeti-3)")
     controller_args = _export_controllers(runtime, running, reasons)
     # QEMU-placed NICs first: they are the ones from before Ganeti placed devices itself.
-    nics: list[dict[str, Any]] = []
+    nics: list[dict[str, object]] = []
     disks: list[list[Any]] = []
     for dev in runtime.get("fixed", []):
         base = {**dev.get("ganeti", {}), "uuid": dev["uuid"]}

@@ -44,6 +44,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.opts import find, groups_of, join_opts, kv, opt_name, split_opts
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import FixedDevice
 
 # Host plumbing: where the writing host kept its sockets, logs and identity.
 _PLUMBING = frozenset({"pidfile", "daemonize", "monitor", "qmp", "chroot", "runas", "run-with", "D", "k", "incoming", "S"})
@@ -82,7 +83,7 @@ def _vnc(group: list[str], notes: list[str]) -> list[list[str]]:
     return [["-object", creds], [group[0], join_opts(kept)]]
 
 
-def _drive(group: list[str], notes: list[str]) -> dict[str, Any] | list[str]:
+def _drive(group: list[str], notes: list[str]) -> FixedDevice | list[str]:
     """A ``-drive``: a fixed disk the module will hand over, or the option to keep (``boot=`` dropped)."""
     opts: dict[str, str] = {}
     for pos, part in enumerate(split_opts(group[1])):
@@ -105,8 +106,8 @@ def _drive(group: list[str], notes: list[str]) -> dict[str, Any] | list[str]:
     mode = "ro" if opts.pop("readonly", "off") in ("on", "yes", "true") else "rw"
     opts.pop("media", None)
     notes.append(f"disk {filename} is a -drive in kvm_cmd (Ganeti before 2.10): fixed, placed by QEMU, not hotpluggable")
-    disk: dict[str, Any] = {"kind": "disk", "uuid": devices.derived_uuid("ganeti-disk", filename), "path": filename,
-                            "uri": None, "format": fmt, "mode": mode}
+    disk: FixedDevice = {"kind": "disk", "uuid": devices.derived_uuid("ganeti-disk", filename), "path": filename,
+                         "uri": None, "format": fmt, "mode": mode}
     if interface == "virtio":
         disk.update({"render": "device", "driver": hvp.DISK_DRIVERS["paravirtual"], "type": "paravirtual"})
         if "cache" in opts:
@@ -116,13 +117,13 @@ def _drive(group: list[str], notes: list[str]) -> dict[str, Any] | list[str]:
     return disk
 
 
-def rewrite(argv: list[str], notes: list[str], plumbing: list[list[str]]) -> tuple[list[str], list[dict[str, Any]]]:
+def rewrite(argv: list[str], notes: list[str], plumbing: list[list[str]]) -> tuple[list[str], list[FixedDevice]]:
     """Current QEMU options for a Ganeti kvm_cmd, and the fixed disks found in it (see the module doc)."""
-    out: list[list[str] | dict[str, Any]] = []
+    out: list[list[str] | FixedDevice] = []
     usb_at: int | None = None  # where moved -usbdevice rewrites go (before the first -device)
     have_usb = bool(find(groups_of(argv), "usb")) or any(
         "usb=on" in split_opts(g[1]) for g in find(groups_of(argv), "machine", "M") if len(g) > 1)
-    drives: list[dict[str, Any]] = []
+    drives: list[FixedDevice] = []
     rewritten: list[str] = []
     for group in groups_of(argv):
         name = opt_name(group[0])

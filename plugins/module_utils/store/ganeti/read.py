@@ -41,6 +41,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.errors import KvmError
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti import kvm_cmd, records
 from ansible_collections.kvmhv.qemu.plugins.module_utils.store.ganeti.opts import argv_value, first_field, groups_of, opt_name, split_opts
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Controller, HvInfo
 
 LAYOUT_DRIVES = "2.0-2.9"  # three elements, disks inside kvm_cmd
 LAYOUT_PCI = "2.10-2.15"  # integer pci slots
@@ -114,7 +115,7 @@ def layout_of(data: list[Any]) -> str:
 _SCSI_CONTROLLERS = {"lsi": "lsi53c895a", **{drv: drv for drv in hvp.CONTROLLER_DRIVERS}}
 
 
-def _controllers(argv: list[str]) -> list[dict[str, Any]]:
+def _controllers(argv: list[str]) -> list[Controller]:
     """The SCSI controller Ganeti puts in kvm_cmd (``-device <type>,id=scsi``), recorded for its bus.
 
     It stays in ``kvm_cmd`` too, where it is: QEMU placed it in command-line
@@ -125,7 +126,7 @@ def _controllers(argv: list[str]) -> list[dict[str, Any]]:
         if opt_name(group[0]) == "device" and len(group) > 1:
             parts = split_opts(group[1])
             if parts[0] in _SCSI_CONTROLLERS and f"id={hvp.SCSI_CONTROLLER_ID}" in parts[1:]:
-                info = {"driver": _SCSI_CONTROLLERS[parts[0]], "id": hvp.SCSI_CONTROLLER_ID, "bus": hvp.PCI_BUS}
+                info: HvInfo = {"driver": _SCSI_CONTROLLERS[parts[0]], "id": hvp.SCSI_CONTROLLER_ID, "bus": hvp.PCI_BUS}
                 addr = [p[5:] for p in parts[1:] if p.startswith("addr=")]
                 if addr:
                     info["addr"] = addr[0]

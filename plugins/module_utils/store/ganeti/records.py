@@ -35,7 +35,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.model import devices
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvinfo as hvi
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model import hvparams as hvp
 from ansible_collections.kvmhv.qemu.plugins.module_utils.model.fixed import reachable
-from ansible_collections.kvmhv.qemu.plugins.module_utils.types import Network
+from ansible_collections.kvmhv.qemu.plugins.module_utils.types import HvInfo, Network
 
 _IFNAME_PREFIX = "gnt"
 # Ganeti's nic_type / disk_type -> the -device driver it used (a literal type otherwise).
@@ -63,15 +63,15 @@ def _network(nic: Mapping[str, Any], dev_uuid: str) -> Network | None:
     return devices.network_record(record)
 
 
-def _side(dev: Mapping[str, Any], drop: tuple[str, ...]) -> dict[str, Any]:
+def _side(dev: Mapping[str, object], drop: tuple[str, ...]) -> dict[str, object]:
     return {k: v for k, v in dev.items() if k not in drop}
 
 
-def _pci_hvinfo(dev: Mapping[str, Any], kind: str, driver: str, dev_uuid: str, where: str) -> dict[str, Any]:
+def _pci_hvinfo(dev: Mapping[str, Any], kind: str, driver: str, dev_uuid: str, where: str) -> HvInfo:
     slot = dev["pci"]
     if isinstance(slot, bool) or not isinstance(slot, int) or not 0 <= slot <= hvp.PCI_LAST_SLOT:
         raise KvmError(f"{where}: pci {slot!r} is not a slot number 0-{hvp.PCI_LAST_SLOT}")
-    return dict(hvi.pci_hvinfo(driver, f"hot{kind}-{dev_uuid.split('-', maxsplit=1)[0]}-pci-{slot}", hvp.PCI_BUS, slot))
+    return hvi.pci_hvinfo(driver, f"hot{kind}-{dev_uuid.split('-', maxsplit=1)[0]}-pci-{slot}", hvp.PCI_BUS, slot)
 
 
 def nics(nics_in: list[Any], hv: Mapping[str, Any], notes: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

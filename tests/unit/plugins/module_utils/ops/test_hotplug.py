@@ -225,7 +225,7 @@ def test_present_and_plugged_is_no_change(fake, rd, tmp_path, monkeypatch):
     inst = Instance(rd, fake, runtime([disk(1, directory)], [nic(1)]), monkeypatch)
     before = fake.state()
     changed, record, diff, call = inst.run("disks", {"path": f"{directory}/d1.img"})
-    assert (changed, record["uuid"], diff, call.warnings) == (False, uuid(1), {}, [])
+    assert (changed, record["uuid"], diff, call.warnings) == (False, uuid(1), None, [])
     assert fake.changes() == [] and fake.state() == before  # looked, touched nothing
     changed, _record, _diff, _call = inst.run("nics", {"mac": nic(1)["mac"].upper()})
     assert changed is False
