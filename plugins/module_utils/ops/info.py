@@ -119,9 +119,10 @@ async def _one(call: Call, path: str, rd: RunDir | None, name: str | None) -> tu
         session = None
         if rd is not None and name is not None:
             session = await stack.enter_async_context(attach(call, rd, paths(rd.path, name), writer=False))
-            found = runtime_file.load(rd, name)
-            if found is None:
+            loaded = session.load()  # read once: the session already read it to locate the instance
+            if loaded is None or session.stored_version is None:
                 raise KvmError(f"runtime file {path} does not exist")
+            found = (loaded, session.stored_version)
         else:
             found = runtime_file.read_path(path)
         rt, version = found

@@ -35,7 +35,7 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.start import public
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.stop import remove_all, stop
 from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.target import arrived, settle_incoming
 from ansible_collections.kvmhv.qemu.plugins.module_utils.qemu import host, process
-from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct, journal
+from ansible_collections.kvmhv.qemu.plugins.module_utils.store import construct
 from ansible_collections.kvmhv.qemu.plugins.module_utils.results import Instance, InstanceDetails, InstanceResult
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, STOPPED, Controller, Runtime
 
@@ -143,7 +143,7 @@ class InstanceOp:
         timeout = float(self.params["unplug_timeout"])
         mon = None
         settled = False
-        if not self.check and journal.read(session.rd, session.where):  # QMP only when there is a journal to settle
+        if not self.check and session.rd.exists(session.where.names.journal):  # QMP only when there is a journal to settle
             mon = await session.monitor()
             old, settled = await tx.settle_journal(session, mon, old, timeout)
         the_plan = converge.plan(old, spec, bool(self.params.get("purge")))

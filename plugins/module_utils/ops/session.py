@@ -56,6 +56,7 @@ class Session:
         self.writer = writer
         self._read = False
         self._runtime: Runtime | None = None
+        self.stored_version: int | None = None  # the format version the file was stored in, once read
         self._mon: qmp.Monitor | None = None
 
     @property
@@ -73,6 +74,7 @@ class Session:
         if not self._read:
             found = runtime_file.load(self.rd, self.name)
             self._runtime, self._read = (found[0] if found else None), True
+            self.stored_version = found[1] if found else None
         return self._runtime
 
     def save(self, rt: Runtime) -> None:
@@ -81,10 +83,11 @@ class Session:
             return
         runtime_file.save(self.rd, self.name, rt)
         self._runtime, self._read = rt, True
+        self.stored_version = rt["version"]
 
     def forget(self) -> None:
         """The runtime file went (``absent``) or was put back by a failed start: read it again when asked."""
-        self._runtime, self._read = None, False
+        self._runtime, self._read, self.stored_version = None, False, None
 
     # -- the process -----------------------------------------------------
 

@@ -20,23 +20,22 @@ from ansible_collections.kvmhv.qemu.plugins.module_utils.ops.session import Sess
 from ansible_collections.kvmhv.qemu.plugins.module_utils.types import INCOMING, Runtime
 
 
+def _never_completed(session: Session) -> KvmError:
+    return KvmError(f"instance {session.name} here was a migration target whose migration never completed "
+                    "(the instance lives on the source); remove it here with state=absent")
+
+
 async def settle_incoming(session: Session, rt: Runtime, pid: int | None) -> Runtime:
     """Drop the mark once the guest runs here (and write that down unless in check mode); an error while it cannot."""
     if rt.get("mark") != INCOMING:
         return rt
     if pid is None:
-        raise KvmError(
-            f"instance {session.name} here was a migration target whose migration never completed "
-            "(the instance lives on the source); remove it here with state=absent"
-        )
+        raise _never_completed(session)
     state, now = await session.status()
     if state == "incoming":
         raise KvmError(f"instance {session.name} here is a migration target still waiting for its migration")
     if now is None:  # QEMU went since (a failed incoming migration ends it): the guest never came
-        raise KvmError(
-            f"instance {session.name} here was a migration target whose migration never completed "
-            "(the instance lives on the source); remove it here with state=absent"
-        )
+        raise _never_completed(session)
     if state == "unknown":  # QMP does not answer (a QEMU on its way out answers nothing): whether it arrived is unknown
         raise KvmError(f"instance {session.name} here is a migration target whose QEMU does not answer QMP: whether its "
                        "migration arrived is unknown; try again once it answers")
